@@ -1,0 +1,252 @@
+/* backends/kqueue.c: the BSD/macOS backend (also runs on libkqueue).
+ *
+ * Read and write interest are two level-triggered filters per fd. Changes are
+ * applied at once and all-or-nothing, so a failure reaches evr_io_start() and
+ * leaves the registration as it was. kqueue reports the two filters of one fd
+ * as separate events; they are merged into the first one in the batch, so a
+ * watcher gets one callback per batch, as with epoll and poll. The invariant
+ * that matters: during dispatch, mask[i] == 0 means "do not report event i";
+ * forget() relies on it to kill events harvested before a watcher stopped.
+ */
+#ifndef _DEFAULT_SOURCE
+#define _DEFAULT_SOURCE
+#endif
+#include <stdlib.h>
+#include <sys/types.h>
+#include <sys/event.h>
+#include <sys/time.h>
+#include <unistd.h>
+#include "reactor/internal.h"
+
+#define KQ_BATCH 1024
+
+struct kq_state {
+  int kq;
+  pid_t pid;   /* the process that created kq */
+  int cur;     /* index being dispatched; forget() scans after it */
+  int n;       /* events in the current batch; 0 outside dispatch */
+  struct kevent events[KQ_BATCH];
+  unsigned char mask[KQ_BATCH]; /* EVR_* bits to report; 0 = dropped */
+};
+
+static const struct timespec zero = {0, 0};
+
+static int kq_open(void) {
+  int fd = kqueue();
+  if (fd < 0) return -errno;
+  /* kqueue() has no CLOEXEC flag on every system (kqueuex, kqueue1 are not
+   * portable); the short window before this call is accepted. */
+  int rc = evr__cloexec(fd);
+  if (rc) {
+    (void)close(fd);
+    return rc;
+  }
+  return fd;
+}
+
+static int kq_init(evr_loop_t *loop) {
+  struct kq_state *st = malloc(sizeof *st);
+  if (!st) return EVR_ENOMEM;
+  st->cur = st->n = 0;
+  st->pid = getpid();
+  st->kq = kq_open();
+  if (st->kq < 0) {
+    int rc = st->kq;
+    free(st);
+    return rc;
+  }
+  loop->backend_state = st;
+  return 0;
+}
+
+static void kq_destroy(evr_loop_t *loop) {
+  struct kq_state *st = loop->backend_state;
+  if (!st) return;
+  /* In a forked child that never called reinit the number is not ours. */
+  if (st->kq >= 0 && st->pid == getpid()) (void)close(st->kq);
+  free(st);
+  loop->backend_state = NULL;
+}
+
+/* Apply n (at most 2) changes as a unit. EV_RECEIPT makes the kernel process
+ * every change and report each result, instead of stopping at the first
+ * failure with the earlier ones already applied; a failure then undoes the
+ * changes that succeeded. Deleting a filter that is already gone (the fd was
+ * closed, which drops its filters on BSD, or is being closed) is success:
+ * the wanted state is reached. */
+static int kq_apply(int kq, struct kevent *ch, int n) {
+  struct kevent res[2];
+  int ok[2] = {0, 0};
+  int err = 0;
+  assert(n > 0 && n <= 2);
+  for (int i = 0; i < n; i++) ch[i].flags |= EV_RECEIPT;
+  int r;
+  do
+    r = kevent(kq, ch, n, res, n, &zero);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) return -errno;
+  for (int j = 0; j < r; j++) {
+    if (!(res[j].flags & EV_ERROR)) continue; /* not a receipt */
+    for (int i = 0; i < n; i++) {
+      if (ch[i].filter != res[j].filter || ch[i].ident != res[j].ident)
+        continue;
+      int e = (int)res[j].data;
+      if (e == 0 ||
+          ((ch[i].flags & EV_DELETE) && (e == ENOENT || e == EBADF)))
+        ok[i] = 1;
+      else if (!err)
+        err = e;
+    }
+  }
+  if (!err) {
+    for (int i = 0; i < n; i++)
+      if (!ok[i]) return EVR_EIO; /* no receipt: should not happen */
+    return 0;
+  }
+  for (int i = 0; i < n; i++) {
+    if (!ok[i]) continue;
+    struct kevent undo = ch[i];
+    undo.flags = (ch[i].flags & EV_ADD) ? EV_DELETE : EV_ADD;
+    /* Best effort: re-adding a filter just deleted only fails if the fd
+     * went away, and then nothing is left to report on it. */
+    (void)kevent(kq, &undo, 1, NULL, 0, &zero);
+  }
+  return -err;
+}
+
+/* Immediate application rather than a changelist flushed by the next wait:
+ * the core promises that evr_io_start() reports e.g. EBADF and that a failed
+ * update changes nothing, and a queued change could only fail later, inside
+ * poll, with no caller left to tell. It costs one kevent() per change of
+ * interest, which level-triggered watchers rarely make. */
+static int kq_update(evr_loop_t *loop, evr_io_t *io, unsigned old_mask,
+                     unsigned new_mask) {
+  struct kq_state *st = loop->backend_state;
+  struct kevent ch[2];
+  int n = 0;
+  unsigned diff = (old_mask ^ new_mask) & (EVR_READ | EVR_WRITE);
+  if (diff & EVR_READ) {
+    EV_SET(&ch[n], (uintptr_t)io->fd, EVFILT_READ,
+           (new_mask & EVR_READ) ? EV_ADD : EV_DELETE, 0, 0, 0);
+    n++;
+  }
+  if (diff & EVR_WRITE) {
+    EV_SET(&ch[n], (uintptr_t)io->fd, EVFILT_WRITE,
+           (new_mask & EVR_WRITE) ? EV_ADD : EV_DELETE, 0, 0, 0);
+    n++;
+  }
+  return n ? kq_apply(st->kq, ch, n) : 0;
+}
+
+static unsigned to_mask(const struct kevent *e) {
+  unsigned m = 0;
+  if (e->filter == EVFILT_READ) m |= EVR_READ;
+  if (e->filter == EVFILT_WRITE) m |= EVR_WRITE;
+  /* Only a changelist produces EV_ERROR and poll passes none; should one
+   * appear, the user's next read() or write() meets the error. */
+  if (e->flags & EV_ERROR) return m | EVR_ERR;
+  /* EV_EOF on the read filter means no more data will arrive: the peer
+   * closed or shut down its sending side (kqueue cannot tell these apart),
+   * or the pipe's writer is gone. On a socket, fflags then holds a pending
+   * error such as ECONNRESET. */
+  if (e->flags & EV_EOF) {
+    m |= EVR_HUP;
+    if (e->fflags) m |= EVR_ERR;
+  }
+  return m;
+}
+
+static void drop_filter(int kq, const struct kevent *e) {
+  if (e->filter != EVFILT_READ && e->filter != EVFILT_WRITE) return;
+  struct kevent ch;
+  EV_SET(&ch, e->ident, e->filter, EV_DELETE, 0, 0, 0);
+  (void)kevent(kq, &ch, 1, NULL, 0, &zero); /* already gone is fine */
+}
+
+static int kq_poll(evr_loop_t *loop, int timeout_ms) {
+  struct kq_state *st = loop->backend_state;
+  struct timespec ts, *tsp = NULL;
+  if (timeout_ms >= 0) {
+    ts.tv_sec = timeout_ms / 1000;
+    ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
+    tsp = &ts;
+  }
+  int n = kevent(st->kq, NULL, 0, st->events, KQ_BATCH, tsp);
+  if (n < 0) return errno == EINTR ? 0 : -errno;
+
+  /* Merge pass, before any user code runs: io->backend_slot remembers the
+   * index (plus one) of the first event of the fd. A value left from an
+   * earlier batch is recognised as such because that entry must name the
+   * same fd and still be live. */
+  for (int i = 0; i < n; i++) {
+    struct kevent *e = &st->events[i];
+    int fd = (int)e->ident;
+    evr_io_t *io = evr__io_lookup(loop, fd);
+    unsigned m = to_mask(e);
+    st->mask[i] = 0;
+    unsigned filt = m & (EVR_READ | EVR_WRITE);
+    if (!io || !(io->registered & filt)) {
+      /* A filter nobody asked for: left behind by a removal that failed, or
+       * by an fd closed while watched, which libkqueue cannot notice. Being
+       * level-triggered it would fire on every wait, so drop it. */
+      drop_filter(st->kq, e);
+      continue;
+    }
+    uint32_t s = io->backend_slot;
+    if (s > 0 && s <= (uint32_t)i && (int)st->events[s - 1].ident == fd &&
+        st->mask[s - 1]) {
+      st->mask[s - 1] |= (unsigned char)m;
+    } else {
+      io->backend_slot = (uint32_t)i + 1;
+      st->mask[i] = (unsigned char)m;
+    }
+  }
+
+  st->n = n;
+  for (st->cur = 0; st->cur < n; st->cur++) {
+    unsigned m = st->mask[st->cur];
+    if (!m) continue; /* merged, unwatched or forgotten during this batch */
+    evr__io_dispatch(loop, (int)st->events[st->cur].ident, m);
+  }
+  st->n = st->cur = 0;
+  return n;
+}
+
+static void kq_forget(evr_loop_t *loop, int fd) {
+  struct kq_state *st = loop->backend_state;
+  for (int i = st->cur + 1; i < st->n; i++)
+    if ((int)st->events[i].ident == fd) st->mask[i] = 0;
+}
+
+/* A kqueue is not inherited across fork (libkqueue closes its descriptors in
+ * the child to match), so the child builds a new one and registers every
+ * active watcher again. The old number is closed only in the process that
+ * opened it: in a child it may already belong to an unrelated descriptor. */
+static int kq_reinit(evr_loop_t *loop) {
+  struct kq_state *st = loop->backend_state;
+  int kq = kq_open();
+  if (kq < 0) return kq;
+  if (st->pid == getpid()) (void)close(st->kq);
+  st->kq = kq;
+  st->pid = getpid();
+  int first_err = 0;
+  for (unsigned i = 0; i < loop->nfds; i++) {
+    evr_io_t *io = loop->fds[i];
+    if (!io || !io->registered) continue;
+    int rc = kq_update(loop, io, 0, io->registered);
+    /* Keep going: one watcher whose fd is gone must not cost the others. */
+    if (rc && !first_err) first_err = rc;
+  }
+  return first_err;
+}
+
+const evr__backend_t evr__backend_kqueue = {
+    .name = "kqueue",
+    .caps = EVR__CAP_REINIT_AFTER_FORK,
+    .init = kq_init,
+    .destroy = kq_destroy,
+    .update = kq_update,
+    .poll = kq_poll,
+    .forget = kq_forget,
+    .reinit = kq_reinit,
+};

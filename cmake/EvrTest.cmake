@@ -1,0 +1,23 @@
+# evr_add_test(<name> [BACKEND_DEPENDENT] [TIMEOUT <s>] [LABELS <l>...])
+# Builds tests/test_<name>.c into test_<name>. A backend-dependent test is
+# registered once per built backend as <name>.<backend>, with EVR_BACKEND set;
+# a pure one once as <name>. cmocka runs all cases in one process, so ctest's
+# TIMEOUT is the hang guard.
+function(evr_add_test name)
+  cmake_parse_arguments(T "BACKEND_DEPENDENT" "TIMEOUT" "LABELS" ${ARGN})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 120)
+  endif()
+  add_executable(test_${name} test_${name}.c helpers.c)
+  target_link_libraries(test_${name} PRIVATE evr_internal PkgConfig::CMOCKA Threads::Threads)
+  if(T_BACKEND_DEPENDENT)
+    foreach(b IN LISTS EVR_BUILT_BACKENDS)
+      add_test(NAME ${name}.${b} COMMAND test_${name})
+      set_tests_properties(${name}.${b} PROPERTIES
+        ENVIRONMENT "EVR_BACKEND=${b}" TIMEOUT ${T_TIMEOUT} LABELS "${name};${b};${T_LABELS}")
+    endforeach()
+  else()
+    add_test(NAME ${name} COMMAND test_${name})
+    set_tests_properties(${name} PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS "${name};${T_LABELS}")
+  endif()
+endfunction()

@@ -1,0 +1,79 @@
+/* evr/error.h: error codes.
+ *
+ * Every evr function that returns int returns 0 (or a count) on success and a
+ * negative EVR_E* code on failure. On POSIX systems EVR_E<NAME> == -E<NAME>, so
+ * a code can be compared with -errno values directly. Codes outside errno's
+ * range (EVR_EOF, the resolver block) are defined below the system ones.
+ */
+#ifndef EVR_ERROR_H
+#define EVR_ERROR_H
+
+#include <errno.h>
+#include "evr/version.h"
+
+/* X(name, value, message): the one list behind the enum and the string tables. */
+#define EVR_ERRNO_MAP(X)                                                       \
+  X(EPERM, -EPERM, "operation not permitted")                                  \
+  X(ENOENT, -ENOENT, "no such file or directory")                              \
+  X(EINTR, -EINTR, "interrupted system call")                                  \
+  X(EIO, -EIO, "i/o error")                                                    \
+  X(EBADF, -EBADF, "bad file descriptor")                                      \
+  X(EAGAIN, -EAGAIN, "resource temporarily unavailable")                       \
+  X(ENOMEM, -ENOMEM, "not enough memory")                                      \
+  X(EACCES, -EACCES, "permission denied")                                      \
+  X(EFAULT, -EFAULT, "bad address")                                            \
+  X(EBUSY, -EBUSY, "resource busy")                                            \
+  X(EEXIST, -EEXIST, "already exists")                                         \
+  X(ENOTDIR, -ENOTDIR, "not a directory")                                      \
+  X(EINVAL, -EINVAL, "invalid argument")                                       \
+  X(ENFILE, -ENFILE, "file table overflow")                                    \
+  X(EMFILE, -EMFILE, "too many open files")                                    \
+  X(ENOSPC, -ENOSPC, "no space left on device")                                \
+  X(EPIPE, -EPIPE, "broken pipe")                                              \
+  X(ERANGE, -ERANGE, "result out of range")                                    \
+  X(ENAMETOOLONG, -ENAMETOOLONG, "name too long")                              \
+  X(ENOSYS, -ENOSYS, "function not implemented")                               \
+  X(ENOTSOCK, -ENOTSOCK, "socket operation on non-socket")                     \
+  X(EPROTONOSUPPORT, -EPROTONOSUPPORT, "protocol not supported")               \
+  X(ENOTSUP, -ENOTSUP, "operation not supported")                              \
+  X(EAFNOSUPPORT, -EAFNOSUPPORT, "address family not supported")               \
+  X(EADDRINUSE, -EADDRINUSE, "address already in use")                         \
+  X(EADDRNOTAVAIL, -EADDRNOTAVAIL, "address not available")                    \
+  X(ENETDOWN, -ENETDOWN, "network is down")                                    \
+  X(ENETUNREACH, -ENETUNREACH, "network is unreachable")                       \
+  X(ECONNABORTED, -ECONNABORTED, "software caused connection abort")           \
+  X(ECONNRESET, -ECONNRESET, "connection reset by peer")                       \
+  X(ENOBUFS, -ENOBUFS, "no buffer space available")                            \
+  X(EISCONN, -EISCONN, "socket is already connected")                          \
+  X(ENOTCONN, -ENOTCONN, "socket is not connected")                            \
+  X(ETIMEDOUT, -ETIMEDOUT, "connection timed out")                             \
+  X(ECONNREFUSED, -ECONNREFUSED, "connection refused")                         \
+  X(EHOSTUNREACH, -EHOSTUNREACH, "host is unreachable")                        \
+  X(EALREADY, -EALREADY, "operation already in progress")                      \
+  X(EINPROGRESS, -EINPROGRESS, "operation in progress")                        \
+  X(ECANCELED, -ECANCELED, "operation canceled")                               \
+  X(EOVERFLOW, -EOVERFLOW, "value too large")                                  \
+  /* evr's own codes, outside errno's range */                                 \
+  X(EOF, -4095, "end of file")                                                 \
+  X(EAI_NONAME, -3008, "unknown node or service")                              \
+  X(EAI_AGAIN, -3001, "temporary failure in name resolution")                  \
+  X(EAI_FAIL, -3007, "permanent failure in name resolution")                   \
+  X(EAI_FAMILY, -3006, "address family not supported by resolver")             \
+  X(EAI_SERVICE, -3010, "service not available for socket type")               \
+  X(EAI_MEMORY, -3002, "resolver out of memory")
+
+typedef enum evr_errno {
+#define EVR__ERR_ENUM(name, value, msg) EVR_##name = (value),
+  EVR_ERRNO_MAP(EVR__ERR_ENUM)
+#undef EVR__ERR_ENUM
+  EVR__ERRNO_MAX = -4096
+} evr_errno_t;
+
+/** Human-readable message for an evr error code. Unknown codes give
+ *  "unknown error". Never returns NULL. Thread-safe. */
+EVR_API const char *evr_strerror(int rc);
+
+/** The code's symbolic name, e.g. "EAGAIN", or "UNKNOWN". Thread-safe. */
+EVR_API const char *evr_err_name(int rc);
+
+#endif

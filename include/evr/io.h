@@ -1,0 +1,64 @@
+/* evr/io.h: I/O watchers on file descriptors.
+ *
+ * Level-triggered: the callback runs every iteration while the fd is ready for
+ * an interest in its mask, whatever the backend does inside. An error or a
+ * hang-up is reported with EVR_ERR / EVR_HUP together with the watcher's
+ * interest bits, so a read() or write() in the callback sees the condition.
+ * The watcher never owns the fd: evr never closes it.
+ */
+#ifndef EVR_IO_H
+#define EVR_IO_H
+
+#include "evr/loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum {
+  EVR_READ = 0x1,   /* interest / event: readable (or EOF, or pending error) */
+  EVR_WRITE = 0x2,  /* interest / event: writable */
+  EVR_ERR = 0x4,    /* event only: error condition on the fd */
+  EVR_HUP = 0x8     /* event only: hang-up (peer closed, pipe writer gone) */
+};
+
+typedef struct evr_io evr_io_t;
+typedef void (*evr_io_cb)(evr_io_t *io, unsigned events);
+
+struct evr_io {
+  evr_handle_t base;
+  /* read-only */
+  int fd;
+  unsigned events;          /* current interest: EVR_READ | EVR_WRITE */
+  /* private */
+  unsigned registered;      /* interest the backend currently has */
+  uint32_t backend_slot;    /* backend-private per-fd data */
+  evr_io_cb cb;
+};
+
+/** Initialise a watcher for fd. Does not register anything yet.
+ *  @return 0; EVR_EINVAL (NULL); EVR_EBADF (fd < 0 or not open). */
+EVR_API int evr_io_init(evr_loop_t *loop, evr_io_t *io, int fd);
+
+/** Start watching for `events` (EVR_READ, EVR_WRITE or both).
+ *  @return 0; EVR_EINVAL (NULL, no cb, empty or unknown mask, closing
+ *          handle); EVR_EALREADY (already active: use evr_io_set());
+ *          EVR_EEXIST (another watcher of this loop is active on the fd);
+ *          EVR_EPERM (the backend cannot watch this kind of fd, e.g. a regular
+ *          file under epoll); EVR_ENOMEM; other backend errors. */
+EVR_API int evr_io_start(evr_io_t *io, unsigned events, evr_io_cb cb);
+
+/** Change the interest of an active watcher. Safe from any callback; an event
+ *  already harvested but no longer wanted is not delivered.
+ *  @return 0; EVR_EINVAL (NULL, empty or unknown mask, not active). */
+EVR_API int evr_io_set(evr_io_t *io, unsigned events);
+
+/** Stop watching. Idempotent. Events harvested in the current batch are not
+ *  delivered after this; the fd may be closed (and its number reused by a new
+ *  watcher) right after it returns. @return 0 or EVR_EINVAL. */
+EVR_API int evr_io_stop(evr_io_t *io);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,56 @@
+/* reactor/backend.h: the interface between the loop core and a backend.
+ *
+ * A backend is a const table of operations. It never calls user code: it
+ * reports readiness with evr__io_dispatch(), which re-validates every event
+ * against the loop's current watchers before calling the user. A completion
+ * backend (io_uring) adds submit/cancel and sets EVR__CAP_COMPLETION; the
+ * readiness entries stay valid for watchers.
+ */
+#ifndef EVR_REACTOR_BACKEND_H
+#define EVR_REACTOR_BACKEND_H
+
+#include "evr/io.h"
+
+/* Capability bits. */
+#define EVR__CAP_EDGE 0x01u            /* can deliver edge-triggered events */
+#define EVR__CAP_BATCH 0x02u           /* queues interest changes until poll */
+#define EVR__CAP_NATIVE_WAKE 0x04u     /* wake() is implemented natively */
+#define EVR__CAP_REINIT_AFTER_FORK 0x08u /* kernel object must be rebuilt in a child */
+#define EVR__CAP_COMPLETION 0x10u      /* submit()/cancel() are implemented */
+
+struct evr__op; /* a completion operation; defined with the first user */
+
+typedef struct evr__backend {
+  const char *name;
+  unsigned caps;
+  /* Create the kernel object (CLOEXEC) and event buffer; state goes in
+   * loop->backend_state. 0 or -errno. */
+  int (*init)(evr_loop_t *loop);
+  /* Release everything; safe after a failed init. */
+  void (*destroy)(evr_loop_t *loop);
+  /* Apply (or queue until poll) an interest change of io from old_mask to
+   * new_mask (EVR_READ|EVR_WRITE; 0 means remove). 0 or -errno; on error the
+   * backend's registration is unchanged. */
+  int (*update)(evr_loop_t *loop, evr_io_t *io, unsigned old_mask,
+                unsigned new_mask);
+  /* Wait at most timeout_ms (-1 forever, 0 not at all), then report each
+   * ready fd with evr__io_dispatch(). Returns the number of events harvested
+   * or -errno; EINTR counts as 0 events. */
+  int (*poll)(evr_loop_t *loop, int timeout_ms);
+  /* The watcher of fd is gone: events already harvested for fd in the batch
+   * being dispatched must not be reported. */
+  void (*forget)(evr_loop_t *loop, int fd);
+  /* Optional (NULL: generic path). */
+  int (*reinit)(evr_loop_t *loop);      /* rebuild state in a forked child */
+  int (*wake)(evr_loop_t *loop);        /* native cross-thread wake-up */
+  int (*submit)(evr_loop_t *loop, struct evr__op *op);
+  int (*cancel)(evr_loop_t *loop, struct evr__op *op);
+} evr__backend_t;
+
+/* Built backends, best first, NULL-terminated (backends/registry.c). */
+extern const evr__backend_t *const evr__backend_table[];
+
+/* Find a built backend by name; NULL if not built. */
+const evr__backend_t *evr__backend_find(const char *name);
+
+#endif

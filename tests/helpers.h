@@ -1,0 +1,52 @@
+/* tests/helpers.h: the shared fixture and helpers of the evr test suite.
+ *
+ * The fixture creates a loop with evr_loop_new(NULL) (so EVR_BACKEND picks the
+ * backend) and checks that the loop really runs on the requested backend. Its
+ * teardown closes every handle, runs the loop until the close callbacks are
+ * done and asserts evr_loop_free() == 0: every test is a lifetime check too.
+ */
+#ifndef EVR_TESTS_HELPERS_H
+#define EVR_TESTS_HELPERS_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include "evr/evr.h"
+
+/* The loop of the current test (set by evr_test_setup). */
+extern evr_loop_t *test_loop;
+
+int evr_test_setup(void **state);
+int evr_test_teardown(void **state);
+
+#define EVR_TEST(fn) cmocka_unit_test_setup_teardown(fn, evr_test_setup, evr_test_teardown)
+
+/* Assert rc == 0, printing the error's name otherwise. */
+#define assert_evr_ok(rc) evr__assert_ok((rc), #rc, __FILE__, __LINE__)
+void evr__assert_ok(int rc, const char *expr, const char *file, int line);
+
+/* Run EVR_RUN_ONCE until *flag becomes nonzero, at most max_iter times.
+ * Returns the number of iterations used; fails the test on the bound. */
+int run_until(evr_loop_t *loop, const volatile int *flag, int max_iter);
+
+/* Socket pair / pipe makers: non-blocking, close-on-exec. */
+void make_socketpair(int fds[2]);
+void make_pipe(int fds[2]);
+void set_nonblock(int fd);
+
+/* Count of open descriptors of this process (/proc/self/fd). */
+int count_open_fds(void);
+
+/* Assert that no descriptor opened since `baseline` (a count_open_fds()
+ * value) is still open. The user-space kqueue on Linux releases its helper
+ * descriptors from a background thread, so under it the check waits (at
+ * most 10 s) for the count to settle and accepts fewer than the baseline;
+ * under every other backend the count must be exactly the baseline. */
+void assert_fds_back_to(int baseline);
+
+/* The backend the fixture requested (EVR_BACKEND or the default). */
+const char *requested_backend(void);
+
+#endif

@@ -1,0 +1,215 @@
+/* tests/test_backend.c: properties every backend must have, run under each:
+ * no descriptor leaks, close-on-exec kernel objects, large descriptor
+ * numbers, independent loops on one fd, and interest churn. */
+/* evr-test: backends timeout=300 */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include "helpers.h"
+
+static int calls_a, calls_b;
+static void cb_a(evr_io_t *io, unsigned ev) { (void)io; (void)ev; calls_a++; }
+static void cb_b(evr_io_t *io, unsigned ev) { (void)io; (void)ev; calls_b++; }
+
+/* Creating and freeing loops leaves no descriptor behind, and every
+ * descriptor a loop opens is close-on-exec. */
+static void test_backend_loops_leak_nothing_and_are_cloexec(void **state) {
+  (void)state;
+  /* A user-space kqueue keeps process-wide helper descriptors once first
+   * used; create one loop first so they are counted in the baseline. */
+  evr_loop_t *warm;
+  assert_evr_ok(evr_loop_new(&warm, NULL));
+  assert_int_equal(evr_loop_free(warm), 0);
+  int before = count_open_fds();
+  static unsigned char was_open[1024];
+  for (int fd = 0; fd < 1024; fd++) was_open[fd] = fcntl(fd, F_GETFD) >= 0;
+  evr_loop_t *l;
+  assert_evr_ok(evr_loop_new(&l, NULL));
+  int fds[2];
+  evr_io_t io;
+  make_pipe(fds);
+  assert_evr_ok(evr_io_init(l, &io, fds[0]));
+  assert_evr_ok(evr_io_start(&io, EVR_READ, cb_a));
+  assert_int_equal(evr_loop_run(l, EVR_RUN_NOWAIT), 1);
+  /* Every descriptor that is not ours and not stdio must be CLOEXEC. */
+  for (int fd = 3; fd < 1024; fd++) {
+    int fl = fcntl(fd, F_GETFD);
+    if (fl < 0) continue;
+    if (was_open[fd] || fd == fds[0] || fd == fds[1]) continue;
+    assert_true(fl & FD_CLOEXEC);
+  }
+  assert_evr_ok(evr_close(&io.base, NULL));
+  assert_int_equal(evr_loop_run(l, EVR_RUN_NOWAIT), 0);
+  assert_int_equal(evr_loop_free(l), 0);
+  close(fds[0]);
+  close(fds[1]);
+  for (int i = 0; i < 200; i++) {
+    assert_evr_ok(evr_loop_new(&l, NULL));
+    assert_int_equal(evr_loop_free(l), 0);
+  }
+  assert_fds_back_to(before);
+}
+
+/* A watcher on a descriptor number far above the others works (the fd map
+ * and the backend's tables grow on demand). */
+static void test_backend_large_fd_number(void **state) {
+  (void)state;
+  struct rlimit rl;
+  assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+  if (rl.rlim_cur < rl.rlim_max) {
+    struct rlimit nl = {rl.rlim_max, rl.rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &nl), 0);
+    rl = nl;
+  }
+  assert_true(rl.rlim_cur > 64);
+  int high = rl.rlim_cur > 20000 ? 19999 : (int)rl.rlim_cur - 1;
+  int fds[2];
+  make_pipe(fds);
+  assert_int_equal(dup3(fds[0], high, O_CLOEXEC), high);
+  evr_io_t io;
+  calls_a = 0;
+  assert_evr_ok(evr_io_init(test_loop, &io, high));
+  assert_evr_ok(evr_io_start(&io, EVR_READ, cb_a));
+  assert_int_equal(write(fds[1], "x", 1), 1);
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_ONCE), 1);
+  assert_int_equal(calls_a, 1);
+  assert_evr_ok(evr_close(&io.base, NULL));
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), 0);
+  close(high);
+  close(fds[0]);
+  close(fds[1]);
+}
+
+/* Two loops watch the same fd independently: stopping one leaves the
+ * other's registration intact. */
+static void test_backend_two_loops_one_fd(void **state) {
+  (void)state;
+  evr_loop_t *other;
+  assert_evr_ok(evr_loop_new(&other, NULL));
+  int fds[2];
+  make_pipe(fds);
+  evr_io_t a, b;
+  calls_a = calls_b = 0;
+  assert_evr_ok(evr_io_init(test_loop, &a, fds[0]));
+  assert_evr_ok(evr_io_init(other, &b, fds[0]));
+  assert_evr_ok(evr_io_start(&a, EVR_READ, cb_a));
+  assert_evr_ok(evr_io_start(&b, EVR_READ, cb_b));
+  assert_int_equal(write(fds[1], "x", 1), 1);
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_ONCE), 1);
+  assert_int_equal(evr_loop_run(other, EVR_RUN_ONCE), 1);
+  assert_int_equal(calls_a, 1);
+  assert_int_equal(calls_b, 1);
+  assert_evr_ok(evr_io_stop(&a));
+  assert_int_equal(evr_loop_run(other, EVR_RUN_ONCE), 1);
+  assert_int_equal(calls_b, 2);
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), 0);
+  assert_int_equal(calls_a, 1);
+  assert_evr_ok(evr_close(&a.base, NULL));
+  assert_evr_ok(evr_close(&b.base, NULL));
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), 0);
+  assert_int_equal(evr_loop_run(other, EVR_RUN_NOWAIT), 0);
+  assert_int_equal(evr_loop_free(other), 0);
+  close(fds[0]);
+  close(fds[1]);
+}
+
+/* Interest churn: every transition between {R, W, RW} and stopped, checked
+ * against what the fd really is (readable and writable socket). */
+static unsigned churn_seen;
+static void churn_cb(evr_io_t *io, unsigned ev) {
+  (void)io;
+  churn_seen = ev;
+}
+
+static void test_backend_interest_transitions(void **state) {
+  (void)state;
+  static const unsigned masks[] = {EVR_READ, EVR_WRITE, EVR_READ | EVR_WRITE};
+  int sv[2];
+  make_socketpair(sv);
+  assert_int_equal(write(sv[1], "r", 1), 1); /* sv[0] readable and writable */
+  evr_io_t io;
+  assert_evr_ok(evr_io_init(test_loop, &io, sv[0]));
+  for (unsigned from = 0; from < 3; from++) {
+    for (unsigned to = 0; to < 4; to++) {
+      assert_evr_ok(evr_io_start(&io, masks[from], churn_cb));
+      churn_seen = 0;
+      assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), 1);
+      assert_int_equal(churn_seen, masks[from]);
+      if (to == 3) {
+        assert_evr_ok(evr_io_stop(&io));
+        churn_seen = 0;
+        assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), 0);
+        assert_int_equal(churn_seen, 0);
+      } else {
+        assert_evr_ok(evr_io_set(&io, masks[to]));
+        churn_seen = 0;
+        assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), 1);
+        assert_int_equal(churn_seen, masks[to]);
+        assert_evr_ok(evr_io_stop(&io));
+      }
+    }
+  }
+  assert_evr_ok(evr_close(&io.base, NULL));
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), 0);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+/* Start/stop churn on many descriptors in random order; at every step the
+ * set of callbacks equals the set of started watchers on readable fds. */
+#define CHURN_N 300
+static evr_io_t churn_io[CHURN_N];
+static int churn_hits[CHURN_N];
+static void churn_hit_cb(evr_io_t *io, unsigned ev) {
+  (void)ev;
+  churn_hits[io - churn_io]++;
+}
+
+static void test_backend_random_start_stop_churn(void **state) {
+  (void)state;
+  int rd[CHURN_N], wr[CHURN_N];
+  for (int i = 0; i < CHURN_N; i++) {
+    int p[2];
+    make_pipe(p);
+    rd[i] = p[0];
+    wr[i] = p[1];
+    assert_int_equal(write(wr[i], "x", 1), 1); /* all readable, level */
+    assert_evr_ok(evr_io_init(test_loop, &churn_io[i], rd[i]));
+  }
+  srand(0x5eed0003u);
+  for (int step = 0; step < 400; step++) {
+    for (int k = 0; k < 25; k++) {
+      int i = rand() % CHURN_N;
+      if (evr_is_active(&churn_io[i].base))
+        assert_evr_ok(evr_io_stop(&churn_io[i]));
+      else
+        assert_evr_ok(evr_io_start(&churn_io[i], EVR_READ, churn_hit_cb));
+    }
+    memset(churn_hits, 0, sizeof churn_hits);
+    int active = 0;
+    for (int i = 0; i < CHURN_N; i++) active += evr_is_active(&churn_io[i].base);
+    assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), active > 0);
+    for (int i = 0; i < CHURN_N; i++)
+      assert_int_equal(churn_hits[i], evr_is_active(&churn_io[i].base) ? 1 : 0);
+  }
+  for (int i = 0; i < CHURN_N; i++) assert_evr_ok(evr_close(&churn_io[i].base, NULL));
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), 0);
+  for (int i = 0; i < CHURN_N; i++) {
+    close(rd[i]);
+    close(wr[i]);
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      EVR_TEST(test_backend_loops_leak_nothing_and_are_cloexec),
+      EVR_TEST(test_backend_large_fd_number),
+      EVR_TEST(test_backend_two_loops_one_fd),
+      EVR_TEST(test_backend_interest_transitions),
+      EVR_TEST(test_backend_random_start_stop_churn),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

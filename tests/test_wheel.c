@@ -1,0 +1,525 @@
+/* evr-test: timeout=300 */
+/* tests/test_wheel.c: the timer wheel as a pure data structure.
+ *
+ * Time is injected: no loop, no clock. The unit tests pin down the contract
+ * of timers/wheel.h; the model test replays seeded random start, stop,
+ * restart and advance sequences (including jumps of years and timeouts
+ * beyond the wheel's range) against a naive reference and checks the
+ * wheel's invariants after every step. EVR_TEST_SEED overrides the seed.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "helpers.h"
+#include "timers/wheel.h"
+
+#define HOUR_MS UINT64_C(3600000)
+#define DAY_MS (24 * HOUR_MS)
+#define YEAR_MS (365 * DAY_MS)
+
+static struct evr__wheel wheel;
+
+static void check(struct evr__wheel *w) {
+  int line = evr__wheel_check(w);
+  if (line) fail_msg("wheel invariant broken at timers/wheel.c:%d", line);
+}
+
+/* Pop everything that is ready; returns how many, storing node pointers. */
+static int drain(struct evr__wheel *w, struct evr__wnode **out, int max) {
+  int n = 0;
+  struct evr__wnode *p;
+  while ((p = evr__wheel_pop(w)) != NULL) {
+    assert_true(n < max);
+    out[n++] = p;
+    check(w);
+  }
+  return n;
+}
+
+static void test_wheel_empty_wheel_has_no_next_and_pops_nothing(void **state) {
+  (void)state;
+  evr__wheel_init(&wheel, 1000);
+  assert_true(evr__wheel_next(&wheel) == UINT64_MAX);
+  assert_null(evr__wheel_pop(&wheel));
+  evr__wheel_advance(&wheel, 5 * YEAR_MS);
+  assert_null(evr__wheel_pop(&wheel));
+  assert_true(wheel.now == 5 * YEAR_MS);
+  check(&wheel);
+}
+
+static void test_wheel_node_expires_exactly_at_its_due_time(void **state) {
+  (void)state;
+  uint64_t dues[] = {1, 63, 64, 65, 4095, 4096, 4097, 300000, HOUR_MS,
+                     DAY_MS, YEAR_MS, 3 * YEAR_MS};
+  for (size_t i = 0; i < sizeof dues / sizeof dues[0]; i++) {
+    struct evr__wnode n;
+    uint64_t base = 12345;
+    evr__wheel_init(&wheel, base);
+    evr__wnode_init(&n);
+    evr__wheel_add(&wheel, &n, base + dues[i]);
+    check(&wheel);
+    assert_true(evr__wheel_next(&wheel) <= base + dues[i]);
+    evr__wheel_advance(&wheel, base + dues[i] - 1);
+    check(&wheel);
+    assert_null(evr__wheel_pop(&wheel));
+    assert_true(evr__wnode_pending(&n));
+    evr__wheel_advance(&wheel, base + dues[i]);
+    check(&wheel);
+    assert_ptr_equal(evr__wheel_pop(&wheel), &n);
+    assert_false(evr__wnode_pending(&n));
+    assert_null(evr__wheel_pop(&wheel));
+    assert_true(evr__wheel_next(&wheel) == UINT64_MAX);
+  }
+}
+
+static void test_wheel_equal_deadlines_expire_in_start_order(void **state) {
+  (void)state;
+  /* a is filed at a high level long before; b joins at a lower level later,
+   * e is pushed back to the same due time (it stays in its old slot, behind
+   * the others), then c and d start. Cascading and re-filing append nodes
+   * behind younger ones; the expiry order must still be start order. */
+  struct evr__wnode a, b, c, d, e;
+  struct evr__wnode *out[8];
+  evr__wnode_init(&a);
+  evr__wnode_init(&b);
+  evr__wnode_init(&c);
+  evr__wnode_init(&d);
+  evr__wnode_init(&e);
+  evr__wheel_init(&wheel, 0);
+  evr__wheel_add(&wheel, &e, 299995);
+  evr__wheel_add(&wheel, &a, 300000);
+  evr__wheel_advance(&wheel, 299000);
+  evr__wheel_add(&wheel, &b, 300000);
+  evr__wheel_advance(&wheel, 299990);
+  unsigned where = e.where;
+  evr__wheel_add(&wheel, &e, 300000);
+  assert_int_equal(e.where, where);
+  evr__wheel_add(&wheel, &c, 300000);
+  evr__wheel_add(&wheel, &d, 300000);
+  check(&wheel);
+  evr__wheel_advance(&wheel, 400000);
+  assert_int_equal(drain(&wheel, out, 8), 5);
+  assert_ptr_equal(out[0], &a);
+  assert_ptr_equal(out[1], &b);
+  assert_ptr_equal(out[2], &e);
+  assert_ptr_equal(out[3], &c);
+  assert_ptr_equal(out[4], &d);
+}
+
+static void test_wheel_jump_expires_in_due_then_start_order(void **state) {
+  (void)state;
+  struct evr__wnode n[6];
+  struct evr__wnode *out[8];
+  uint64_t dues[6] = {5000, 70, 5000, 2 * YEAR_MS, 70, 3 * YEAR_MS};
+  evr__wheel_init(&wheel, 0);
+  for (int i = 0; i < 6; i++) {
+    evr__wnode_init(&n[i]);
+    evr__wheel_add(&wheel, &n[i], dues[i]);
+  }
+  check(&wheel);
+  evr__wheel_advance(&wheel, 10 * YEAR_MS);
+  check(&wheel);
+  assert_int_equal(drain(&wheel, out, 8), 6);
+  struct evr__wnode *want[6] = {&n[1], &n[4], &n[0], &n[2], &n[3], &n[5]};
+  for (int i = 0; i < 6; i++) assert_ptr_equal(out[i], want[i]);
+}
+
+static void test_wheel_pushing_a_node_later_only_rewrites_it(void **state) {
+  (void)state;
+  struct evr__wnode n;
+  evr__wnode_init(&n);
+  evr__wheel_init(&wheel, 0);
+  evr__wheel_add(&wheel, &n, 100);
+  unsigned where = n.where;
+  for (uint64_t due = 101; due < 5000; due += 7) {
+    evr__wheel_add(&wheel, &n, due);
+    assert_int_equal(n.where, where); /* not moved */
+    check(&wheel);
+  }
+  uint64_t due = n.due;
+  /* Reaching the old slot re-files the node; it still expires exactly. */
+  for (uint64_t t = 100; t < due; t = evr__wheel_next(&wheel)) {
+    evr__wheel_advance(&wheel, t);
+    check(&wheel);
+    assert_null(evr__wheel_pop(&wheel));
+  }
+  evr__wheel_advance(&wheel, due - 1);
+  assert_null(evr__wheel_pop(&wheel));
+  evr__wheel_advance(&wheel, due);
+  assert_ptr_equal(evr__wheel_pop(&wheel), &n);
+}
+
+static void test_wheel_push_later_keeps_start_order(void **state) {
+  (void)state;
+  /* a starts before b with an earlier provisional due time; both are then
+   * settled to the same due time, b first: a still expires first. */
+  struct evr__wnode a, b, c;
+  struct evr__wnode *out[4];
+  evr__wnode_init(&a);
+  evr__wnode_init(&b);
+  evr__wnode_init(&c);
+  evr__wheel_init(&wheel, 0);
+  evr__wheel_add(&wheel, &a, 10);
+  evr__wheel_add(&wheel, &b, 12);
+  evr__wheel_push_later(&wheel, &b, 20);
+  evr__wheel_push_later(&wheel, &a, 20);
+  check(&wheel);
+  /* An idle node is filed with a fresh seq; a node in the ready list is
+   * refiled with its own. */
+  evr__wheel_push_later(&wheel, &c, 20);
+  check(&wheel);
+  evr__wheel_advance(&wheel, 20);
+  assert_int_equal(drain(&wheel, out, 4), 3);
+  assert_ptr_equal(out[0], &a);
+  assert_ptr_equal(out[1], &b);
+  assert_ptr_equal(out[2], &c);
+  evr__wheel_add(&wheel, &a, 25);
+  evr__wheel_add(&wheel, &b, 25);
+  evr__wheel_advance(&wheel, 30);
+  evr__wheel_push_later(&wheel, &a, 40); /* from the ready list */
+  check(&wheel);
+  evr__wheel_add(&wheel, &c, 40);
+  evr__wheel_advance(&wheel, 40);
+  assert_int_equal(drain(&wheel, out, 4), 3);
+  assert_ptr_equal(out[0], &b);
+  assert_ptr_equal(out[1], &a);
+  assert_ptr_equal(out[2], &c);
+}
+
+static void test_wheel_pulling_a_node_earlier_refiles_it(void **state) {
+  (void)state;
+  struct evr__wnode n;
+  evr__wnode_init(&n);
+  evr__wheel_init(&wheel, 0);
+  evr__wheel_add(&wheel, &n, HOUR_MS);
+  evr__wheel_add(&wheel, &n, 50);
+  check(&wheel);
+  assert_true(evr__wheel_next(&wheel) == 50);
+  evr__wheel_advance(&wheel, 50);
+  assert_ptr_equal(evr__wheel_pop(&wheel), &n);
+  assert_null(evr__wheel_pop(&wheel));
+}
+
+static void test_wheel_stop_removes_node_and_is_idempotent(void **state) {
+  (void)state;
+  struct evr__wnode a, b;
+  evr__wnode_init(&a);
+  evr__wnode_init(&b);
+  evr__wheel_init(&wheel, 0);
+  evr__wheel_del(&wheel, &a); /* never started */
+  evr__wheel_add(&wheel, &a, 10);
+  evr__wheel_add(&wheel, &b, 10);
+  evr__wheel_del(&wheel, &a);
+  evr__wheel_del(&wheel, &a);
+  check(&wheel);
+  assert_int_equal(wheel.count, 1);
+  evr__wheel_advance(&wheel, 10);
+  assert_ptr_equal(evr__wheel_pop(&wheel), &b);
+  assert_null(evr__wheel_pop(&wheel));
+  /* Stopping an expired node that was not popped yet drops it. */
+  evr__wheel_add(&wheel, &a, 20);
+  evr__wheel_add(&wheel, &b, 20);
+  evr__wheel_advance(&wheel, 30);
+  evr__wheel_del(&wheel, &a);
+  check(&wheel);
+  assert_ptr_equal(evr__wheel_pop(&wheel), &b);
+  assert_null(evr__wheel_pop(&wheel));
+  assert_true(evr__wheel_next(&wheel) == UINT64_MAX);
+}
+
+static void test_wheel_node_started_due_during_expiry_waits_for_next_advance(
+    void **state) {
+  (void)state;
+  struct evr__wnode a, b;
+  evr__wnode_init(&a);
+  evr__wnode_init(&b);
+  evr__wheel_init(&wheel, 0);
+  evr__wheel_add(&wheel, &a, 5);
+  evr__wheel_advance(&wheel, 5);
+  assert_ptr_equal(evr__wheel_pop(&wheel), &a);
+  /* Restarting itself at "now", or in the past, and starting another. */
+  evr__wheel_add(&wheel, &a, 5);
+  evr__wheel_add(&wheel, &b, 2);
+  check(&wheel);
+  assert_null(evr__wheel_pop(&wheel));
+  assert_true(evr__wheel_next(&wheel) <= 5);
+  evr__wheel_advance(&wheel, 5); /* same time, next round */
+  assert_ptr_equal(evr__wheel_pop(&wheel), &b); /* earlier due first */
+  assert_ptr_equal(evr__wheel_pop(&wheel), &a);
+  assert_null(evr__wheel_pop(&wheel));
+}
+
+static void test_wheel_timeouts_beyond_range_wait_in_overflow_and_expire_exactly(
+    void **state) {
+  (void)state;
+  struct evr__wnode far, farther, near;
+  evr__wnode_init(&far);
+  evr__wnode_init(&farther);
+  evr__wnode_init(&near);
+  uint64_t base = 7;
+  uint64_t far_due = base + (UINT64_C(1) << 40) + 12345;
+  uint64_t farther_due = base + 100 * YEAR_MS + 1;
+  evr__wheel_init(&wheel, base);
+  evr__wheel_add(&wheel, &farther, farther_due);
+  evr__wheel_add(&wheel, &far, far_due);
+  evr__wheel_add(&wheel, &near, base + 10);
+  assert_int_equal(far.where, EVR__WN_OVERFLOW);
+  check(&wheel);
+  /* Step from one next() to the next: each node pops exactly at its due. */
+  int popped = 0, steps = 0;
+  while (popped < 3) {
+    uint64_t t = evr__wheel_next(&wheel);
+    assert_true(t != UINT64_MAX);
+    assert_true(t > wheel.now);
+    evr__wheel_advance(&wheel, t);
+    check(&wheel);
+    struct evr__wnode *p;
+    while ((p = evr__wheel_pop(&wheel)) != NULL) {
+      assert_true(p->due == t);
+      assert_ptr_equal(p, popped == 0 ? &near : popped == 1 ? &far : &farther);
+      popped++;
+    }
+    assert_true(++steps < 1000); /* jumps, not ticks */
+  }
+}
+
+static void test_wheel_time_never_goes_backwards(void **state) {
+  (void)state;
+  struct evr__wnode n;
+  evr__wnode_init(&n);
+  evr__wheel_init(&wheel, 1000);
+  evr__wheel_add(&wheel, &n, 1010);
+  evr__wheel_advance(&wheel, 10);
+  assert_true(wheel.now == 1000);
+  assert_null(evr__wheel_pop(&wheel));
+  evr__wheel_advance(&wheel, 1010);
+  assert_ptr_equal(evr__wheel_pop(&wheel), &n);
+}
+
+static void test_wheel_next_is_cached_and_tracks_changes(void **state) {
+  (void)state;
+  struct evr__wnode a, b;
+  evr__wnode_init(&a);
+  evr__wnode_init(&b);
+  evr__wheel_init(&wheel, 0);
+  evr__wheel_add(&wheel, &a, 40);
+  assert_true(evr__wheel_next(&wheel) == 40);
+  assert_true(wheel.next_valid);
+  evr__wheel_add(&wheel, &b, 20);
+  assert_true(evr__wheel_next(&wheel) == 20);
+  evr__wheel_del(&wheel, &b);
+  assert_true(evr__wheel_next(&wheel) == 40);
+  evr__wheel_add(&wheel, &b, 4000); /* level 1: the slot start is a bound */
+  evr__wheel_del(&wheel, &a);
+  uint64_t next = evr__wheel_next(&wheel);
+  assert_true(next <= 4000 && next > 0);
+  check(&wheel);
+}
+
+/* ---- randomized comparison with a reference model ---- */
+
+#define MODEL_TIMERS 384
+
+struct model_timer {
+  struct evr__wnode node;
+  int active;
+  int late;        /* started already due: not eligible until an advance */
+  uint64_t due;
+  uint64_t seq;
+};
+
+static struct model_timer mt[MODEL_TIMERS];
+static uint64_t model_seq;
+static uint64_t rng_state;
+
+static uint64_t rnd(void) { /* splitmix64 */
+  uint64_t z = (rng_state += UINT64_C(0x9e3779b97f4a7c15));
+  z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+  z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+  return z ^ (z >> 31);
+}
+static uint64_t rnd_below(uint64_t n) { return n ? rnd() % n : 0; }
+
+static uint64_t random_delta(void) {
+  switch (rnd_below(10)) {
+  case 0: return 0;
+  case 1: return 1;
+  case 2: case 3: return rnd_below(64);
+  case 4: return rnd_below(5000);
+  case 5: return rnd_below(300000);
+  case 6: return rnd_below(HOUR_MS * 30);
+  case 7: return rnd_below(30 * DAY_MS);
+  case 8: return rnd_below(4 * YEAR_MS);          /* up to beyond 2^36 ms */
+  default: return rnd_below(UINT64_C(1) << 44);   /* far beyond the range */
+  }
+}
+
+static void model_start(struct model_timer *t, uint64_t due) {
+  evr__wheel_add(&wheel, &t->node, due);
+  t->active = 1;
+  t->due = due;
+  t->seq = model_seq++;
+  t->late = due <= wheel.now;
+}
+
+static void model_stop(struct model_timer *t) {
+  evr__wheel_del(&wheel, &t->node);
+  t->active = 0;
+}
+
+static struct model_timer *model_expected_pop(void) {
+  struct model_timer *best = NULL;
+  for (int i = 0; i < MODEL_TIMERS; i++) {
+    struct model_timer *t = &mt[i];
+    if (!t->active || t->late || t->due > wheel.now) continue;
+    if (!best || t->due < best->due ||
+        (t->due == best->due && t->seq < best->seq))
+      best = t;
+  }
+  return best;
+}
+
+static void model_verify(void) {
+  check(&wheel);
+  size_t active = 0;
+  uint64_t min_due = UINT64_MAX;
+  for (int i = 0; i < MODEL_TIMERS; i++) {
+    if (!mt[i].active) {
+      assert_false(evr__wnode_pending(&mt[i].node));
+      continue;
+    }
+    active++;
+    assert_true(evr__wnode_pending(&mt[i].node));
+    assert_true(mt[i].node.due == mt[i].due);
+    if (mt[i].due < min_due) min_due = mt[i].due;
+  }
+  assert_int_equal(wheel.count, active);
+  uint64_t next = evr__wheel_next(&wheel);
+  assert_true(next <= min_due);                 /* a lower bound */
+  if (min_due == UINT64_MAX) assert_true(next == UINT64_MAX);
+  if (min_due > wheel.now) assert_true(next > wheel.now);
+  if (min_due <= wheel.now) assert_true(next <= wheel.now);
+}
+
+static struct model_timer *random_timer(void) {
+  return &mt[rnd_below(MODEL_TIMERS)];
+}
+
+static uint64_t random_due(const struct model_timer *t) {
+  uint64_t r = rnd_below(10);
+  if (r == 0 && wheel.now > 0)
+    return wheel.now - rnd_below(wheel.now < 100 ? wheel.now : 100); /* past */
+  if (r <= 5 && t->active)
+    return t->due + random_delta(); /* pushed later: the lazy path */
+  return wheel.now + random_delta();
+}
+
+static void model_advance(void) {
+  /* Mostly small steps, sometimes to exactly next(), rarely a jump of
+   * hours, years or beyond the wheel's range. */
+  uint64_t target, r = rnd_below(100);
+  if (r < 20) {
+    uint64_t next = evr__wheel_next(&wheel);
+    target = next == UINT64_MAX ? wheel.now : next;
+  } else if (r < 70) {
+    target = wheel.now + rnd_below(100);
+  } else if (r < 95) {
+    target = wheel.now + rnd_below(300000);
+  } else if (r < 98) {
+    target = wheel.now + rnd_below(30 * HOUR_MS);
+  } else {
+    target = wheel.now + random_delta();
+  }
+  if (target < wheel.now) target = wheel.now;
+  evr__wheel_advance(&wheel, target);
+  for (int i = 0; i < MODEL_TIMERS; i++) mt[i].late = 0;
+  check(&wheel);
+  int leave_some = rnd_below(20) == 0;
+  for (;;) {
+    struct model_timer *want = model_expected_pop();
+    if (leave_some && rnd_below(3) == 0) break;
+    struct evr__wnode *got = evr__wheel_pop(&wheel);
+    if (!want) {
+      assert_null(got);
+      break;
+    }
+    if (got != &want->node)
+      fail_msg("pop: got %p, want timer %d (due %" PRIu64 " seq %" PRIu64 ")",
+               (void *)got, (int)(want - mt), want->due, want->seq);
+    assert_true(got->due <= wheel.now);
+    want->active = 0;
+    /* Callbacks restart themselves, start, restart or stop others. */
+    switch (rnd_below(10)) {
+    case 0: model_start(want, wheel.now); break;
+    case 1: model_start(want, wheel.now + random_delta()); break;
+    case 2: model_stop(random_timer()); break;
+    case 3: {
+      struct model_timer *o = random_timer();
+      model_start(o, random_due(o));
+      break;
+    }
+    default: break;
+    }
+    check(&wheel);
+  }
+}
+
+static void test_wheel_matches_sorted_reference_model_over_random_operations(
+    void **state) {
+  (void)state;
+  uint64_t seed = UINT64_C(0x5eed0001);
+  const char *env = getenv("EVR_TEST_SEED");
+  if (env && *env) seed = strtoull(env, NULL, 0);
+  printf("[ wheel    ] model seed %" PRIu64 " (set EVR_TEST_SEED to replay)\n",
+         seed);
+  fflush(stdout);
+  rng_state = seed;
+  model_seq = 0;
+  evr__wheel_init(&wheel, rnd_below(UINT64_C(1) << 40));
+  memset(mt, 0, sizeof mt);
+  for (int i = 0; i < MODEL_TIMERS; i++) evr__wnode_init(&mt[i].node);
+
+  const int steps = 150000;
+  for (int step = 0; step < steps; step++) {
+    uint64_t op = rnd_below(100);
+    struct model_timer *t = random_timer();
+    if (op < 55)
+      model_start(t, random_due(t));
+    else if (op < 75)
+      model_stop(t);
+    else
+      model_advance();
+    model_verify();
+    /* Keep far below 2^63. */
+    if (wheel.now > (UINT64_C(1) << 60)) {
+      for (int i = 0; i < MODEL_TIMERS; i++) model_stop(&mt[i]);
+      evr__wheel_init(&wheel, 0);
+    }
+  }
+  for (int i = 0; i < MODEL_TIMERS; i++) model_stop(&mt[i]);
+  check(&wheel);
+  assert_int_equal(wheel.count, 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_wheel_empty_wheel_has_no_next_and_pops_nothing),
+      cmocka_unit_test(test_wheel_node_expires_exactly_at_its_due_time),
+      cmocka_unit_test(test_wheel_equal_deadlines_expire_in_start_order),
+      cmocka_unit_test(test_wheel_jump_expires_in_due_then_start_order),
+      cmocka_unit_test(test_wheel_pushing_a_node_later_only_rewrites_it),
+      cmocka_unit_test(test_wheel_push_later_keeps_start_order),
+      cmocka_unit_test(test_wheel_pulling_a_node_earlier_refiles_it),
+      cmocka_unit_test(test_wheel_stop_removes_node_and_is_idempotent),
+      cmocka_unit_test(
+          test_wheel_node_started_due_during_expiry_waits_for_next_advance),
+      cmocka_unit_test(
+          test_wheel_timeouts_beyond_range_wait_in_overflow_and_expire_exactly),
+      cmocka_unit_test(test_wheel_time_never_goes_backwards),
+      cmocka_unit_test(test_wheel_next_is_cached_and_tracks_changes),
+      cmocka_unit_test(
+          test_wheel_matches_sorted_reference_model_over_random_operations),
+  };
+  return cmocka_run_group_tests_name("wheel", tests, NULL, NULL);
+}
