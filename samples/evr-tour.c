@@ -75,8 +75,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "evr_loop_new: %s\n", evr_strerror(rc));
     return 1;
   }
-  if (pipe2(t.fds, O_NONBLOCK | O_CLOEXEC) != 0) {
-    perror("pipe2");
+  if (pipe(t.fds) != 0 || fcntl(t.fds[0], F_SETFL, O_NONBLOCK) != 0) {
+    perror("pipe");
     return 1;
   }
   printf("evr %s, backend %s\n", EVR_VERSION_STRING, evr_loop_backend(t.loop));
