@@ -1,4 +1,6 @@
 # evr_add_test(<name> [BACKEND_DEPENDENT] [TIMEOUT <s>] [LABELS <l>...])
+# EVR_TEST_WRAPPER (a cache list, e.g. "valgrind;--error-exitcode=99")
+# runs every test program under a tool.
 # Builds tests/test_<name>.c into test_<name>. A backend-dependent test is
 # registered once per built backend as <name>.<backend>, with EVR_BACKEND set;
 # a pure one once as <name>. cmocka runs all cases in one process, so ctest's
@@ -13,12 +15,12 @@ function(evr_add_test name)
   target_compile_definitions(test_${name} PRIVATE EVR_BIN_DIR="${CMAKE_RUNTIME_OUTPUT_DIRECTORY}")
   if(T_BACKEND_DEPENDENT)
     foreach(b IN LISTS EVR_BUILT_BACKENDS)
-      add_test(NAME ${name}.${b} COMMAND test_${name})
+      add_test(NAME ${name}.${b} COMMAND ${EVR_TEST_WRAPPER} $<TARGET_FILE:test_${name}>)
       set_tests_properties(${name}.${b} PROPERTIES
         ENVIRONMENT "EVR_BACKEND=${b}" TIMEOUT ${T_TIMEOUT} LABELS "${name};${b};${T_LABELS}")
     endforeach()
   else()
-    add_test(NAME ${name} COMMAND test_${name})
+    add_test(NAME ${name} COMMAND ${EVR_TEST_WRAPPER} $<TARGET_FILE:test_${name}>)
     set_tests_properties(${name} PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS "${name};${T_LABELS}")
   endif()
 endfunction()

@@ -2,7 +2,8 @@
 # scripts/test.sh: the whole test suite, as CI runs it.
 #   1. gcc, RelWithDebInfo (build/): every test under every built backend;
 #   2. clang with AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/);
-#   3. clang with ThreadSanitizer (build-tsan/), the multi-threaded tests.
+#   3. clang with ThreadSanitizer (build-tsan/), the multi-threaded tests;
+#   4. valgrind memcheck (build-valgrind/), every test not labelled novalgrind.
 # Options: --quick runs pass 1 only.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -10,7 +11,7 @@ set -euo pipefail
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 
-evr_ensure_pkgs $EVR_BUILD_PKGS
+evr_ensure_pkgs $EVR_BUILD_PKGS valgrind
 
 run_ctest() {
   local dir=$1
@@ -32,4 +33,8 @@ CC=clang evr_build "$EVR_ROOT/build-tsan" -DCMAKE_BUILD_TYPE=Debug \
   -DEVR_SANITIZE=thread -DEVR_BUILD_BENCH=OFF -DEVR_BUILD_SAMPLES=OFF
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
   run_ctest "$EVR_ROOT/build-tsan" -L threads
+CC=gcc evr_build "$EVR_ROOT/build-valgrind" -DCMAKE_BUILD_TYPE=Debug \
+  -DEVR_BUILD_BENCH=OFF -DEVR_BUILD_SAMPLES=OFF \
+  "-DEVR_TEST_WRAPPER=valgrind;-q;--error-exitcode=99;--leak-check=full;--errors-for-leak-kinds=definite,indirect"
+EVR_TEST_UNDER_VALGRIND=1 run_ctest "$EVR_ROOT/build-valgrind" -LE novalgrind --timeout 1200
 echo "==> tests OK"
