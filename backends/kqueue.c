@@ -7,6 +7,10 @@
  * watcher gets one callback per batch, as with epoll and poll. The invariant
  * that matters: during dispatch, mask[i] == 0 means "do not report event i";
  * forget() relies on it to kill events harvested before a watcher stopped.
+ * Cross-thread wake-ups use an EVFILT_USER event on a kernel kqueue (one
+ * kevent() call, async-signal-safe as a plain system call). libkqueue's
+ * kevent() takes user-space locks, which a signal handler must not do, so
+ * under it the loop keeps the generic eventfd/pipe (reactor/async.c).
  */
 #ifndef _DEFAULT_SOURCE
 #define _DEFAULT_SOURCE
@@ -16,9 +20,21 @@
 #include <sys/event.h>
 #include <sys/time.h>
 #include <unistd.h>
+#include "evr_config.h"
 #include "reactor/internal.h"
 
+/* EVR_KQUEUE_USER_WAKE may be predefined (1 or 0) to force the choice, e.g.
+ * to exercise the EVFILT_USER path under libkqueue in a test build. */
+#ifndef EVR_KQUEUE_USER_WAKE
+#if defined(EVFILT_USER) && !EVR_KQUEUE_EMULATED
+#define EVR_KQUEUE_USER_WAKE 1
+#else
+#define EVR_KQUEUE_USER_WAKE 0
+#endif
+#endif
+
 #define KQ_BATCH 1024
+#define KQ_WAKE_IDENT 0 /* EVFILT_USER idents are not descriptors */
 
 struct kq_state {
   int kq;
@@ -27,6 +43,7 @@ struct kq_state {
   int n;       /* events in the current batch; 0 outside dispatch */
   struct kevent events[KQ_BATCH];
   unsigned char mask[KQ_BATCH]; /* EVR_* bits to report; 0 = dropped */
+  int err[KQ_BATCH];            /* socket error that came with EV_EOF, or 0 */
 };
 
 static const struct timespec zero = {0, 0};
@@ -44,6 +61,31 @@ static int kq_open(void) {
   return fd;
 }
 
+#if EVR_KQUEUE_USER_WAKE
+/* Register the wake-up event: EV_CLEAR resets its triggered state when a
+ * wait reports it, so every NOTE_TRIGGER after that report wakes again. */
+static int kq_wake_register(int kq) {
+  struct kevent ch;
+  EV_SET(&ch, KQ_WAKE_IDENT, EVFILT_USER, EV_ADD | EV_CLEAR, 0, 0, 0);
+  int r;
+  do
+    r = kevent(kq, &ch, 1, NULL, 0, &zero);
+  while (r < 0 && errno == EINTR);
+  return r < 0 ? -errno : 0;
+}
+
+static int kq_wake(evr_loop_t *loop) {
+  struct kq_state *st = loop->backend_state;
+  struct kevent ch;
+  EV_SET(&ch, KQ_WAKE_IDENT, EVFILT_USER, 0, NOTE_TRIGGER, 0, 0);
+  int r;
+  do
+    r = kevent(st->kq, &ch, 1, NULL, 0, &zero);
+  while (r < 0 && errno == EINTR);
+  return r < 0 ? -errno : 0;
+}
+#endif
+
 static int kq_init(evr_loop_t *loop) {
   struct kq_state *st = malloc(sizeof *st);
   if (!st) return EVR_ENOMEM;
@@ -56,7 +98,12 @@ static int kq_init(evr_loop_t *loop) {
     return rc;
   }
   loop->backend_state = st;
+#if EVR_KQUEUE_USER_WAKE
+  /* On failure the loop's destroy() releases st and the kqueue. */
+  return kq_wake_register(st->kq);
+#else
   return 0;
+#endif
 }
 
 static void kq_destroy(evr_loop_t *loop) {
@@ -156,6 +203,14 @@ static unsigned to_mask(const struct kevent *e) {
   return m;
 }
 
+/* The socket error reported with EV_EOF. Native kqueue leaves it pending on
+ * the socket as well, but libkqueue reads it with getsockopt(SO_ERROR),
+ * which clears it: read() then returns 0 and a reset would pass for a FIN.
+ * The dispatch hands it on in loop->io_error (see net/stream.c). */
+static int eof_error(const struct kevent *e) {
+  return (e->flags & EV_EOF) && e->fflags && e->fflags < 4096 ? (int)e->fflags : 0;
+}
+
 static void drop_filter(int kq, const struct kevent *e) {
   if (e->filter != EVFILT_READ && e->filter != EVFILT_WRITE) return;
   struct kevent ch;
@@ -174,16 +229,23 @@ static int kq_poll(evr_loop_t *loop, int timeout_ms) {
   int n = kevent(st->kq, NULL, 0, st->events, KQ_BATCH, tsp);
   if (n < 0) return errno == EINTR ? 0 : -errno;
 
+  int woken = 0;
   /* Merge pass, before any user code runs: io->backend_slot remembers the
    * index (plus one) of the first event of the fd. A value left from an
    * earlier batch is recognised as such because that entry must name the
    * same fd and still be live. */
   for (int i = 0; i < n; i++) {
     struct kevent *e = &st->events[i];
+    st->mask[i] = 0;
+#if EVR_KQUEUE_USER_WAKE
+    if (e->filter == EVFILT_USER) {
+      woken = 1; /* reported once the I/O of this batch is dispatched */
+      continue;
+    }
+#endif
     int fd = (int)e->ident;
     evr_io_t *io = evr__io_lookup(loop, fd);
     unsigned m = to_mask(e);
-    st->mask[i] = 0;
     unsigned filt = m & (EVR_READ | EVR_WRITE);
     if (!io || !(io->registered & filt)) {
       /* A filter nobody asked for: left behind by a removal that failed, or
@@ -196,9 +258,11 @@ static int kq_poll(evr_loop_t *loop, int timeout_ms) {
     if (s > 0 && s <= (uint32_t)i && (int)st->events[s - 1].ident == fd &&
         st->mask[s - 1]) {
       st->mask[s - 1] |= (unsigned char)m;
+      if (!st->err[s - 1]) st->err[s - 1] = eof_error(e);
     } else {
       io->backend_slot = (uint32_t)i + 1;
       st->mask[i] = (unsigned char)m;
+      st->err[i] = eof_error(e);
     }
   }
 
@@ -206,9 +270,14 @@ static int kq_poll(evr_loop_t *loop, int timeout_ms) {
   for (st->cur = 0; st->cur < n; st->cur++) {
     unsigned m = st->mask[st->cur];
     if (!m) continue; /* merged, unwatched or forgotten during this batch */
+    loop->io_error = st->err[st->cur];
     evr__io_dispatch(loop, (int)st->events[st->cur].ident, m);
   }
+  loop->io_error = 0;
   st->n = st->cur = 0;
+  /* The wait consumed the trigger (EV_CLEAR) before this call, which the
+   * lost-wake-up argument in reactor/async.c relies on. */
+  if (woken) evr__wake_dispatch(loop);
   return n;
 }
 
@@ -230,6 +299,9 @@ static int kq_reinit(evr_loop_t *loop) {
   st->kq = kq;
   st->pid = getpid();
   int first_err = 0;
+#if EVR_KQUEUE_USER_WAKE
+  first_err = kq_wake_register(kq);
+#endif
   for (unsigned i = 0; i < loop->nfds; i++) {
     evr_io_t *io = loop->fds[i];
     if (!io || !io->registered) continue;
@@ -242,11 +314,18 @@ static int kq_reinit(evr_loop_t *loop) {
 
 const evr__backend_t evr__backend_kqueue = {
     .name = "kqueue",
+#if EVR_KQUEUE_USER_WAKE
+    .caps = EVR__CAP_REINIT_AFTER_FORK | EVR__CAP_NATIVE_WAKE,
+#else
     .caps = EVR__CAP_REINIT_AFTER_FORK,
+#endif
     .init = kq_init,
     .destroy = kq_destroy,
     .update = kq_update,
     .poll = kq_poll,
     .forget = kq_forget,
     .reinit = kq_reinit,
+#if EVR_KQUEUE_USER_WAKE
+    .wake = kq_wake,
+#endif
 };

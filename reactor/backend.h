@@ -42,7 +42,10 @@ typedef struct evr__backend {
   void (*forget)(evr_loop_t *loop, int fd);
   /* Optional (NULL: generic path). */
   int (*reinit)(evr_loop_t *loop);      /* rebuild state in a forked child */
-  int (*wake)(evr_loop_t *loop);        /* native cross-thread wake-up */
+  /* Native cross-thread wake-up: make the next (or current) wait return
+   * and call evr__wake_dispatch() once for it. Called from any thread and
+   * from signal handlers, so it must be async-signal-safe. */
+  int (*wake)(evr_loop_t *loop);
   int (*submit)(evr_loop_t *loop, struct evr__op *op);
   int (*cancel)(evr_loop_t *loop, struct evr__op *op);
 } evr__backend_t;

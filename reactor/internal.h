@@ -6,6 +6,8 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include "evr/evr.h"
 #include "reactor/backend.h"
@@ -45,9 +47,28 @@ struct evr_loop {
 
   struct evr__timers *timers;
 
+  /* streams (net/stream.c) */
+  int io_error;                /* during an I/O callback: a socket error the
+                                  backend saw and the fd may no longer hold */
+  char *net_buf;               /* shared read buffer, allocated on first read */
+  evr__list_t net_done;        /* evr_write_t whose callback is due */
+  evr_defer_t net_task;        /* runs net_done in the deferred phase */
+
   evr_loop_metrics_t metrics;
-  int stop_flag;
+  _Atomic int stop_flag;       /* evr_loop_stop() is thread-safe */
   int running;
+
+  /* cross-thread wake-up (reactor/async.c, post.c, pool.c, signal.c) */
+  evr_io_t wake_io;            /* internal: not on `handles`, unreferenced */
+  int wake_rfd, wake_wfd;      /* eventfd: the same fd; a pipe; or -1 with
+                                  the backend's native channel */
+  atomic_int wake_pending;     /* written and not yet drained */
+  evr__list_t notifiers;       /* evr__notify_t of async and signal handles */
+  pthread_mutex_t post_lock;   /* guards post_queue and work_done */
+  evr__list_t post_queue;      /* evr_post_t, FIFO */
+  atomic_uint posts_queued;    /* length of post_queue, for liveness */
+  evr__list_t work_done;       /* evr_work_t whose done is due */
+  int pool_user;               /* this loop holds a reference on the pool */
 };
 
 /* ---- handles (reactor/handle.c) ---- */
@@ -100,6 +121,34 @@ void evr__timers_destroy(evr_loop_t *loop);
 int64_t evr__timers_next_timeout(evr_loop_t *loop);
 /* Run every timer due at the cached time. */
 void evr__timers_run(evr_loop_t *loop);
+
+/* ---- threads and signals (reactor/async.c, post.c, pool.c, signal.c) ----
+ * The loop calls the first four; the rest is internal to those files, and
+ * to a backend with a native wake channel (evr__wake_dispatch). */
+int evr__async_loop_init(evr_loop_t *loop);     /* 0 or -errno */
+void evr__async_loop_destroy(evr_loop_t *loop);
+/* Wake the loop (thread-safe, async-signal-safe). */
+void evr__wake(evr_loop_t *loop);
+/* 1 if posted callbacks are queued. Thread-safe. */
+int evr__post_pending(const evr_loop_t *loop);
+/* Called by a backend with a native wake channel (backend->wake) when that
+ * channel fired, after consuming it: runs what the wake-ups announced. */
+void evr__wake_dispatch(evr_loop_t *loop);
+/* Between those files only. */
+void evr__post_run(evr_loop_t *loop);           /* post.c: run one batch */
+void evr__work_run_done(evr_loop_t *loop);      /* pool.c: run one batch */
+void evr__pool_loop_detach(evr_loop_t *loop);   /* pool.c: loop is freed */
+void evr__pool_loop_fork(evr_loop_t *loop);     /* pool.c: in a child */
+int evr__async_wake_reset(evr_loop_t *loop);    /* async.c: new wake fd */
+int evr__fork_register(void);   /* fork.c: install the atfork handlers once */
+/* pthread_atfork() handlers of pool.c and signal.c, run in this order
+ * (prepare: signal, then pool; parent and child: pool, then signal). */
+void evr__signal_fork_prepare(void);
+void evr__signal_fork_parent(void);
+void evr__signal_fork_child(void);
+void evr__pool_fork_prepare(void);
+void evr__pool_fork_parent(void);
+void evr__pool_fork_child(void);
 
 /* ---- syscall helpers (reactor/util.c) ---- */
 int evr__cloexec(int fd);

@@ -69,6 +69,13 @@ int evr_loop_new(evr_loop_t **out, const evr_loop_options_t *opts) {
     rc = evr__timers_init(loop);
     if (rc) loop->backend->destroy(loop);
   }
+  if (rc == 0) {
+    rc = evr__async_loop_init(loop);
+    if (rc) {
+      evr__timers_destroy(loop);
+      loop->backend->destroy(loop);
+    }
+  }
   if (rc) {
     free(loop);
     return rc;
@@ -81,11 +88,13 @@ int evr_loop_free(evr_loop_t *loop) {
   if (!loop) return EVR_EINVAL;
   if (loop->running || !evr__list_empty(&loop->handles) ||
       !evr__list_empty(&loop->closing) || !evr__list_empty(&loop->deferred) ||
-      loop->active_reqs)
+      loop->active_reqs || evr__post_pending(loop))
     return EVR_EBUSY;
+  evr__async_loop_destroy(loop);
   evr__timers_destroy(loop);
   loop->backend->destroy(loop);
   evr__io_free_map(loop);
+  free(loop->net_buf);
   free(loop);
   return 0;
 }
@@ -97,11 +106,15 @@ const char *evr_loop_backend(const evr_loop_t *loop) {
 int evr_loop_alive(const evr_loop_t *loop) {
   if (!loop) return 0;
   return loop->active_refs > 0 || loop->active_reqs > 0 ||
-         !evr__list_empty(&loop->deferred) || !evr__list_empty(&loop->closing);
+         !evr__list_empty(&loop->deferred) || !evr__list_empty(&loop->closing) ||
+         evr__post_pending(loop);
 }
 
 void evr_loop_stop(evr_loop_t *loop) {
-  if (loop) loop->stop_flag = 1;
+  if (!loop) return;
+  loop->stop_flag = 1;
+  /* From another thread the loop may be blocked in poll: wake it. */
+  evr__wake(loop);
 }
 
 int evr_loop_metrics(const evr_loop_t *loop, evr_loop_metrics_t *out) {

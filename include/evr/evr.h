@@ -8,5 +8,10 @@
 #include "evr/io.h"
 #include "evr/defer.h"
 #include "evr/timer.h"
+#include "evr/async.h"
+#include "evr/signal.h"
+#include "evr/work.h"
+#include "evr/addr.h"
+#include "evr/tcp.h"
 
 #endif

@@ -81,9 +81,12 @@ typedef struct evr_loop_options {
 EVR_API int evr_loop_new(evr_loop_t **out, const evr_loop_options_t *opts);
 
 /** Free a loop that has no handles left (closed handles whose close callbacks
- *  have run do not count) and no pending deferred tasks.
- *  @return 0; EVR_EINVAL (NULL); EVR_EBUSY (handles, tasks or close callbacks
- *          remain, or the loop is running); the loop is then untouched. */
+ *  have run do not count), no pending deferred tasks or thread-pool work and
+ *  no queued posted callbacks. If it is the last loop that used the thread
+ *  pool, the pool's threads are stopped and joined before it returns.
+ *  @return 0; EVR_EINVAL (NULL); EVR_EBUSY (handles, tasks, work, posted
+ *          callbacks or close callbacks remain, or the loop is running); the
+ *          loop is then untouched. */
 EVR_API int evr_loop_free(evr_loop_t *loop);
 
 /** Run the loop in the given mode.
@@ -94,11 +97,13 @@ EVR_API int evr_loop_free(evr_loop_t *loop);
 EVR_API int evr_loop_run(evr_loop_t *loop, evr_run_mode_t mode);
 
 /** Make the running evr_loop_run() return after the current iteration; the
- *  poll phase of that iteration does not block. Loop thread only. */
+ *  poll phase of that iteration does not block. Thread-safe: from another
+ *  thread it wakes a loop blocked in poll (docs/threads.md). */
 EVR_API void evr_loop_stop(evr_loop_t *loop);
 
-/** 1 if active referenced handles, pending deferred tasks or close callbacks
- *  keep the loop alive, else 0. */
+/** 1 if active referenced handles, pending requests (thread-pool work),
+ *  deferred tasks, queued posted callbacks or close callbacks keep the loop
+ *  alive, else 0. */
 EVR_API int evr_loop_alive(const evr_loop_t *loop);
 
 /** Name of the loop's backend: "epoll", "kqueue" or "poll". */

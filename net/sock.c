@@ -1,0 +1,125 @@
+/* net/sock.c: socket creation and accept with the platform fallbacks.
+ *
+ * Invariant: every descriptor these functions hand out is non-blocking and
+ * close-on-exec before any other code sees it. Where the kernel can do that
+ * atomically (SOCK_NONBLOCK|SOCK_CLOEXEC, accept4) it does; otherwise fcntl
+ * follows at once, leaving a window in which a concurrent fork+exec in
+ * another thread could inherit the descriptor (nothing better exists there).
+ */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* accept4 */
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "net/sock.h"
+#include "reactor/internal.h"
+
+#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) || \
+    defined(__OpenBSD__) || defined(__DragonFly__)
+#define EVR__HAVE_ACCEPT4 1
+#endif
+
+static int no_sigpipe(int fd) {
+#ifdef SO_NOSIGPIPE
+  int on = 1;
+  if (setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof on) < 0)
+    return -errno;
+#else
+  (void)fd;
+#endif
+  return 0;
+}
+
+/* Make fd non-blocking, close-on-exec and SIGPIPE-free; closes it on error. */
+static int finish_fd(int fd, int set_flags) {
+  int rc = 0;
+  if (set_flags) {
+    rc = evr__cloexec(fd);
+    if (rc == 0) rc = evr__nonblock(fd, 1);
+  }
+  if (rc == 0) rc = no_sigpipe(fd);
+  if (rc < 0) {
+    evr__close_fd(fd);
+    return rc;
+  }
+  return fd;
+}
+
+int evr__socket(int family, int type) {
+  int fd;
+#if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
+  fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd >= 0) return finish_fd(fd, 0);
+  /* Kernels before 2.6.27 say EINVAL to the flags: try the plain call. */
+  if (errno != EINVAL) return -errno;
+#endif
+  fd = socket(family, type, 0);
+  if (fd < 0) return -errno;
+  return finish_fd(fd, 1);
+}
+
+int evr__accept(int fd) {
+  int cfd;
+  for (;;) {
+#ifdef EVR__HAVE_ACCEPT4
+    cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (cfd >= 0) return finish_fd(cfd, 0);
+    if (errno == EINTR) continue;
+    if (errno != ENOSYS) return -errno;
+    /* ENOSYS: an old kernel or emulator without accept4. */
+#endif
+    cfd = accept(fd, NULL, NULL);
+    if (cfd >= 0) return finish_fd(cfd, 1);
+    if (errno == EINTR) continue;
+    return -errno;
+  }
+}
+
+int evr__sock_prepare(int fd) {
+  int rc = evr__cloexec(fd);
+  if (rc < 0) return rc;
+  rc = evr__nonblock(fd, 1);
+  if (rc < 0) return rc;
+#ifdef SO_NOSIGPIPE
+  {
+    int type;
+    socklen_t len = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0)
+      return no_sigpipe(fd);
+    if (errno != ENOTSOCK) return -errno;
+  }
+#endif
+  return 0;
+}
+
+int evr__sock_error(int fd) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return -errno;
+  return evr__errno_code(err);
+}
+
+static int name_of(int fd, evr_addr_t *out, int peer) {
+  if (!out) return EVR_EINVAL;
+  memset(out, 0, sizeof *out);
+  socklen_t len = sizeof out->u;
+  int rc = peer ? getpeername(fd, &out->u.sa, &len)
+                : getsockname(fd, &out->u.sa, &len);
+  if (rc < 0) return -errno;
+  if (len > sizeof out->u) len = sizeof out->u;
+  out->len = len;
+  return 0;
+}
+
+int evr__sockname(int fd, evr_addr_t *out) { return name_of(fd, out, 0); }
+int evr__peername(int fd, evr_addr_t *out) { return name_of(fd, out, 1); }
+
+void evr__close_fd(int fd) {
+  if (fd < 0) return;
+  int saved = errno;
+  (void)close(fd);
+  errno = saved;
+}

@@ -1,0 +1,864 @@
+/* net/stream.c: stream handles: reading into the loop's shared buffer, the
+ * write queue, backpressure, half-close, graceful and abortive close, the
+ * idle timeout and the socket options (docs/net.md).
+ *
+ * Invariants:
+ *  - A write request's callback runs exactly once, from the loop, never
+ *    inside evr_stream_write(): completed requests go to the loop's net_done
+ *    list, which a loop-level deferred task drains (phase 5). Requests of one
+ *    stream complete in submission order, so their callbacks run in order.
+ *  - On close, what is due runs before the close callback: the stream puts
+ *    its embedded watcher's handle on the loop's closing list just ahead of
+ *    itself as a "finisher"; the close phase, which runs that list in order,
+ *    then drains net_done and cancels the rest (EVR_ECANCELED) right before
+ *    the stream's close_cb.
+ *  - The watcher's interest is exactly: READ while reading, WRITE while
+ *    bytes are queued or a connect is in progress. An idle stream has no
+ *    interest, no read buffer and no armed timer (unless an idle timeout is
+ *    set); the hot paths never allocate.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include "net/sock.h"
+#include "net/stream.h"
+
+#define NET_BUF_SIZE (64u * 1024u)
+/* Reads per readiness event: bounds what one busy stream takes from the
+ * others in one iteration (level-triggered backends report the rest). */
+#define READS_PER_EVENT 16
+/* Write syscalls per readiness event, for the same reason. */
+#define WRITES_PER_EVENT 16
+/* iovecs per writev()/sendmsg(). */
+#if defined(IOV_MAX) && IOV_MAX < 64
+#define IOV_BATCH IOV_MAX
+#else
+#define IOV_BATCH 64
+#endif
+
+/* evr_write_t.flags */
+#define W_QUEUED 0x1u /* submitted; its callback has not run yet */
+#define W_OWNED 0x2u  /* evr_stream_write_copy()'s allocation: freed here */
+#define W_ARR 0x4u    /* req->bufs is a copy allocated here */
+
+static void stream_close(evr_handle_t *h);
+const evr__handle_vt_t evr__stream_vt = {"stream", stream_close};
+
+static inline void touch(evr_stream_t *s) {
+  /* The cached clock: re-arming the idle timeout costs one store. */
+  s->last_activity = s->base.loop->now_ms;
+}
+
+/* ---- completed write requests ---- */
+
+static void net_run_done(evr_loop_t *loop);
+
+static void net_task_cb(evr_defer_t *task) {
+  net_run_done(EVR_CONTAINER_OF(task, evr_loop_t, net_task));
+}
+
+static void net_ready(evr_loop_t *loop) {
+  if (loop->net_done.next) return;
+  evr__list_init(&loop->net_done);
+  evr_defer_init(&loop->net_task);
+}
+
+static void req_release_bufs(evr_write_t *req) {
+  if (req->flags & W_ARR) {
+    free((void *)req->bufs);
+    req->flags &= ~W_ARR;
+  }
+  req->bufs = NULL;
+}
+
+/* The request left the queue (or never entered it) with this outcome: its
+ * callback is due from the deferred phase. */
+static void req_complete(evr_write_t *req, int status) {
+  evr_loop_t *loop = req->stream->base.loop;
+  evr__list_remove(&req->node);
+  req_release_bufs(req);
+  if (req->flags & W_OWNED) {
+    free(req);
+    return;
+  }
+  req->status = status;
+  evr__list_insert_tail(&loop->net_done, &req->node);
+  if (!evr_defer_pending(&loop->net_task))
+    (void)evr_defer(loop, &loop->net_task, net_task_cb);
+}
+
+/* Run a request's callback now (it is off every list). */
+static void req_deliver(evr_loop_t *loop, evr_write_t *req, int status) {
+  req->flags &= ~W_QUEUED;
+  evr__req_unregister(loop);
+  if (req->cb) req->cb(req, status);
+}
+
+static void net_run_done(evr_loop_t *loop) {
+  evr__list_t batch;
+  if (!loop->net_done.next) return;
+  evr__list_move(&loop->net_done, &batch);
+  while (!evr__list_empty(&batch)) {
+    evr__list_t *n = evr__list_first(&batch);
+    evr_write_t *req = EVR_CONTAINER_OF(n, evr_write_t, node);
+    evr__list_remove(n);
+    req_deliver(loop, req, req->status);
+  }
+}
+
+/* ---- the watcher ---- */
+
+static void io_cb(evr_io_t *io, unsigned events);
+
+void evr__stream_io_attach(evr_stream_t *s, int fd) {
+  /* evr_io_init() only fails for a closed fd, which callers rule out. */
+  (void)evr_io_init(s->base.loop, &s->io, fd);
+  evr__list_remove(&s->io.base.node);
+  evr_unref(&s->io.base);
+}
+
+void evr__stream_io_release(evr_stream_t *s) {
+  if (!(s->io.base.flags & EVR__H_INIT)) return;
+  (void)evr_io_stop(&s->io);
+  if (s->io.fd >= 0) evr__close_fd(s->io.fd);
+  s->io.fd = -1;
+  s->fd = -1;
+}
+
+int evr__stream_sync(evr_stream_t *s) {
+  unsigned want = 0;
+  int rc = 0;
+  if (s->sflags & EVR__S_READING) want |= EVR_READ;
+  if ((s->sflags & EVR__S_CONN_WAIT) || !evr__list_empty(&s->writes))
+    want |= EVR_WRITE;
+  if (!want) {
+    if (s->io.base.flags & EVR__H_INIT) (void)evr_io_stop(&s->io);
+  } else if (evr__handle_active(&s->io.base)) {
+    if (s->io.events != want) rc = evr_io_set(&s->io, want);
+  } else {
+    rc = evr_io_start(&s->io, want, io_cb);
+  }
+  if (rc == 0 && (want || (s->sflags & EVR__S_CONNECTING)))
+    evr__handle_start(&s->base);
+  else
+    evr__handle_stop(&s->base);
+  return rc;
+}
+
+/* ---- init, open ---- */
+
+int evr_stream_init(evr_loop_t *loop, evr_stream_t *s) {
+  if (!loop || !s) return EVR_EINVAL;
+  net_ready(loop);
+  evr__handle_init(loop, &s->base, &evr__stream_vt);
+  s->fd = -1;
+  s->write_queue_size = 0;
+  memset(&s->io, 0, sizeof s->io);
+  s->io.fd = -1;
+  (void)evr_timer_init(loop, &s->timer);
+  evr__list_remove(&s->timer.base.node);
+  evr_unref(&s->timer.base);
+  evr__list_init(&s->writes);
+  s->read_cb = NULL;
+  s->pending_cb.connect = NULL;
+  s->water_cb = NULL;
+  s->idle_cb = NULL;
+  s->connect_state = NULL;
+  s->low_water = s->high_water = 0;
+  s->idle_ms = s->last_activity = 0;
+  s->read_max = 0;
+  s->error = 0;
+  s->eof_error = 0;
+  s->sflags = 0;
+  return 0;
+}
+
+int evr_stream_open(evr_stream_t *s, int fd) {
+  if (!evr__stream_usable(s) || fd < 0) return EVR_EINVAL;
+  if (s->fd >= 0 || (s->sflags & EVR__S_CONNECTING)) return EVR_EBUSY;
+  int rc = evr__sock_prepare(fd);
+  if (rc < 0) return rc;
+  int type;
+  socklen_t len = sizeof type;
+  unsigned sock = 0;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0) {
+    if (type != SOCK_STREAM) return EVR_EINVAL;
+    sock = EVR__S_SOCKET;
+  } else if (errno != ENOTSOCK) {
+    return -errno;
+  }
+  evr__stream_io_attach(s, fd);
+  s->fd = fd;
+  s->sflags = sock;
+  s->error = 0;
+  s->eof_error = 0;
+  touch(s);
+  evr__stream_idle_arm(s);
+  return 0;
+}
+
+/* ---- errors ---- */
+
+static void water_check_low(evr_stream_t *s) {
+  if ((s->sflags & EVR__S_ABOVE) && s->write_queue_size <= s->low_water) {
+    s->sflags &= ~EVR__S_ABOVE;
+    if (s->water_cb) s->water_cb(s, 0);
+  }
+}
+
+static void water_check_high(evr_stream_t *s) {
+  if (s->high_water && !(s->sflags & EVR__S_ABOVE) &&
+      s->write_queue_size > s->high_water) {
+    s->sflags |= EVR__S_ABOVE;
+    if (s->water_cb) s->water_cb(s, 1);
+  }
+}
+
+static void fail_writes(evr_stream_t *s, int err) {
+  while (!evr__list_empty(&s->writes)) {
+    evr_write_t *req =
+        EVR_CONTAINER_OF(evr__list_first(&s->writes), evr_write_t, node);
+    s->write_queue_size -= req->left;
+    req_complete(req, err);
+  }
+  s->write_queue_size = 0;
+}
+
+static void do_shutdown(evr_stream_t *s);
+
+/* A socket error while the loop runs: it sticks, queued writes fail with it,
+ * a pending FIN fails, and a reader hears about it. Runs user callbacks. */
+static void stream_error(evr_stream_t *s, int err) {
+  if (!s->error) s->error = err;
+  fail_writes(s, err);
+  int reading = (s->sflags & EVR__S_READING) != 0;
+  s->sflags &= ~EVR__S_READING;
+  (void)evr__stream_sync(s);
+  if ((s->sflags & EVR__S_SHUT) && !(s->sflags & EVR__S_SHUT_SENT)) {
+    do_shutdown(s); /* sees s->error; an end() closes here */
+    if (evr__stream_closing(s)) return;
+  }
+  water_check_low(s);
+  if (evr__stream_closing(s)) return;
+  if (reading && s->read_cb) s->read_cb(s, err, NULL);
+}
+
+/* ---- reading ---- */
+
+static void do_read(evr_stream_t *s) {
+  evr_loop_t *loop = s->base.loop;
+  char *buf = loop->net_buf;
+  if (!buf) {
+    buf = malloc(NET_BUF_SIZE);
+    if (!buf) {
+      s->sflags &= ~EVR__S_READING;
+      (void)evr__stream_sync(s);
+      s->read_cb(s, EVR_ENOMEM, NULL);
+      return;
+    }
+    loop->net_buf = buf;
+  }
+  for (int i = 0; i < READS_PER_EVENT && (s->sflags & EVR__S_READING); i++) {
+    size_t max = s->read_max ? s->read_max : NET_BUF_SIZE;
+    ssize_t n = read(s->fd, buf, max);
+    if (n > 0) {
+      touch(s);
+      s->read_cb(s, n, buf);
+      if (evr__stream_closing(s)) return;
+      if ((size_t)n < max) return; /* drained: don't pay for an EAGAIN */
+      continue;
+    }
+    if (n == 0 && s->eof_error) {
+      /* A reset the backend consumed (kqueue emulated over epoll). */
+      stream_error(s, -s->eof_error);
+      return;
+    }
+    if (n == 0) {
+      s->sflags = (s->sflags & ~EVR__S_READING) | EVR__S_EOF;
+      (void)evr__stream_sync(s);
+      s->read_cb(s, EVR_EOF, NULL);
+      return;
+    }
+    if (errno == EINTR) {
+      i--;
+      continue;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    stream_error(s, -errno);
+    return;
+  }
+}
+
+int evr_stream_read_start(evr_stream_t *s, evr_read_cb cb) {
+  if (!evr__stream_usable(s) || !cb || (s->sflags & EVR__S_END)) return EVR_EINVAL;
+  if (s->fd < 0 || (s->sflags & EVR__S_CONNECTING)) return EVR_ENOTCONN;
+  if (s->sflags & EVR__S_READING) return EVR_EALREADY;
+  if (s->sflags & EVR__S_EOF) return EVR_EOF;
+  if (s->error) return s->error;
+  s->read_cb = cb;
+  s->sflags |= EVR__S_READING;
+  int rc = evr__stream_sync(s);
+  if (rc) {
+    s->sflags &= ~EVR__S_READING;
+    (void)evr__stream_sync(s);
+  }
+  return rc;
+}
+
+int evr_stream_read_stop(evr_stream_t *s) {
+  if (!evr__stream_valid(s)) return EVR_EINVAL;
+  if (!(s->sflags & EVR__S_READING)) return 0;
+  s->sflags &= ~EVR__S_READING;
+  if (!evr__stream_closing(s)) (void)evr__stream_sync(s);
+  return 0;
+}
+
+int evr_stream_set_read_max(evr_stream_t *s, size_t max) {
+  if (!evr__stream_valid(s) || max == 0) return EVR_EINVAL;
+  s->read_max = max >= NET_BUF_SIZE ? 0 : (uint32_t)max;
+  return 0;
+}
+
+/* ---- writing ---- */
+
+/* One writev()/sendmsg(): bytes taken, or a negative code (EVR_EAGAIN). */
+static ssize_t stream_writev(const evr_stream_t *s, struct iovec *iov, int n) {
+  ssize_t r;
+  do {
+    if (s->sflags & EVR__S_SOCKET) {
+      if (n == 1) {
+        r = send(s->fd, iov[0].iov_base, iov[0].iov_len, EVR__SEND_FLAGS);
+      } else {
+        struct msghdr m;
+        memset(&m, 0, sizeof m);
+        m.msg_iov = iov;
+        m.msg_iovlen = (size_t)n;
+        r = sendmsg(s->fd, &m, EVR__SEND_FLAGS);
+      }
+    } else {
+      /* Pipes: a closed reader raises SIGPIPE here unless the process
+       * ignores it (docs/net.md). */
+      r = n == 1 ? write(s->fd, iov[0].iov_base, iov[0].iov_len)
+                 : writev(s->fd, iov, n);
+    }
+  } while (r < 0 && errno == EINTR);
+  if (r >= 0) return r;
+  if (errno == EWOULDBLOCK) return EVR_EAGAIN;
+  return -errno;
+}
+
+/* Append req's unsent buffers to iov[*n..IOV_BATCH); returns their bytes. */
+static size_t req_fill_iov(const evr_write_t *req, struct iovec *iov, int *n) {
+  size_t total = 0;
+  for (unsigned i = req->idx; i < req->nbufs && *n < IOV_BATCH; i++) {
+    size_t skip = i == req->idx ? req->off : 0;
+    size_t len = req->bufs[i].len - skip;
+    if (len == 0) continue;
+    iov[*n].iov_base = (char *)(uintptr_t)req->bufs[i].base + skip;
+    iov[*n].iov_len = len;
+    (*n)++;
+    total += len;
+  }
+  return total;
+}
+
+/* Mark up to n bytes of req as sent; returns how many it took. */
+static size_t req_advance(evr_write_t *req, size_t n) {
+  size_t used = 0;
+  while (req->idx < req->nbufs) {
+    size_t rem = req->bufs[req->idx].len - req->off;
+    if (n < rem) {
+      req->off += n;
+      used += n;
+      break;
+    }
+    n -= rem;
+    used += rem;
+    req->idx++;
+    req->off = 0;
+  }
+  req->left -= used;
+  return used;
+}
+
+static void do_end_close(evr_stream_t *s);
+
+/* The watcher says writable: send from the queue. Runs user callbacks. */
+static void do_write(evr_stream_t *s) {
+  struct iovec iov[IOV_BATCH];
+  int progress = 0;
+  for (int round = 0; round < WRITES_PER_EVENT && !evr__list_empty(&s->writes);
+       round++) {
+    int n = 0;
+    size_t total = 0;
+    for (evr__list_t *q = evr__list_first(&s->writes);
+         q != &s->writes && n < IOV_BATCH; q = q->next)
+      total += req_fill_iov(EVR_CONTAINER_OF(q, evr_write_t, node), iov, &n);
+    ssize_t r = stream_writev(s, iov, n);
+    if (r == EVR_EAGAIN) break;
+    if (r < 0) {
+      stream_error(s, (int)r);
+      return;
+    }
+    size_t sent = (size_t)r;
+    s->write_queue_size -= sent;
+    progress = 1;
+    while (!evr__list_empty(&s->writes)) {
+      evr_write_t *req =
+          EVR_CONTAINER_OF(evr__list_first(&s->writes), evr_write_t, node);
+      sent -= req_advance(req, sent);
+      if (req->left) break;
+      req_complete(req, 0);
+    }
+    if ((size_t)r < total) break; /* the kernel is full */
+  }
+  if (progress) touch(s);
+  if (evr__list_empty(&s->writes)) {
+    (void)evr__stream_sync(s);
+    if (s->sflags & EVR__S_SHUT) {
+      do_shutdown(s);
+      if (evr__stream_closing(s)) return;
+    }
+  }
+  water_check_low(s);
+}
+
+/* Validate a write and report the state that forbids it. */
+static int write_check(const evr_stream_t *s) {
+  if (!evr__stream_usable(s)) return EVR_EINVAL;
+  if (s->fd < 0 || (s->sflags & EVR__S_CONNECTING)) return EVR_ENOTCONN;
+  if (s->sflags & EVR__S_SHUT) return EVR_EPIPE;
+  if (s->error) return s->error;
+  return 0;
+}
+
+/* Queue req (whose bufs point to memory that outlives it) at the tail. */
+static int queue_req(evr_stream_t *s, evr_write_t *req) {
+  evr__list_insert_tail(&s->writes, &req->node);
+  int rc = evr__stream_sync(s);
+  if (rc) {
+    evr__list_remove(&req->node);
+    return rc;
+  }
+  s->write_queue_size += req->left;
+  return 0;
+}
+
+int evr_stream_write(evr_write_t *req, evr_stream_t *s, const evr_buf_t bufs[],
+                     unsigned nbufs, evr_write_cb cb) {
+  if (!req || !bufs || nbufs == 0) return EVR_EINVAL;
+  int rc = write_check(s);
+  if (rc) return rc;
+  size_t total = 0;
+  for (unsigned i = 0; i < nbufs; i++) {
+    if (bufs[i].len > SIZE_MAX - total || (!bufs[i].base && bufs[i].len))
+      return EVR_EINVAL;
+    total += bufs[i].len;
+  }
+  /* A request still in this stream's queue cannot be submitted again. */
+  for (evr__list_t *q = evr__list_first(&s->writes); q != &s->writes;
+       q = q->next)
+    if (q == &req->node) return EVR_EINVAL;
+
+  req->stream = s;
+  req->cb = cb;
+  req->bufs = bufs;
+  req->nbufs = nbufs;
+  req->idx = 0;
+  req->off = 0;
+  req->left = total;
+  req->status = 0;
+  req->flags = W_QUEUED;
+  evr__list_init(&req->node);
+
+  size_t sent = 0;
+  if (evr__list_empty(&s->writes) && total) {
+    struct iovec iov[IOV_BATCH];
+    int n = 0;
+    (void)req_fill_iov(req, iov, &n);
+    ssize_t r = stream_writev(s, iov, n);
+    if (r < 0 && r != EVR_EAGAIN) {
+      s->error = (int)r;
+      return (int)r;
+    }
+    if (r > 0) {
+      sent = (size_t)r;
+      (void)req_advance(req, sent);
+      touch(s);
+    }
+  }
+  evr__req_register(s->base.loop);
+  if (req->left == 0) {
+    req->bufs = NULL;
+    req_complete(req, 0);
+    return 0;
+  }
+  /* Keep the unsent tail of the caller's array: the array may be reused as
+   * soon as this returns. Two entries fit in the request itself. */
+  unsigned rest = req->nbufs - req->idx;
+  if (rest <= 2) {
+    for (unsigned i = 0; i < rest; i++) req->small[i] = bufs[req->idx + i];
+    req->bufs = req->small;
+  } else {
+    evr_buf_t *copy = malloc(rest * sizeof *copy);
+    if (!copy) {
+      rc = EVR_ENOMEM;
+      goto fail;
+    }
+    memcpy(copy, bufs + req->idx, rest * sizeof *copy);
+    req->bufs = copy;
+    req->flags |= W_ARR;
+  }
+  req->nbufs = rest;
+  req->idx = 0;
+  rc = queue_req(s, req);
+  if (rc) goto fail;
+  water_check_high(s);
+  return 0;
+
+fail:
+  if (sent == 0) {
+    req_release_bufs(req);
+    req->flags = 0;
+    evr__req_unregister(s->base.loop);
+    return rc;
+  }
+  /* Part of it is in the kernel already: the stream cannot go on. */
+  s->error = rc;
+  req_complete(req, rc);
+  return 0;
+}
+
+int evr_stream_write_copy(evr_stream_t *s, const void *data, size_t len) {
+  int rc = write_check(s);
+  if (rc) return rc;
+  if (!data && len) return EVR_EINVAL;
+  if (len == 0) return 0;
+  size_t sent = 0;
+  if (evr__list_empty(&s->writes)) {
+    struct iovec iov = {(void *)(uintptr_t)data, len};
+    ssize_t r = stream_writev(s, &iov, 1);
+    if (r < 0 && r != EVR_EAGAIN) {
+      s->error = (int)r;
+      return (int)r;
+    }
+    if (r > 0) {
+      sent = (size_t)r;
+      touch(s);
+      if (sent == len) return 0;
+    }
+  }
+  size_t tail = len - sent;
+  evr_write_t *w = malloc(sizeof *w + tail);
+  if (!w) {
+    if (sent) s->error = EVR_ENOMEM;
+    return EVR_ENOMEM;
+  }
+  memcpy(w + 1, (const char *)data + sent, tail);
+  w->data = NULL;
+  w->stream = s;
+  w->cb = NULL;
+  w->small[0].base = w + 1;
+  w->small[0].len = tail;
+  w->bufs = w->small;
+  w->nbufs = 1;
+  w->idx = 0;
+  w->off = 0;
+  w->left = tail;
+  w->status = 0;
+  w->flags = W_QUEUED | W_OWNED;
+  evr__list_init(&w->node);
+  rc = queue_req(s, w);
+  if (rc) {
+    free(w);
+    if (sent) s->error = rc;
+    return rc;
+  }
+  water_check_high(s);
+  return 0;
+}
+
+size_t evr_stream_write_queue_size(const evr_stream_t *s) {
+  return s ? s->write_queue_size : 0;
+}
+
+int evr_stream_set_water_marks(evr_stream_t *s, size_t low, size_t high,
+                               evr_water_cb cb) {
+  if (!evr__stream_valid(s)) return EVR_EINVAL;
+  if (high && (low > high || !cb)) return EVR_EINVAL;
+  s->low_water = high ? low : 0;
+  s->high_water = high;
+  s->water_cb = high ? cb : NULL;
+  if (!high) s->sflags &= ~EVR__S_ABOVE;
+  return 0;
+}
+
+/* ---- the watcher's callback ---- */
+
+static void io_cb(evr_io_t *io, unsigned events) {
+  evr_stream_t *s = EVR_CONTAINER_OF(io, evr_stream_t, io);
+  if (io->base.loop->io_error && !s->eof_error) s->eof_error = io->base.loop->io_error;
+  if (s->sflags & EVR__S_CONNECTING) {
+    evr__connect_ready(s);
+    return;
+  }
+  if ((events & EVR_READ) && (s->sflags & EVR__S_READING)) {
+    do_read(s);
+    if (evr__stream_closing(s)) return;
+  }
+  if ((events & (EVR_WRITE | EVR_ERR | EVR_HUP)) &&
+      !evr__list_empty(&s->writes) && s->fd >= 0)
+    do_write(s);
+}
+
+/* ---- ending ---- */
+
+/* Send the FIN (the queue is empty, or failed), then report it: through the
+ * timer for shutdown(), by closing for end(). */
+static void do_shutdown(evr_stream_t *s) {
+  if (s->sflags & EVR__S_SHUT_SENT) return;
+  s->sflags |= EVR__S_SHUT_SENT;
+  int status = s->error;
+  if (!status && shutdown(s->fd, SHUT_WR) < 0) status = -errno;
+  if (status) {
+    /* The connection is broken (ENOTCONN after a reset, ENOTSOCK for a
+     * pipe): the error sticks like any other. */
+    s->sflags |= EVR__S_SHUT_FAIL;
+    if (!s->error) s->error = status;
+  }
+  if (s->sflags & EVR__S_END) {
+    do_end_close(s);
+    return;
+  }
+  s->sflags |= EVR__S_SHUT_DUE;
+  (void)evr_timer_start(&s->timer, evr__stream_timer_cb, 0, 0);
+}
+
+static void do_end_close(evr_stream_t *s) {
+  evr_close_cb cb = s->pending_cb.end;
+  s->pending_cb.end = NULL;
+  (void)evr_close(&s->base, cb);
+}
+
+static int shut_status(const evr_stream_t *s) {
+  if (!(s->sflags & EVR__S_SHUT_FAIL)) return 0;
+  return s->error ? s->error : EVR_EIO;
+}
+
+int evr_stream_shutdown(evr_stream_t *s, evr_shutdown_cb cb) {
+  if (!evr__stream_usable(s)) return EVR_EINVAL;
+  if (s->fd < 0 || (s->sflags & EVR__S_CONNECTING)) return EVR_ENOTCONN;
+  if (s->sflags & EVR__S_SHUT) return EVR_EALREADY;
+  s->sflags |= EVR__S_SHUT | EVR__S_SHUT_REQ;
+  s->pending_cb.shutdown = cb;
+  evr__req_register(s->base.loop);
+  if (evr__list_empty(&s->writes)) do_shutdown(s);
+  return 0;
+}
+
+int evr_stream_end(evr_stream_t *s, evr_close_cb close_cb) {
+  if (!evr__stream_valid(s)) return EVR_EINVAL;
+  if (evr__stream_closing(s)) return EVR_EALREADY;
+  if (s->sflags & EVR__S_SHUT) return EVR_EALREADY;
+  s->sflags = (s->sflags & ~EVR__S_READING) | EVR__S_SHUT | EVR__S_END;
+  s->pending_cb.end = close_cb;
+  if (s->fd < 0 || (s->sflags & EVR__S_CONNECTING) ||
+      evr__list_empty(&s->writes)) {
+    if (s->fd >= 0 && !s->error) (void)shutdown(s->fd, SHUT_WR);
+    do_end_close(s);
+    return 0;
+  }
+  (void)evr__stream_sync(s);
+  return 0;
+}
+
+int evr_stream_abort(evr_stream_t *s, evr_close_cb close_cb) {
+  if (!evr__stream_valid(s)) return EVR_EINVAL;
+  if (evr__stream_closing(s)) return EVR_EALREADY;
+  if (s->fd >= 0 && (s->sflags & EVR__S_SOCKET)) {
+    /* Closing with a zero linger time sends a RST. Unix sockets ignore it
+     * (their peer sees ECONNRESET only if unread data is dropped). */
+    struct linger lg = {1, 0};
+    (void)setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  }
+  return evr_close(&s->base, close_cb);
+}
+
+/* Close phase, just before the stream's close_cb (see the file comment). */
+static void stream_finish(evr_handle_t *h) {
+  evr_stream_t *s = EVR_CONTAINER_OF(h, evr_stream_t, io.base);
+  evr_loop_t *loop = s->base.loop;
+  net_run_done(loop);
+  if (s->sflags & EVR__S_CONNECTING) {
+    evr_connect_cb cb = s->pending_cb.connect;
+    s->sflags &= ~(EVR__S_CONNECTING | EVR__S_CONN_WAIT | EVR__S_CONN_DUE);
+    s->pending_cb.connect = NULL;
+    evr__req_unregister(loop);
+    if (cb) cb(s, EVR_ECANCELED);
+  }
+  while (!evr__list_empty(&s->writes)) {
+    evr_write_t *req =
+        EVR_CONTAINER_OF(evr__list_first(&s->writes), evr_write_t, node);
+    evr__list_remove(&req->node);
+    s->write_queue_size -= req->left;
+    req_release_bufs(req);
+    if (req->flags & W_OWNED)
+      free(req);
+    else
+      req_deliver(loop, req, EVR_ECANCELED);
+  }
+  s->write_queue_size = 0;
+  if (s->sflags & EVR__S_SHUT_REQ) {
+    evr_shutdown_cb cb = s->pending_cb.shutdown;
+    int status = (s->sflags & EVR__S_SHUT_DUE) ? shut_status(s) : EVR_ECANCELED;
+    s->sflags &= ~(EVR__S_SHUT_REQ | EVR__S_SHUT_DUE);
+    s->pending_cb.shutdown = NULL;
+    evr__req_unregister(loop);
+    if (cb) cb(s, status);
+  }
+}
+
+static void stream_close(evr_handle_t *h) {
+  evr_stream_t *s = EVR_CONTAINER_OF(h, evr_stream_t, base);
+  evr_loop_t *loop = h->loop;
+  if (s->sflags & EVR__S_CONNECTING) evr__connect_abandon(s);
+  (void)evr_timer_stop(&s->timer);
+  evr__stream_io_release(s);
+  s->sflags &= ~EVR__S_READING;
+  /* The finisher: the watcher's handle (off the handle list, inactive) goes
+   * on the closing list now; evr_close() queues the stream right after it,
+   * and the close phase runs that list in order. */
+  evr_handle_t *f = &s->io.base;
+  f->loop = loop;
+  f->data = NULL;
+  f->flags = EVR__H_INIT | EVR__H_CLOSING;
+  f->close_cb = stream_finish;
+  evr__list_init(&f->node);
+  evr__list_insert_tail(&loop->closing, &f->node);
+}
+
+/* ---- timer: connect timeout, due outcomes, idle ---- */
+
+void evr__stream_idle_arm(evr_stream_t *s) {
+  if (!s->idle_ms || s->fd < 0 || (s->sflags & EVR__S_CONNECTING) ||
+      (s->sflags & EVR__S_SHUT_DUE) || evr__stream_closing(s))
+    return;
+  uint64_t now = s->base.loop->now_ms;
+  uint64_t idle = now - s->last_activity;
+  uint64_t wait = idle >= s->idle_ms ? 0 : s->idle_ms - idle;
+  (void)evr_timer_start(&s->timer, evr__stream_timer_cb, wait, 0);
+}
+
+void evr__stream_timer_cb(evr_timer_t *t) {
+  evr_stream_t *s = EVR_CONTAINER_OF(t, evr_stream_t, timer);
+  if (s->sflags & EVR__S_CONNECTING) {
+    int status = (s->sflags & EVR__S_CONN_DUE) ? s->error : EVR_ETIMEDOUT;
+    evr__connect_finish(s, status);
+    return;
+  }
+  if (s->sflags & EVR__S_SHUT_DUE) {
+    evr_shutdown_cb cb = s->pending_cb.shutdown;
+    int status = shut_status(s);
+    s->sflags &= ~(EVR__S_SHUT_DUE | EVR__S_SHUT_REQ);
+    s->pending_cb.shutdown = NULL;
+    /* Write callbacks of the bytes before the FIN come first. */
+    net_run_done(s->base.loop);
+    evr__req_unregister(s->base.loop);
+    if (cb) cb(s, status);
+    if (evr__stream_closing(s)) return;
+    evr__stream_idle_arm(s);
+    return;
+  }
+  if (!s->idle_ms || s->fd < 0) return;
+  uint64_t now = s->base.loop->now_ms;
+  if (now - s->last_activity < s->idle_ms) {
+    evr__stream_idle_arm(s); /* traffic since the timer was set */
+    return;
+  }
+  if (s->sflags & EVR__S_END) {
+    /* end() cannot drain: give up on the queue and close. */
+    fail_writes(s, EVR_ETIMEDOUT);
+    do_end_close(s);
+    return;
+  }
+  s->last_activity = now;
+  if (s->idle_cb) s->idle_cb(s);
+  /* Left open: wait another period (from now). */
+  evr__stream_idle_arm(s);
+}
+
+int evr_stream_set_idle_timeout(evr_stream_t *s, uint64_t ms, evr_idle_cb cb) {
+  if (!evr__stream_valid(s) || (ms && !cb)) return EVR_EINVAL;
+  if (evr__stream_closing(s)) return EVR_EINVAL;
+  s->idle_ms = ms;
+  s->idle_cb = ms ? cb : NULL;
+  if (s->sflags & (EVR__S_CONNECTING | EVR__S_SHUT_DUE)) return 0;
+  if (!ms) {
+    (void)evr_timer_stop(&s->timer);
+    return 0;
+  }
+  touch(s);
+  evr__stream_idle_arm(s);
+  return 0;
+}
+
+/* ---- socket options and names ---- */
+
+static int tcp_check(const evr_stream_t *s) {
+  if (!evr__stream_valid(s)) return EVR_EINVAL;
+  if (s->fd < 0) return EVR_ENOTCONN;
+  if (!(s->sflags & EVR__S_SOCKET)) return EVR_ENOTSUP;
+  evr_addr_t a;
+  int rc = evr__sockname(s->fd, &a);
+  if (rc) return rc;
+  int fam = a.u.sa.sa_family;
+  return fam == AF_INET || fam == AF_INET6 ? 0 : EVR_ENOTSUP;
+}
+
+int evr_stream_nodelay(evr_stream_t *s, int on) {
+  int rc = tcp_check(s);
+  if (rc) return rc;
+  int v = on ? 1 : 0;
+  if (setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) < 0)
+    return -errno;
+  return 0;
+}
+
+int evr_stream_keepalive(evr_stream_t *s, int on, unsigned idle_s) {
+  int rc = tcp_check(s);
+  if (rc) return rc;
+  int v = on ? 1 : 0;
+  if (setsockopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, &v, sizeof v) < 0)
+    return -errno;
+  if (on && idle_s > 0) {
+    int secs = idle_s > INT_MAX ? INT_MAX : (int)idle_s;
+#if defined(TCP_KEEPIDLE)
+    if (setsockopt(s->fd, IPPROTO_TCP, TCP_KEEPIDLE, &secs, sizeof secs) < 0)
+      return -errno;
+#elif defined(TCP_KEEPALIVE)
+    if (setsockopt(s->fd, IPPROTO_TCP, TCP_KEEPALIVE, &secs, sizeof secs) < 0)
+      return -errno;
+#else
+    (void)secs;
+#endif
+  }
+  return 0;
+}
+
+int evr_stream_peername(const evr_stream_t *s, evr_addr_t *out) {
+  if (!evr__stream_valid(s) || !out) return EVR_EINVAL;
+  if (s->fd < 0) return EVR_ENOTCONN;
+  return evr__peername(s->fd, out);
+}
+
+int evr_stream_sockname(const evr_stream_t *s, evr_addr_t *out) {
+  if (!evr__stream_valid(s) || !out) return EVR_EINVAL;
+  if (s->fd < 0) return EVR_ENOTCONN;
+  return evr__sockname(s->fd, out);
+}

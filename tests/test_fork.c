@@ -1,0 +1,288 @@
+/* tests/test_fork.c: evr_loop_fork(): after fork() the child's loop works
+ * (timers, I/O, async, posts, signals, the pool) on its own backend state,
+ * and the parent's loop is unaffected by what the child does. */
+/* evr-test: backends novalgrind timeout=300 */
+/* Not run under valgrind: a forked child that starts threads does not make
+ * progress there (the ASan, UBSan and TSan runs cover fork). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "helpers.h"
+
+/* ThreadSanitizer refuses to start threads in the child of a multi-threaded
+ * process unless told otherwise; the children here start pool threads and,
+ * under libkqueue, its helper threads. */
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void) { return "die_after_fork=0"; }
+
+/* The child cannot use cmocka: a failed check exits with the line number
+ * (modulo 200, plus 20) and the parent asserts a clean exit. */
+#define CHILD_CHECK(c)                          \
+  do {                                          \
+    if (!(c)) _exit(20 + __LINE__ % 200);       \
+  } while (0)
+
+static void assert_child_ok(pid_t pid) {
+  int st;
+  pid_t r;
+  do
+    r = waitpid(pid, &st, 0);
+  while (r < 0 && errno == EINTR);
+  assert_int_equal(r, pid);
+  assert_true(WIFEXITED(st));
+  if (WEXITSTATUS(st) != 0)
+    fail_msg("child failed at a check on line %d (mod 200)", WEXITSTATUS(st) - 20);
+}
+
+/* ---- handles used on both sides ---- */
+
+static int timer_fired, io_fired, async_fired, posted_ran, sig_fired, work_done;
+static int work_status;
+
+static void reset(void) {
+  timer_fired = io_fired = async_fired = posted_ran = sig_fired = work_done = 0;
+  work_status = 999;
+}
+
+static void on_timer(evr_timer_t *t) {
+  (void)t;
+  timer_fired++;
+}
+
+static void on_io(evr_io_t *io, unsigned events) {
+  char buf[16];
+  if (events & EVR_READ) {
+    ssize_t n = read(io->fd, buf, sizeof buf);
+    if (n > 0) io_fired++;
+  }
+}
+
+static void on_async(evr_async_t *a) {
+  (void)a;
+  async_fired++;
+}
+
+static void on_post(void *arg) {
+  (void)arg;
+  posted_ran++;
+}
+
+static void on_signal(evr_signal_t *s, int signum) {
+  (void)s;
+  if (signum == SIGUSR1) sig_fired++;
+}
+
+static void nop_work(evr_work_t *req) { (void)req; }
+static void on_work_done(evr_work_t *req, int status) {
+  (void)req;
+  work_done++;
+  work_status = status;
+}
+
+static void close_all(evr_handle_t *h, void *arg) {
+  (void)arg;
+  (void)evr_close(h, NULL);
+}
+
+/* Run until cond holds or the bound; returns the cond. */
+#define RUN_UNTIL(loop, cond)                                            \
+  do {                                                                   \
+    for (int i_ = 0; i_ < 1000 && !(cond); i_++)                         \
+      if (evr_loop_run((loop), EVR_RUN_ONCE) < 0) break;                 \
+  } while (0)
+
+static void test_fork_child_and_parent_loops_both_work(void **state) {
+  (void)state;
+  static evr_timer_t t;
+  static evr_io_t io;
+  static evr_async_t a;
+  static evr_signal_t s;
+  int p[2];
+  reset();
+  make_pipe(p);
+  assert_evr_ok(evr_timer_init(test_loop, &t));
+  assert_evr_ok(evr_io_init(test_loop, &io, p[0]));
+  assert_evr_ok(evr_io_start(&io, EVR_READ, on_io));
+  assert_evr_ok(evr_async_init(test_loop, &a, on_async));
+  assert_evr_ok(evr_signal_init(test_loop, &s));
+  assert_evr_ok(evr_signal_start(&s, SIGUSR1, on_signal));
+  /* Queued before the fork, not yet run: it runs on both sides. */
+  assert_evr_ok(evr_post(test_loop, on_post, NULL));
+  int fds = count_open_fds();
+
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    CHILD_CHECK(evr_loop_fork(test_loop) == 0);
+    /* The shared wake-up descriptor and epoll set were replaced, not
+     * added to. (The user-space kqueue manages its own descriptors.) */
+    if (strcmp(requested_backend(), "kqueue") != 0)
+      CHILD_CHECK(count_open_fds() == fds);
+    /* Stopping the watcher here must not touch the parent's registration
+     * (with epoll it would, through a shared set); the child watches a
+     * pipe of its own instead. */
+    CHILD_CHECK(evr_io_stop(&io) == 0);
+    int q[2];
+    CHILD_CHECK(pipe(q) == 0);
+    static evr_io_t io2;
+    CHILD_CHECK(evr_io_init(test_loop, &io2, q[0]) == 0);
+    CHILD_CHECK(evr_io_start(&io2, EVR_READ, on_io) == 0);
+    RUN_UNTIL(test_loop, posted_ran == 1);
+    CHILD_CHECK(posted_ran == 1);
+    CHILD_CHECK(evr_timer_start(&t, on_timer, 1, 0) == 0);
+    RUN_UNTIL(test_loop, timer_fired == 1);
+    CHILD_CHECK(timer_fired == 1);
+    CHILD_CHECK(write(q[1], "c", 1) == 1);
+    RUN_UNTIL(test_loop, io_fired == 1);
+    CHILD_CHECK(io_fired == 1);
+    CHILD_CHECK(evr_async_send(&a) == 0);
+    RUN_UNTIL(test_loop, async_fired == 1);
+    CHILD_CHECK(async_fired == 1);
+    CHILD_CHECK(raise(SIGUSR1) == 0);
+    RUN_UNTIL(test_loop, sig_fired == 1);
+    CHILD_CHECK(sig_fired == 1);
+    /* The pool starts afresh in the child. */
+    static evr_work_t w;
+    CHILD_CHECK(evr_work_submit(test_loop, &w, nop_work, on_work_done) == 0);
+    RUN_UNTIL(test_loop, work_done == 1);
+    CHILD_CHECK(work_done == 1 && work_status == 0);
+    evr_loop_walk(test_loop, close_all, NULL);
+    CHILD_CHECK(evr_loop_run(test_loop, EVR_RUN_DEFAULT) == 0);
+    CHILD_CHECK(evr_loop_free(test_loop) == 0);
+    _exit(0);
+  }
+  /* Let the child finish first: with a shared epoll set, anything it did
+   * through the inherited set would now show here. */
+  assert_child_ok(pid);
+  RUN_UNTIL(test_loop, posted_ran == 1);
+  assert_int_equal(posted_ran, 1);
+  assert_evr_ok(evr_timer_start(&t, on_timer, 1, 0));
+  RUN_UNTIL(test_loop, timer_fired == 1);
+  assert_int_equal(timer_fired, 1);
+  assert_int_equal(write(p[1], "p", 1), 1);
+  RUN_UNTIL(test_loop, io_fired == 1);
+  assert_int_equal(io_fired, 1);
+  assert_evr_ok(evr_async_send(&a));
+  RUN_UNTIL(test_loop, async_fired == 1);
+  assert_int_equal(async_fired, 1);
+  assert_int_equal(raise(SIGUSR1), 0);
+  RUN_UNTIL(test_loop, sig_fired == 1);
+  assert_int_equal(sig_fired, 1);
+  assert_fds_back_to(fds);
+  evr_loop_walk(test_loop, close_all, NULL);
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 0);
+  close(p[0]);
+  close(p[1]);
+}
+
+/* ---- work pending at the fork ---- */
+
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static int gate_open, gate_entered;
+
+static void gated_work(evr_work_t *req) {
+  (void)req;
+  pthread_mutex_lock(&gate_lock);
+  gate_entered = 1;
+  pthread_cond_broadcast(&gate_cond);
+  while (!gate_open) pthread_cond_wait(&gate_cond, &gate_lock);
+  pthread_mutex_unlock(&gate_lock);
+}
+
+static void test_fork_pending_work_is_cancelled_in_child_only(void **state) {
+  (void)state;
+  static evr_work_t running, queued;
+  reset();
+  gate_open = gate_entered = 0;
+  assert_evr_ok(evr_threadpool_set_size(1));
+  assert_evr_ok(evr_work_submit(test_loop, &running, gated_work, on_work_done));
+  assert_evr_ok(evr_work_submit(test_loop, &queued, nop_work, on_work_done));
+  pthread_mutex_lock(&gate_lock);
+  while (!gate_entered) pthread_cond_wait(&gate_cond, &gate_lock);
+  pthread_mutex_unlock(&gate_lock);
+
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    /* No new thread is started here: the child of a multi-threaded process
+     * only sees both requests cancelled. */
+    CHILD_CHECK(evr_loop_fork(test_loop) == 0);
+    CHILD_CHECK(evr_loop_alive(test_loop) == 1);
+    CHILD_CHECK(evr_work_cancel(&queued) == EVR_EBUSY); /* already done */
+    RUN_UNTIL(test_loop, work_done == 2);
+    CHILD_CHECK(work_done == 2);
+    CHILD_CHECK(work_status == EVR_ECANCELED);
+    CHILD_CHECK(evr_loop_run(test_loop, EVR_RUN_DEFAULT) == 0);
+    CHILD_CHECK(evr_loop_free(test_loop) == 0);
+    _exit(0);
+  }
+  assert_child_ok(pid);
+  /* The parent's requests are untouched: both complete normally. */
+  assert_int_equal(work_done, 0);
+  pthread_mutex_lock(&gate_lock);
+  gate_open = 1;
+  pthread_cond_broadcast(&gate_cond);
+  pthread_mutex_unlock(&gate_lock);
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 0);
+  assert_int_equal(work_done, 2);
+  assert_int_equal(work_status, 0);
+}
+
+static void test_fork_rejects_null(void **state) {
+  (void)state;
+  assert_int_equal(evr_loop_fork(NULL), EVR_EINVAL);
+}
+
+/* Forking a loop with nothing in it, twice in a row (a grandchild), keeps
+ * working: each evr_loop_fork() builds state for its own process. */
+static void test_fork_grandchild_loop_works(void **state) {
+  (void)state;
+  static evr_timer_t t;
+  reset();
+  assert_evr_ok(evr_timer_init(test_loop, &t));
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    CHILD_CHECK(evr_loop_fork(test_loop) == 0);
+    pid_t gpid = fork();
+    CHILD_CHECK(gpid >= 0);
+    if (gpid == 0) {
+      CHILD_CHECK(evr_loop_fork(test_loop) == 0);
+      CHILD_CHECK(evr_timer_start(&t, on_timer, 1, 0) == 0);
+      CHILD_CHECK(evr_loop_run(test_loop, EVR_RUN_DEFAULT) == 0);
+      CHILD_CHECK(timer_fired == 1);
+      _exit(0);
+    }
+    int st;
+    pid_t r;
+    do
+      r = waitpid(gpid, &st, 0);
+    while (r < 0 && errno == EINTR);
+    CHILD_CHECK(r == gpid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHILD_CHECK(evr_timer_start(&t, on_timer, 1, 0) == 0);
+    CHILD_CHECK(evr_loop_run(test_loop, EVR_RUN_DEFAULT) == 0);
+    CHILD_CHECK(timer_fired == 1);
+    _exit(0);
+  }
+  assert_child_ok(pid);
+  assert_evr_ok(evr_timer_start(&t, on_timer, 1, 0));
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 0);
+  assert_int_equal(timer_fired, 1);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      EVR_TEST(test_fork_rejects_null),
+      EVR_TEST(test_fork_child_and_parent_loops_both_work),
+      EVR_TEST(test_fork_grandchild_loop_works),
+      EVR_TEST(test_fork_pending_work_is_cancelled_in_child_only),
+  };
+  return cmocka_run_group_tests_name("fork", tests, NULL, NULL);
+}

@@ -1,0 +1,1122 @@
+/* tests/test_stream.c: stream handles over socket pairs, pipes and raw
+ * loopback TCP connections adopted with evr_stream_open(), under every
+ * backend: partial writes through tiny kernel buffers, write ordering and
+ * callbacks, water marks, write_copy, half-close both ways, peer reset and
+ * EOF while data is queued, writes after shutdown, closing from inside
+ * callbacks, abort, end, the idle timeout, connect outcomes and descriptor
+ * hygiene. */
+/* evr-test: backends timeout=300 */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include "helpers.h"
+
+/* ---- helpers ---- */
+
+/* A connected loopback TCP pair, made with blocking calls and then switched
+ * to non-blocking. tiny: minimal SO_SNDBUF/SO_RCVBUF on both ends (set
+ * before connect so the window is small too). */
+static void tcp_pair(int fds[2], int tiny) {
+  int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(l >= 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int one = 1, small = 1;
+  if (tiny) {
+    assert_int_equal(setsockopt(l, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    assert_int_equal(setsockopt(l, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+  }
+  assert_int_equal(setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one), 0);
+  assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+  socklen_t len = sizeof a;
+  assert_int_equal(getsockname(l, (struct sockaddr *)&a, &len), 0);
+  assert_int_equal(listen(l, 1), 0);
+  int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(c >= 0);
+  if (tiny) {
+    assert_int_equal(setsockopt(c, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    assert_int_equal(setsockopt(c, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+  }
+  assert_int_equal(connect(c, (struct sockaddr *)&a, sizeof a), 0);
+  int s = accept(l, NULL, NULL);
+  assert_true(s >= 0);
+  close(l);
+  set_nonblock(c);
+  set_nonblock(s);
+  assert_int_equal(fcntl(s, F_SETFD, FD_CLOEXEC), 0);
+  fds[0] = c;
+  fds[1] = s;
+}
+
+/* Reset the connection from the raw end fd: SO_LINGER 0, close. */
+static void raw_reset(int fd) {
+  struct linger lg = {1, 0};
+  assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+  close(fd);
+}
+
+/* Read what is available on a non-blocking raw fd. Returns bytes read
+ * (0: nothing available), -1 at EOF, -errno on error. */
+static ssize_t raw_drain(int fd, char *out, size_t max) {
+  size_t got = 0;
+  while (got < max) {
+    ssize_t n = read(fd, out + got, max - got);
+    if (n > 0) {
+      got += (size_t)n;
+      continue;
+    }
+    if (n == 0) return got ? (ssize_t)got : -1;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) break;
+    return got ? (ssize_t)got : -errno;
+  }
+  return (ssize_t)got;
+}
+
+static void fill_pattern(unsigned char *p, size_t n, unsigned seed) {
+  uint32_t x = seed * 2654435761u + 1;
+  for (size_t i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    p[i] = (unsigned char)x;
+  }
+}
+
+/* A reading stream that collects what it gets. */
+struct sink {
+  evr_stream_t s;
+  char *buf;
+  size_t len, cap;
+  int eof, err, reads, closed;
+  size_t max_chunk;
+  int close_on_read; /* close the stream inside the first read callback */
+};
+
+static void sink_read(evr_stream_t *s, ssize_t nread, const char *buf) {
+  struct sink *k = (struct sink *)s;
+  assert_true(nread != 0);
+  if (nread > 0) {
+    assert_false(k->eof);
+    if (k->len + (size_t)nread > k->cap) {
+      k->cap = (k->len + (size_t)nread) * 2;
+      k->buf = realloc(k->buf, k->cap);
+      assert_non_null(k->buf);
+    }
+    memcpy(k->buf + k->len, buf, (size_t)nread);
+    k->len += (size_t)nread;
+    if ((size_t)nread > k->max_chunk) k->max_chunk = (size_t)nread;
+    k->reads++;
+    if (k->close_on_read) assert_evr_ok(evr_close(&s->base, NULL));
+    return;
+  }
+  if (nread == EVR_EOF)
+    k->eof = 1;
+  else
+    k->err = (int)nread;
+}
+
+static void sink_open(struct sink *k, int fd) {
+  memset(k, 0, sizeof *k);
+  assert_evr_ok(evr_stream_init(test_loop, &k->s));
+  assert_evr_ok(evr_stream_open(&k->s, fd));
+  assert_evr_ok(evr_stream_read_start(&k->s, sink_read));
+}
+
+static void sink_closed_cb(evr_handle_t *h) { ((struct sink *)h)->closed = 1; }
+
+static void sink_close(struct sink *k) {
+  if (!evr_is_closing(&k->s.base))
+    assert_evr_ok(evr_close(&k->s.base, sink_closed_cb));
+  else
+    k->closed = 1;
+  run_until(test_loop, &k->closed, 100);
+  free(k->buf);
+  k->buf = NULL;
+}
+
+/* Write-request bookkeeping: the order and status of completions. */
+#define MAXREQ 64
+static int wdone_order[MAXREQ], wdone_status[MAXREQ], nwdone;
+static int in_write_call;
+
+static void wcb(evr_write_t *req, int status) {
+  assert_false(in_write_call); /* never inside evr_stream_write() */
+  assert_true(nwdone < MAXREQ);
+  wdone_order[nwdone] = (int)(intptr_t)req->data;
+  wdone_status[nwdone] = status;
+  nwdone++;
+}
+
+static int do_write(evr_write_t *req, evr_stream_t *s, const void *p, size_t n,
+                    int id) {
+  evr_buf_t b = {p, n};
+  req->data = (void *)(intptr_t)id;
+  in_write_call = 1;
+  int rc = evr_stream_write(req, s, &b, 1, wcb);
+  in_write_call = 0;
+  return rc;
+}
+
+static int flag;
+static void set_flag_close_cb(evr_handle_t *h) {
+  (void)h;
+  flag = 1;
+}
+
+/* ---- basics ---- */
+
+static void test_stream_socketpair_roundtrip(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  int sv[2];
+  make_socketpair(sv);
+  struct sink a, b;
+  sink_open(&a, sv[0]);
+  sink_open(&b, sv[1]);
+  assert_int_equal(a.s.fd, sv[0]);
+  nwdone = 0;
+  evr_write_t w;
+  assert_evr_ok(do_write(&w, &a.s, "hello", 5, 1));
+  /* Fully sent at once: nothing queued, but the callback is still due. */
+  assert_int_equal(evr_stream_write_queue_size(&a.s), 0);
+  assert_int_equal(nwdone, 0);
+  assert_evr_ok(evr_stream_write_copy(&b.s, "world", 5));
+  while (a.len < 5 || b.len < 5 || nwdone < 1)
+    assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_memory_equal(b.buf, "hello", 5);
+  assert_memory_equal(a.buf, "world", 5);
+  assert_int_equal(wdone_status[0], 0);
+  assert_ptr_equal(w.stream, &a.s);
+  sink_close(&a);
+  sink_close(&b);
+  assert_fds_back_to(base);
+}
+
+static void test_stream_api_errors(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  evr_stream_t s;
+  evr_write_t w;
+  evr_buf_t b = {"x", 1};
+  evr_addr_t addr;
+  assert_int_equal(evr_stream_init(NULL, &s), EVR_EINVAL);
+  assert_int_equal(evr_stream_init(test_loop, NULL), EVR_EINVAL);
+  assert_evr_ok(evr_stream_init(test_loop, &s));
+  assert_int_equal(s.fd, -1);
+  assert_int_equal(evr_stream_read_start(&s, sink_read), EVR_ENOTCONN);
+  assert_int_equal(evr_stream_write(&w, &s, &b, 1, NULL), EVR_ENOTCONN);
+  assert_int_equal(evr_stream_write_copy(&s, "x", 1), EVR_ENOTCONN);
+  assert_int_equal(evr_stream_shutdown(&s, NULL), EVR_ENOTCONN);
+  assert_int_equal(evr_stream_peername(&s, &addr), EVR_ENOTCONN);
+  assert_int_equal(evr_stream_sockname(&s, &addr), EVR_ENOTCONN);
+  assert_int_equal(evr_stream_nodelay(&s, 1), EVR_ENOTCONN);
+  assert_int_equal(evr_stream_open(&s, -1), EVR_EINVAL);
+  int sv[2];
+  make_socketpair(sv);
+  int dead = dup(sv[0]);
+  close(dead);
+  assert_int_equal(evr_stream_open(&s, dead), EVR_EBADF);
+  assert_evr_ok(evr_stream_open(&s, sv[0]));
+  assert_int_equal(evr_stream_open(&s, sv[1]), EVR_EBUSY);
+  assert_int_equal(evr_stream_read_start(&s, NULL), EVR_EINVAL);
+  assert_evr_ok(evr_stream_read_start(&s, sink_read));
+  assert_int_equal(evr_stream_read_start(&s, sink_read), EVR_EALREADY);
+  assert_evr_ok(evr_stream_read_stop(&s));
+  assert_evr_ok(evr_stream_read_stop(&s));
+  assert_int_equal(evr_stream_write(&w, &s, &b, 0, NULL), EVR_EINVAL);
+  assert_int_equal(evr_stream_write(&w, &s, NULL, 1, NULL), EVR_EINVAL);
+  assert_int_equal(evr_stream_write(NULL, &s, &b, 1, NULL), EVR_EINVAL);
+  assert_int_equal(evr_stream_set_water_marks(&s, 10, 5, NULL), EVR_EINVAL);
+  assert_int_equal(evr_stream_set_idle_timeout(&s, 10, NULL), EVR_EINVAL);
+  assert_int_equal(evr_stream_set_read_max(&s, 0), EVR_EINVAL);
+  /* TCP options on a Unix socket. */
+  assert_int_equal(evr_stream_nodelay(&s, 1), EVR_ENOTSUP);
+  assert_int_equal(evr_stream_keepalive(&s, 1, 10), EVR_ENOTSUP);
+  assert_evr_ok(evr_stream_sockname(&s, &addr));
+  assert_int_equal(evr_addr_family(&addr), AF_UNIX);
+  assert_evr_ok(evr_stream_shutdown(&s, NULL));
+  assert_int_equal(evr_stream_shutdown(&s, NULL), EVR_EALREADY);
+  assert_int_equal(evr_stream_end(&s, NULL), EVR_EALREADY);
+  assert_int_equal(evr_stream_write(&w, &s, &b, 1, NULL), EVR_EPIPE);
+  flag = 0;
+  assert_evr_ok(evr_close(&s.base, set_flag_close_cb));
+  assert_int_equal(evr_close(&s.base, NULL), EVR_EALREADY);
+  assert_int_equal(evr_stream_end(&s, NULL), EVR_EALREADY);
+  assert_int_equal(evr_stream_abort(&s, NULL), EVR_EALREADY);
+  assert_int_equal(evr_stream_write(&w, &s, &b, 1, NULL), EVR_EINVAL);
+  assert_int_equal(s.fd, -1);
+  run_until(test_loop, &flag, 10);
+  close(sv[1]);
+  assert_fds_back_to(base);
+}
+
+static void test_stream_tcp_options_and_names(void **state) {
+  (void)state;
+  int fds[2];
+  tcp_pair(fds, 0);
+  evr_stream_t s;
+  assert_evr_ok(evr_stream_init(test_loop, &s));
+  assert_evr_ok(evr_stream_open(&s, fds[0]));
+  assert_evr_ok(evr_stream_nodelay(&s, 1));
+  int v = 0;
+  socklen_t len = sizeof v;
+  assert_int_equal(getsockopt(fds[0], IPPROTO_TCP, TCP_NODELAY, &v, &len), 0);
+  assert_true(v != 0);
+  assert_evr_ok(evr_stream_nodelay(&s, 0));
+  assert_evr_ok(evr_stream_keepalive(&s, 1, 30));
+  assert_int_equal(getsockopt(fds[0], SOL_SOCKET, SO_KEEPALIVE, &v, &len), 0);
+  assert_true(v != 0);
+  assert_evr_ok(evr_stream_keepalive(&s, 0, 0));
+  evr_addr_t peer, local;
+  assert_evr_ok(evr_stream_peername(&s, &peer));
+  assert_evr_ok(evr_stream_sockname(&s, &local));
+  assert_int_equal(evr_addr_family(&peer), AF_INET);
+  struct sockaddr_in sin;
+  len = sizeof sin;
+  assert_int_equal(getsockname(fds[1], (struct sockaddr *)&sin, &len), 0);
+  assert_int_equal(evr_addr_port(&peer), ntohs(sin.sin_port));
+  assert_true(evr_addr_port(&local) != 0);
+  flag = 0;
+  assert_evr_ok(evr_close(&s.base, set_flag_close_cb));
+  run_until(test_loop, &flag, 10);
+  close(fds[1]);
+}
+
+/* A read-only pipe end and a write-only one. */
+static void test_stream_over_pipes(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  int p[2];
+  make_pipe(p);
+  struct sink r;
+  sink_open(&r, p[0]);
+  evr_stream_t w;
+  assert_evr_ok(evr_stream_init(test_loop, &w));
+  assert_evr_ok(evr_stream_open(&w, p[1]));
+  static unsigned char data[300000];
+  fill_pattern(data, sizeof data, 7);
+  evr_write_t req;
+  nwdone = 0;
+  assert_evr_ok(do_write(&req, &w, data, sizeof data, 1));
+  assert_true(evr_stream_write_queue_size(&w) > 0); /* a pipe holds 64 KiB */
+  flag = 0;
+  assert_evr_ok(evr_stream_end(&w, set_flag_close_cb));
+  while (!r.eof) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  run_until(test_loop, &flag, 10);
+  assert_int_equal(nwdone, 1);
+  assert_int_equal(wdone_status[0], 0);
+  assert_int_equal(r.len, sizeof data);
+  assert_memory_equal(r.buf, data, sizeof data);
+  sink_close(&r);
+  assert_fds_back_to(base);
+}
+
+/* ---- writes ---- */
+
+/* Many partial writes through tiny kernel buffers: every byte arrives, in
+ * order, and callbacks run in submission order. */
+static void test_stream_partial_writes_tiny_buffers(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  int fds[2];
+  tcp_pair(fds, 1);
+  struct sink rx;
+  sink_open(&rx, fds[1]);
+  evr_stream_t tx;
+  assert_evr_ok(evr_stream_init(test_loop, &tx));
+  assert_evr_ok(evr_stream_open(&tx, fds[0]));
+  enum { N = 24, CHUNK = 100000 };
+  static unsigned char data[N * CHUNK];
+  fill_pattern(data, sizeof data, 1);
+  static evr_write_t reqs[N];
+  nwdone = 0;
+  size_t expect = 0;
+  for (int i = 0; i < N; i++) {
+    if (i % 3 == 2) {
+      /* Three buffers, array on the stack and scribbled over at once. */
+      evr_buf_t bufs[3] = {{data + i * CHUNK, 10},
+                           {data + i * CHUNK + 10, 0},
+                           {data + i * CHUNK + 10, CHUNK - 10}};
+      reqs[i].data = (void *)(intptr_t)i;
+      in_write_call = 1;
+      assert_evr_ok(evr_stream_write(&reqs[i], &tx, bufs, 3, wcb));
+      in_write_call = 0;
+      memset(bufs, 0, sizeof bufs);
+    } else {
+      assert_evr_ok(do_write(&reqs[i], &tx, data + i * CHUNK, CHUNK, i));
+    }
+    expect += CHUNK;
+    assert_true(evr_stream_write_queue_size(&tx) <= expect);
+  }
+  assert_true(evr_stream_write_queue_size(&tx) > 0);
+  assert_int_equal(nwdone, 0);
+  while (rx.len < sizeof data) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  while (nwdone < N) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(evr_stream_write_queue_size(&tx), 0);
+  assert_memory_equal(rx.buf, data, sizeof data);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(wdone_order[i], i);
+    assert_int_equal(wdone_status[i], 0);
+  }
+  flag = 0;
+  assert_evr_ok(evr_close(&tx.base, set_flag_close_cb));
+  run_until(test_loop, &flag, 10);
+  sink_close(&rx);
+  assert_fds_back_to(base);
+}
+
+static int water_events[16], nwater;
+static void water_cb(evr_stream_t *s, int above) {
+  (void)s;
+  assert_true(nwater < 16);
+  water_events[nwater++] = above;
+}
+
+static void test_stream_water_marks_fire(void **state) {
+  (void)state;
+  int fds[2];
+  tcp_pair(fds, 1);
+  evr_stream_t tx;
+  assert_evr_ok(evr_stream_init(test_loop, &tx));
+  assert_evr_ok(evr_stream_open(&tx, fds[0]));
+  assert_evr_ok(evr_stream_set_water_marks(&tx, 1000, 50000, water_cb));
+  nwater = 0;
+  static unsigned char data[400000];
+  fill_pattern(data, sizeof data, 3);
+  /* The peer does not read: the kernel fills, then the queue grows. */
+  size_t off = 0;
+  while (nwater == 0 && off < sizeof data) {
+    assert_evr_ok(evr_stream_write_copy(&tx, data + off, 10000));
+    off += 10000;
+  }
+  /* The high mark is reported inside the write that crosses it. */
+  assert_int_equal(nwater, 1);
+  assert_int_equal(water_events[0], 1);
+  assert_true(evr_stream_write_queue_size(&tx) > 50000);
+  /* No second report while above. */
+  assert_evr_ok(evr_stream_write_copy(&tx, data + off, 10000));
+  off += 10000;
+  assert_int_equal(nwater, 1);
+  /* Now the peer reads: the queue drains below the low mark. */
+  struct sink rx;
+  sink_open(&rx, fds[1]);
+  while (rx.len < off) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(nwater, 2);
+  assert_int_equal(water_events[1], 0);
+  assert_int_equal(evr_stream_write_queue_size(&tx), 0);
+  assert_memory_equal(rx.buf, data, off);
+  /* Disabling the marks. */
+  assert_evr_ok(evr_stream_set_water_marks(&tx, 0, 0, NULL));
+  flag = 0;
+  assert_evr_ok(evr_close(&tx.base, set_flag_close_cb));
+  run_until(test_loop, &flag, 10);
+  sink_close(&rx);
+}
+
+/* write_copy: the caller's buffer may change at once; only the unsent part
+ * is queued. */
+static void test_stream_write_copy_copies_only_the_tail(void **state) {
+  (void)state;
+  int fds[2];
+  tcp_pair(fds, 1);
+  evr_stream_t tx;
+  assert_evr_ok(evr_stream_init(test_loop, &tx));
+  assert_evr_ok(evr_stream_open(&tx, fds[0]));
+  static unsigned char data[300000], scratch[300000];
+  fill_pattern(data, sizeof data, 5);
+  memcpy(scratch, data, sizeof data);
+  assert_evr_ok(evr_stream_write_copy(&tx, "ab", 2));
+  assert_int_equal(evr_stream_write_queue_size(&tx), 0); /* all sent */
+  assert_evr_ok(evr_stream_write_copy(&tx, scratch, sizeof scratch));
+  size_t q = evr_stream_write_queue_size(&tx);
+  assert_true(q > 0 && q < sizeof scratch); /* some went at once */
+  memset(scratch, 0xEE, sizeof scratch);
+  struct sink rx;
+  sink_open(&rx, fds[1]);
+  while (rx.len < sizeof data + 2) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_memory_equal(rx.buf, "ab", 2);
+  assert_memory_equal(rx.buf + 2, data, sizeof data);
+  flag = 0;
+  assert_evr_ok(evr_close(&tx.base, set_flag_close_cb));
+  run_until(test_loop, &flag, 10);
+  sink_close(&rx);
+}
+
+static void test_stream_read_max_bounds_each_callback(void **state) {
+  (void)state;
+  int sv[2];
+  make_socketpair(sv);
+  struct sink rx;
+  sink_open(&rx, sv[0]);
+  assert_evr_ok(evr_stream_set_read_max(&rx.s, 100));
+  static unsigned char data[5000];
+  fill_pattern(data, sizeof data, 9);
+  assert_int_equal(write(sv[1], data, sizeof data), (ssize_t)sizeof data);
+  while (rx.len < sizeof data) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_true(rx.max_chunk <= 100);
+  assert_true(rx.reads >= 50);
+  assert_memory_equal(rx.buf, data, sizeof data);
+  sink_close(&rx);
+  close(sv[1]);
+}
+
+/* ---- ending ---- */
+
+static int shut_status[2], nshut;
+static void shut_cb(evr_stream_t *s, int status) {
+  (void)s;
+  assert_true(nshut < 2);
+  shut_status[nshut++] = status;
+}
+
+/* A shuts down while data is queued: B reads it all, then EOF, and can
+ * still write back; then B shuts down and A reads EOF. */
+static void test_stream_half_close_both_ways(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  int fds[2];
+  tcp_pair(fds, 1);
+  struct sink a, b;
+  sink_open(&a, fds[0]);
+  sink_open(&b, fds[1]);
+  assert_evr_ok(evr_stream_read_stop(&b.s)); /* let A's queue build up */
+  static unsigned char data[200000];
+  fill_pattern(data, sizeof data, 11);
+  evr_write_t w;
+  nwdone = 0;
+  nshut = 0;
+  assert_evr_ok(do_write(&w, &a.s, data, sizeof data, 1));
+  assert_true(evr_stream_write_queue_size(&a.s) > 0);
+  assert_evr_ok(evr_stream_shutdown(&a.s, shut_cb));
+  assert_int_equal(nshut, 0); /* never inside the call */
+  assert_int_equal(evr_stream_write_copy(&a.s, "x", 1), EVR_EPIPE);
+  assert_evr_ok(evr_stream_read_start(&b.s, sink_read));
+  while (!b.eof) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(b.len, sizeof data);
+  assert_memory_equal(b.buf, data, sizeof data);
+  while (nshut < 1) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(shut_status[0], 0);
+  /* The write callback ran before the shutdown callback. */
+  assert_int_equal(nwdone, 1);
+  assert_int_equal(evr_stream_read_start(&b.s, sink_read), EVR_EOF);
+  /* The other direction still works. */
+  assert_evr_ok(evr_stream_write_copy(&b.s, "back", 4));
+  assert_evr_ok(evr_stream_shutdown(&b.s, shut_cb));
+  while (!a.eof) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(a.len, 4);
+  assert_memory_equal(a.buf, "back", 4);
+  while (nshut < 2) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(shut_status[1], 0);
+  assert_int_equal(a.err, 0);
+  assert_int_equal(b.err, 0);
+  sink_close(&a);
+  sink_close(&b);
+  assert_fds_back_to(base);
+}
+
+static void test_stream_writes_after_shutdown_fail_with_epipe(void **state) {
+  (void)state;
+  int sv[2];
+  make_socketpair(sv);
+  evr_stream_t s;
+  assert_evr_ok(evr_stream_init(test_loop, &s));
+  assert_evr_ok(evr_stream_open(&s, sv[0]));
+  nshut = 0;
+  assert_evr_ok(evr_stream_shutdown(&s, shut_cb));
+  evr_write_t w;
+  evr_buf_t b = {"x", 1};
+  assert_int_equal(evr_stream_write(&w, &s, &b, 1, wcb), EVR_EPIPE);
+  assert_int_equal(evr_stream_write_copy(&s, "x", 1), EVR_EPIPE);
+  run_until(test_loop, &nshut, 10);
+  assert_int_equal(shut_status[0], 0);
+  char c;
+  assert_int_equal(read(sv[1], &c, 1), 0); /* the peer sees EOF */
+  assert_int_equal(evr_stream_write_copy(&s, "x", 1), EVR_EPIPE);
+  flag = 0;
+  assert_evr_ok(evr_close(&s.base, set_flag_close_cb));
+  run_until(test_loop, &flag, 10);
+  close(sv[1]);
+}
+
+/* end(): flush, FIN, close; the close callback runs once all is sent. */
+static void test_stream_end_flushes_then_closes(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  int fds[2];
+  tcp_pair(fds, 1);
+  evr_stream_t tx;
+  assert_evr_ok(evr_stream_init(test_loop, &tx));
+  assert_evr_ok(evr_stream_open(&tx, fds[0]));
+  static unsigned char data[250000];
+  fill_pattern(data, sizeof data, 13);
+  evr_write_t w;
+  nwdone = 0;
+  assert_evr_ok(do_write(&w, &tx, data, sizeof data, 7));
+  assert_evr_ok(evr_stream_write_copy(&tx, "tail", 4));
+  flag = 0;
+  assert_evr_ok(evr_stream_end(&tx, set_flag_close_cb));
+  assert_int_equal(evr_stream_end(&tx, NULL), EVR_EALREADY);
+  assert_int_equal(evr_stream_write_copy(&tx, "x", 1), EVR_EPIPE);
+  struct sink rx;
+  sink_open(&rx, fds[1]);
+  while (!rx.eof || !flag) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(rx.len, sizeof data + 4);
+  assert_memory_equal(rx.buf, data, sizeof data);
+  assert_memory_equal(rx.buf + sizeof data, "tail", 4);
+  assert_int_equal(nwdone, 1);
+  assert_int_equal(wdone_status[0], 0);
+  sink_close(&rx);
+  assert_fds_back_to(base);
+}
+
+/* abort(): the peer gets a reset, queued writes are cancelled. */
+static void test_stream_abort_gives_peer_econnreset(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  int fds[2];
+  tcp_pair(fds, 1);
+  evr_stream_t tx;
+  assert_evr_ok(evr_stream_init(test_loop, &tx));
+  assert_evr_ok(evr_stream_open(&tx, fds[0]));
+  static unsigned char data[300000];
+  evr_write_t w;
+  nwdone = 0;
+  assert_evr_ok(do_write(&w, &tx, data, sizeof data, 3));
+  assert_true(evr_stream_write_queue_size(&tx) > 0);
+  flag = 0;
+  assert_evr_ok(evr_stream_abort(&tx, set_flag_close_cb));
+  assert_int_equal(evr_stream_abort(&tx, NULL), EVR_EALREADY);
+  struct sink rx;
+  sink_open(&rx, fds[1]);
+  while ((!rx.err && !rx.eof) || !flag)
+    assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(rx.err, EVR_ECONNRESET);
+  assert_false(rx.eof);
+  assert_int_equal(nwdone, 1);
+  assert_int_equal(wdone_status[0], EVR_ECANCELED);
+  sink_close(&rx);
+  assert_fds_back_to(base);
+}
+
+/* ---- failures ---- */
+
+static int reader_err, reader_eof;
+static void err_read(evr_stream_t *s, ssize_t nread, const char *buf) {
+  (void)s;
+  (void)buf;
+  if (nread == EVR_EOF) reader_eof = 1;
+  else if (nread < 0) reader_err = (int)nread;
+}
+
+/* The peer resets while data is queued: the queued writes fail with the
+ * reset, a reader hears it, and later writes return the sticky error. */
+static void test_stream_peer_reset_while_data_queued(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  int fds[2];
+  tcp_pair(fds, 1);
+  evr_stream_t tx;
+  assert_evr_ok(evr_stream_init(test_loop, &tx));
+  assert_evr_ok(evr_stream_open(&tx, fds[0]));
+  reader_err = reader_eof = 0;
+  assert_evr_ok(evr_stream_read_start(&tx, err_read));
+  static unsigned char data[400000];
+  static evr_write_t w[2];
+  nwdone = 0;
+  assert_evr_ok(do_write(&w[0], &tx, data, sizeof data, 0));
+  assert_evr_ok(do_write(&w[1], &tx, data, 1000, 1));
+  assert_evr_ok(evr_stream_write_copy(&tx, data, 1000));
+  assert_true(evr_stream_write_queue_size(&tx) > 1000);
+  raw_reset(fds[1]);
+  while (nwdone < 2) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(wdone_order[0], 0);
+  assert_int_equal(wdone_order[1], 1);
+  assert_true(wdone_status[0] == EVR_ECONNRESET || wdone_status[0] == EVR_EPIPE);
+  assert_int_equal(wdone_status[1], wdone_status[0]);
+  assert_int_equal(reader_err, wdone_status[0]);
+  assert_int_equal(evr_stream_read_start(&tx, err_read), wdone_status[0]);
+  assert_int_equal(evr_stream_write_queue_size(&tx), 0);
+  assert_int_equal(evr_stream_write_copy(&tx, "x", 1), wdone_status[0]);
+  flag = 0;
+  assert_evr_ok(evr_close(&tx.base, set_flag_close_cb));
+  run_until(test_loop, &flag, 10);
+  assert_fds_back_to(base);
+}
+
+/* EOF arrives while our data is queued: the peer only half-closed, so the
+ * queue still drains; when the peer then closes for good, the rest fails. */
+static void test_stream_eof_in_mid_write(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  int fds[2];
+  tcp_pair(fds, 1);
+  struct sink a;
+  sink_open(&a, fds[0]);
+  static unsigned char data[200000];
+  fill_pattern(data, sizeof data, 17);
+  evr_write_t w;
+  nwdone = 0;
+  assert_evr_ok(do_write(&w, &a.s, data, sizeof data, 1));
+  assert_true(evr_stream_write_queue_size(&a.s) > 0);
+  assert_int_equal(shutdown(fds[1], SHUT_WR), 0);
+  while (!a.eof) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(a.err, 0);
+  /* Half-closed: the rest is still delivered. */
+  static unsigned char got[sizeof data];
+  size_t n = 0;
+  while (n < sizeof data) {
+    ssize_t r = raw_drain(fds[1], (char *)got + n, sizeof data - n);
+    assert_true(r >= 0);
+    n += (size_t)r;
+    assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+  }
+  assert_memory_equal(got, data, sizeof data);
+  while (nwdone < 1) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(wdone_status[0], 0);
+  /* Now a write into a peer that closed without reading: the queued part
+   * fails (reset by the peer's kernel), the caller learns it. */
+  assert_evr_ok(do_write(&w, &a.s, data, sizeof data, 2));
+  close(fds[1]);
+  while (nwdone < 2) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_true(wdone_status[1] == EVR_EPIPE || wdone_status[1] == EVR_ECONNRESET ||
+              wdone_status[1] == 0);
+  if (wdone_status[1] == 0) {
+    /* Everything fit in the kernel before the close: the next write meets
+     * the reset. */
+    int rc = 0;
+    for (int i = 0; i < 100 && rc == 0; i++) {
+      rc = evr_stream_write_copy(&a.s, data, 1000);
+      assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+    }
+    assert_true(rc == EVR_EPIPE || rc == EVR_ECONNRESET);
+  }
+  sink_close(&a);
+  assert_fds_back_to(base);
+}
+
+/* ---- closing from callbacks ---- */
+
+static void test_stream_close_inside_read_callback(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  int sv[2];
+  make_socketpair(sv);
+  struct sink a;
+  sink_open(&a, sv[0]);
+  a.close_on_read = 1;
+  /* Queued writes of the stream are cancelled before its close callback. */
+  assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &(int){1}, sizeof(int)), 0);
+  static unsigned char data[500000];
+  evr_write_t w;
+  nwdone = 0;
+  assert_evr_ok(do_write(&w, &a.s, data, sizeof data, 1));
+  assert_true(evr_stream_write_queue_size(&a.s) > 0);
+  assert_int_equal(write(sv[1], "abcdef", 6), 6);
+  while (a.reads == 0) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(a.reads, 1);
+  assert_true(evr_is_closing(&a.s.base));
+  assert_int_equal(a.s.fd, -1);
+  assert_int_equal(write(sv[1], "more", 4), -1); /* the fd is closed already */
+  flag = 0;
+  while (!nwdone) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(wdone_status[0], EVR_ECANCELED);
+  assert_int_equal(a.reads, 1);
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 0);
+  free(a.buf);
+  close(sv[1]);
+  assert_fds_back_to(base);
+}
+
+static evr_stream_t *close_target;
+static int events_seen[8], nevents;
+static void note_close_cb(evr_handle_t *h) {
+  (void)h;
+  events_seen[nevents++] = 9;
+  flag = 1;
+}
+static void closing_wcb(evr_write_t *req, int status) {
+  events_seen[nevents++] = status == 0 ? 1 : (status == EVR_ECANCELED ? 2 : 3);
+  if ((intptr_t)req->data == 1) assert_evr_ok(evr_close(&close_target->base, note_close_cb));
+}
+
+/* Closing a stream from the callback of one of its writes cancels the later
+ * ones; their callbacks run before the close callback. */
+static void test_stream_close_inside_write_callback(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  int fds[2];
+  tcp_pair(fds, 1);
+  evr_stream_t tx;
+  assert_evr_ok(evr_stream_init(test_loop, &tx));
+  assert_evr_ok(evr_stream_open(&tx, fds[0]));
+  close_target = &tx;
+  static unsigned char data[300000];
+  static evr_write_t w[3];
+  evr_buf_t b0 = {"x", 1}, b1 = {data, sizeof data};
+  w[0].data = (void *)1;
+  w[1].data = (void *)2;
+  w[2].data = (void *)3;
+  nevents = 0;
+  flag = 0;
+  assert_evr_ok(evr_stream_write(&w[0], &tx, &b0, 1, closing_wcb));
+  assert_evr_ok(evr_stream_write(&w[1], &tx, &b1, 1, closing_wcb));
+  assert_evr_ok(evr_stream_write(&w[2], &tx, &b1, 1, closing_wcb));
+  run_until(test_loop, &flag, 20);
+  assert_int_equal(nevents, 4);
+  assert_int_equal(events_seen[0], 1); /* sent */
+  assert_int_equal(events_seen[1], 2); /* cancelled */
+  assert_int_equal(events_seen[2], 2);
+  assert_int_equal(events_seen[3], 9); /* then the close callback */
+  close(fds[1]);
+  assert_fds_back_to(base);
+}
+
+/* A close callback from evr_close() right after a write that completed at
+ * once still sees the write callback first. */
+static void test_stream_close_after_completed_write_runs_callback_first(void **state) {
+  (void)state;
+  int sv[2];
+  make_socketpair(sv);
+  evr_stream_t s;
+  assert_evr_ok(evr_stream_init(test_loop, &s));
+  assert_evr_ok(evr_stream_open(&s, sv[0]));
+  evr_write_t w;
+  evr_buf_t b = {"hey", 3};
+  w.data = (void *)5;
+  nevents = 0;
+  flag = 0;
+  assert_evr_ok(evr_stream_write(&w, &s, &b, 1, closing_wcb));
+  assert_evr_ok(evr_close(&s.base, note_close_cb));
+  assert_int_equal(nevents, 0);
+  run_until(test_loop, &flag, 10);
+  assert_int_equal(nevents, 2);
+  assert_int_equal(events_seen[0], 1); /* the bytes were sent: status 0 */
+  assert_int_equal(events_seen[1], 9);
+  char buf[4];
+  assert_int_equal(read(sv[1], buf, 4), 3);
+  close(sv[1]);
+}
+
+/* ---- idle timeout ---- */
+
+static int idle_fired;
+static uint64_t idle_at;
+static void idle_cb(evr_stream_t *s) {
+  idle_fired++;
+  idle_at = evr_now(s->base.loop);
+}
+
+static uint64_t traffic_at;
+static int traffic_left;
+static int peer_fd;
+static evr_timer_t traffic_timer;
+static void traffic_cb(evr_timer_t *t) {
+  (void)t;
+  assert_int_equal(write(peer_fd, "t", 1), 1);
+  traffic_at = evr_now(test_loop);
+  if (--traffic_left == 0) evr_timer_stop(t);
+}
+
+static void test_stream_idle_timeout_fires_and_traffic_rearms_it(void **state) {
+  (void)state;
+  int sv[2];
+  make_socketpair(sv);
+  struct sink a;
+  sink_open(&a, sv[0]);
+  peer_fd = sv[1];
+  idle_fired = 0;
+  enum { IDLE = 60 };
+  uint64_t t0 = evr_now(test_loop);
+  assert_evr_ok(evr_stream_set_idle_timeout(&a.s, IDLE, idle_cb));
+  /* Traffic every IDLE/3 ms, five times: the timeout counts from the last
+   * byte, so it fires no earlier than IDLE after it. */
+  traffic_left = 5;
+  assert_evr_ok(evr_timer_init(test_loop, &traffic_timer));
+  assert_evr_ok(evr_timer_start(&traffic_timer, traffic_cb, IDLE / 3, IDLE / 3));
+  run_until(test_loop, &idle_fired, 10000);
+  assert_int_equal(traffic_left, 0);
+  assert_int_equal(a.len, 5);
+  assert_true(idle_at >= traffic_at + IDLE);
+  assert_true(idle_at >= t0 + IDLE + 5 * (IDLE / 3));
+  /* Left open, it fires again a period later. */
+  uint64_t first = idle_at;
+  while (idle_fired < 2) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_true(idle_at >= first + IDLE);
+  /* Disabled: nothing keeps the loop alive any more once reading stops. */
+  assert_evr_ok(evr_stream_set_idle_timeout(&a.s, 0, NULL));
+  assert_evr_ok(evr_stream_read_stop(&a.s));
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 0);
+  assert_int_equal(idle_fired, 2);
+  assert_evr_ok(evr_close(&traffic_timer.base, NULL));
+  sink_close(&a);
+  close(sv[1]);
+}
+
+static void idle_close_cb(evr_stream_t *s) {
+  idle_fired++;
+  assert_evr_ok(evr_close(&s->base, set_flag_close_cb));
+}
+
+/* An idle timeout cuts short an end() whose queue cannot drain. */
+static void test_stream_idle_timeout_ends_stuck_end(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  int fds[2];
+  tcp_pair(fds, 1);
+  evr_stream_t tx;
+  assert_evr_ok(evr_stream_init(test_loop, &tx));
+  assert_evr_ok(evr_stream_open(&tx, fds[0]));
+  assert_evr_ok(evr_stream_set_idle_timeout(&tx, 30, idle_close_cb));
+  static unsigned char data[400000];
+  evr_write_t w;
+  nwdone = 0;
+  idle_fired = 0;
+  assert_evr_ok(do_write(&w, &tx, data, sizeof data, 1));
+  flag = 0;
+  assert_evr_ok(evr_stream_end(&tx, set_flag_close_cb));
+  run_until(test_loop, &flag, 10000);
+  assert_int_equal(idle_fired, 0); /* end() owns the stream now */
+  assert_int_equal(nwdone, 1);
+  assert_int_equal(wdone_status[0], EVR_ETIMEDOUT);
+  close(fds[1]);
+  assert_fds_back_to(base);
+}
+
+/* ---- connect ---- */
+
+static int conn_status, conn_done;
+static void conn_cb(evr_stream_t *s, int status) {
+  (void)s;
+  conn_status = status;
+  conn_done++;
+}
+
+static int raw_listen_tcp(uint16_t *port) {
+  int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  assert_true(l >= 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+  socklen_t len = sizeof a;
+  assert_int_equal(getsockname(l, (struct sockaddr *)&a, &len), 0);
+  assert_int_equal(listen(l, 16), 0);
+  *port = ntohs(a.sin_port);
+  return l;
+}
+
+static void test_stream_connect_then_transfer(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  uint16_t port;
+  int l = raw_listen_tcp(&port);
+  evr_addr_t addr;
+  assert_evr_ok(evr_addr_from_ip(&addr, "127.0.0.1", port));
+  evr_stream_t s;
+  assert_evr_ok(evr_stream_init(test_loop, &s));
+  conn_done = 0;
+  assert_evr_ok(evr_stream_connect(&s, &addr, 5000, conn_cb));
+  assert_int_equal(conn_done, 0);
+  assert_int_equal(evr_stream_connect(&s, &addr, 0, conn_cb), EVR_EBUSY);
+  assert_int_equal(evr_stream_write_copy(&s, "x", 1), EVR_ENOTCONN);
+  assert_int_equal(evr_stream_read_start(&s, sink_read), EVR_ENOTCONN);
+  run_until(test_loop, &conn_done, 100);
+  assert_int_equal(conn_status, 0);
+  assert_true(s.fd >= 0);
+  int c = accept(l, NULL, NULL);
+  assert_true(c >= 0);
+  assert_evr_ok(evr_stream_write_copy(&s, "ping", 4));
+  char buf[8];
+  ssize_t n = 0;
+  while (n <= 0) {
+    assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+    n = read(c, buf, sizeof buf);
+  }
+  assert_int_equal(n, 4);
+  assert_int_equal(conn_done, 1);
+  flag = 0;
+  assert_evr_ok(evr_close(&s.base, set_flag_close_cb));
+  run_until(test_loop, &flag, 10);
+  close(c);
+  close(l);
+  assert_fds_back_to(base);
+}
+
+static void test_stream_connect_refused_through_callback(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  uint16_t port;
+  int l = raw_listen_tcp(&port);
+  close(l); /* nobody listens on the port now */
+  evr_addr_t addr;
+  assert_evr_ok(evr_addr_from_ip(&addr, "127.0.0.1", port));
+  evr_stream_t s;
+  assert_evr_ok(evr_stream_init(test_loop, &s));
+  conn_done = 0;
+  assert_evr_ok(evr_stream_connect(&s, &addr, 0, conn_cb));
+  assert_int_equal(conn_done, 0);
+  run_until(test_loop, &conn_done, 100);
+  assert_int_equal(conn_status, EVR_ECONNREFUSED);
+  assert_int_equal(s.fd, -1);
+  /* A failed stream may try again. */
+  assert_evr_ok(evr_stream_connect(&s, &addr, 0, conn_cb));
+  while (conn_done < 2) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(conn_status, EVR_ECONNREFUSED);
+  flag = 0;
+  assert_evr_ok(evr_close(&s.base, set_flag_close_cb));
+  run_until(test_loop, &flag, 10);
+  assert_int_equal(conn_done, 2);
+  assert_fds_back_to(base);
+}
+
+/* Closing during a pending connect: the callback gets EVR_ECANCELED before
+ * the close callback, and the socket is gone. */
+static void test_stream_close_during_pending_connect(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  uint16_t port;
+  int l = raw_listen_tcp(&port);
+  evr_addr_t addr;
+  assert_evr_ok(evr_addr_from_ip(&addr, "127.0.0.1", port));
+  evr_stream_t s;
+  assert_evr_ok(evr_stream_init(test_loop, &s));
+  conn_done = 0;
+  assert_evr_ok(evr_stream_connect(&s, &addr, 1000, conn_cb));
+  flag = 0;
+  assert_evr_ok(evr_close(&s.base, set_flag_close_cb));
+  assert_int_equal(conn_done, 0);
+  run_until(test_loop, &flag, 10);
+  assert_int_equal(conn_done, 1);
+  assert_int_equal(conn_status, EVR_ECANCELED);
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 0);
+  close(l);
+  assert_fds_back_to(base);
+}
+
+/* Connect to a Unix socket, which completes inside connect(): the callback
+ * still runs later, from the loop. */
+static void test_stream_connect_unix(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  char dir[] = "/tmp/evr-stream-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char path[128];
+  snprintf(path, sizeof path, "%s/s", dir);
+  int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(l >= 0);
+  struct sockaddr_un un;
+  memset(&un, 0, sizeof un);
+  un.sun_family = AF_UNIX;
+  strcpy(un.sun_path, path);
+  assert_int_equal(bind(l, (struct sockaddr *)&un, sizeof un), 0);
+  assert_int_equal(listen(l, 4), 0);
+  evr_addr_t addr;
+  assert_evr_ok(evr_addr_from_path(&addr, path));
+  evr_stream_t s;
+  assert_evr_ok(evr_stream_init(test_loop, &s));
+  conn_done = 0;
+  assert_evr_ok(evr_stream_connect(&s, &addr, 0, conn_cb));
+  assert_int_equal(conn_done, 0);
+  run_until(test_loop, &conn_done, 10);
+  assert_int_equal(conn_status, 0);
+  int c = accept(l, NULL, NULL);
+  assert_true(c >= 0);
+  assert_evr_ok(evr_stream_write_copy(&s, "u", 1));
+  char ch;
+  assert_int_equal(read(c, &ch, 1), 1);
+  flag = 0;
+  assert_evr_ok(evr_close(&s.base, set_flag_close_cb));
+  run_until(test_loop, &flag, 10);
+  /* A path nobody listens on: an error through the callback. */
+  close(l);
+  unlink(path);
+  assert_evr_ok(evr_stream_init(test_loop, &s));
+  assert_evr_ok(evr_stream_connect(&s, &addr, 0, conn_cb));
+  while (conn_done < 2) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_true(conn_status == EVR_ENOENT || conn_status == EVR_ECONNREFUSED);
+  flag = 0;
+  assert_evr_ok(evr_close(&s.base, set_flag_close_cb));
+  run_until(test_loop, &flag, 10);
+  close(c);
+  rmdir(dir);
+  assert_fds_back_to(base);
+}
+
+/* ---- liveness ---- */
+
+/* Pending writes keep the loop alive; a reading stream does; an idle one
+ * does not. */
+static void test_stream_liveness(void **state) {
+  (void)state;
+  int sv[2];
+  make_socketpair(sv);
+  evr_stream_t s;
+  assert_evr_ok(evr_stream_init(test_loop, &s));
+  assert_evr_ok(evr_stream_open(&s, sv[0]));
+  assert_int_equal(evr_is_active(&s.base), 0);
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 0);
+  assert_evr_ok(evr_stream_read_start(&s, sink_read));
+  assert_int_equal(evr_is_active(&s.base), 1);
+  assert_int_equal(evr_loop_alive(test_loop), 1);
+  evr_unref(&s.base);
+  assert_int_equal(evr_loop_alive(test_loop), 0);
+  evr_ref(&s.base);
+  assert_evr_ok(evr_stream_read_stop(&s));
+  assert_int_equal(evr_is_active(&s.base), 0);
+  evr_write_t w;
+  nwdone = 0;
+  assert_evr_ok(do_write(&w, &s, "abc", 3, 1));
+  assert_int_equal(evr_loop_alive(test_loop), 1); /* the callback is due */
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 0);
+  assert_int_equal(nwdone, 1);
+  flag = 0;
+  assert_evr_ok(evr_close(&s.base, set_flag_close_cb));
+  run_until(test_loop, &flag, 10);
+  close(sv[1]);
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN); /* the pipe test writes into closed pipes */
+  const struct CMUnitTest tests[] = {
+      EVR_TEST(test_stream_socketpair_roundtrip),
+      EVR_TEST(test_stream_api_errors),
+      EVR_TEST(test_stream_tcp_options_and_names),
+      EVR_TEST(test_stream_over_pipes),
+      EVR_TEST(test_stream_partial_writes_tiny_buffers),
+      EVR_TEST(test_stream_water_marks_fire),
+      EVR_TEST(test_stream_write_copy_copies_only_the_tail),
+      EVR_TEST(test_stream_read_max_bounds_each_callback),
+      EVR_TEST(test_stream_half_close_both_ways),
+      EVR_TEST(test_stream_writes_after_shutdown_fail_with_epipe),
+      EVR_TEST(test_stream_end_flushes_then_closes),
+      EVR_TEST(test_stream_abort_gives_peer_econnreset),
+      EVR_TEST(test_stream_peer_reset_while_data_queued),
+      EVR_TEST(test_stream_eof_in_mid_write),
+      EVR_TEST(test_stream_close_inside_read_callback),
+      EVR_TEST(test_stream_close_inside_write_callback),
+      EVR_TEST(test_stream_close_after_completed_write_runs_callback_first),
+      EVR_TEST(test_stream_idle_timeout_fires_and_traffic_rearms_it),
+      EVR_TEST(test_stream_idle_timeout_ends_stuck_end),
+      EVR_TEST(test_stream_connect_then_transfer),
+      EVR_TEST(test_stream_connect_refused_through_callback),
+      EVR_TEST(test_stream_close_during_pending_connect),
+      EVR_TEST(test_stream_connect_unix),
+      EVR_TEST(test_stream_liveness),
+  };
+  const char *only = getenv("EVR_TEST_FILTER"); /* e.g. "*bulk*" */
+  if (only && *only) cmocka_set_test_filter(only);
+  return cmocka_run_group_tests_name("stream", tests, NULL, NULL);
+}
