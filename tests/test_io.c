@@ -433,7 +433,7 @@ static void test_io_many_descriptors_random_activity(void **state) {
       struct many *m = &many[(unsigned)rand() % n];
       unsigned char buf[8];
       unsigned len = 1 + (unsigned)rand() % sizeof buf;
-      for (unsigned j = 0; j < len; j++) buf[j] = (unsigned char)(m->written + j);
+      for (unsigned j = 0; j < sizeof buf; j++) buf[j] = (unsigned char)(m->written + j);
       assert_int_equal(write(m->peer, buf, len), (ssize_t)len);
       m->written += len;
       total_written += len;
