@@ -1,0 +1,465 @@
+/* samples/echo.c: evr-echo, a TCP (and Unix-socket) echo server.
+ *
+ * One loop per thread; every thread listens on every --listen address
+ * (SO_REUSEPORT for TCP, so the kernel spreads connections; a Unix socket
+ * is bound once and its descriptor shared). --workers N runs N processes
+ * instead, under a supervisor that restarts a worker that dies.
+ *
+ * Per connection: every byte read is written back. Memory is bounded: when
+ * more than ECHO_HIGH_WATER bytes wait to be sent back, reading stops until
+ * the backlog falls to ECHO_LOW_WATER. A client's FIN is answered, after
+ * the backlog is flushed, with our FIN.
+ *
+ * SIGTERM/SIGINT: the listeners close at once, open connections go on for
+ * at most --drain-timeout seconds, then are closed; the process exits 0.
+ * A second signal closes every connection at once.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "daemon.h"
+#include "evr/evr.h"
+
+#define ECHO_VERSION "1.0.0"
+#define ECHO_HIGH_WATER (1u << 20)
+#define ECHO_LOW_WATER (256u << 10)
+#define MAX_LISTEN 16
+
+struct config {
+  const char *listen[MAX_LISTEN];
+  evr_addr_t addrs[MAX_LISTEN];
+  int nlisten;
+  int threads;
+  int workers;
+  const char *backend;
+  uint64_t idle_timeout_s;
+  uint64_t max_conns;
+  uint64_t drain_timeout_s;
+};
+
+static struct config cfg;
+static atomic_ulong conns_open; /* across the threads of this process */
+
+struct server;
+
+struct conn {
+  evr_stream_t s; /* first: a stream pointer is a conn pointer */
+  struct server *srv;
+  struct conn *prev, *next;
+  uint64_t bytes;
+};
+
+struct server {
+  int index;
+  evr_loop_t *loop;
+  evr_listener_t listeners[MAX_LISTEN];
+  int nlisteners;
+  evr_async_t wake; /* the main thread asks for a drain or a hard stop */
+  atomic_int command; /* 1: drain, 2: close everything */
+  int draining;
+  evr_timer_t drain_timer;
+  struct conn *conns; /* open connections */
+  uint64_t accepted;
+  int status;
+  atomic_int finished;
+  pthread_t thread;
+};
+
+/* With --workers, the supervisor binds every address before it forks; the
+ * workers accept on copies of those descriptors (one accept queue per
+ * address, so a dying worker loses no queued connection). */
+static struct server *bound;
+
+/* ---- connections ---- */
+
+static void conn_closed(evr_handle_t *h) {
+  struct conn *c = (struct conn *)h;
+  struct server *srv = c->srv;
+  if (c->prev) c->prev->next = c->next;
+  else srv->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  atomic_fetch_sub(&conns_open, 1);
+  log_debug("conn %p closed after %llu bytes", (void *)c, (unsigned long long)c->bytes);
+  free(c);
+}
+
+static void conn_close(struct conn *c) {
+  if (!evr_is_closing(&c->s.base)) evr_close(&c->s.base, conn_closed);
+}
+
+static void on_read(evr_stream_t *s, ssize_t nread, const char *buf) {
+  struct conn *c = (struct conn *)s;
+  if (nread > 0) {
+    c->bytes += (uint64_t)nread;
+    int rc = evr_stream_write_copy(s, buf, (size_t)nread);
+    if (rc) {
+      log_debug("conn %p: write: %s", (void *)c, evr_strerror(rc));
+      conn_close(c);
+    }
+    return;
+  }
+  if (nread == EVR_EOF) {
+    /* Half-close: flush what is queued, then FIN, then close. */
+    log_debug("conn %p: client sent FIN", (void *)c);
+    if (evr_stream_end(s, conn_closed) != 0) conn_close(c);
+    return;
+  }
+  log_debug("conn %p: read: %s", (void *)c, evr_strerror((int)nread));
+  conn_close(c);
+}
+
+static void on_water(evr_stream_t *s, int above) {
+  /* Backpressure: the client does not read its echo fast enough. */
+  if (above) evr_stream_read_stop(s);
+  else if (evr_stream_read_start(s, on_read) != 0 && !evr_is_closing(&s->base))
+    conn_close((struct conn *)s);
+}
+
+static void on_idle(evr_stream_t *s) {
+  log_debug("conn %p: idle for %llu s, closing", (void *)s,
+            (unsigned long long)cfg.idle_timeout_s);
+  conn_close((struct conn *)s);
+}
+
+static void on_accept(evr_listener_t *l, int fd) {
+  struct server *srv = l->base.data;
+  if (fd < 0) {
+    log_warn("accept: %s", evr_strerror(fd));
+    return;
+  }
+  if (cfg.max_conns && atomic_load(&conns_open) >= cfg.max_conns) {
+    log_debug("max-conns %llu reached: refusing a connection",
+              (unsigned long long)cfg.max_conns);
+    close(fd);
+    return;
+  }
+  struct conn *c = calloc(1, sizeof *c);
+  if (!c) {
+    log_error("out of memory: refusing a connection");
+    close(fd);
+    return;
+  }
+  c->srv = srv;
+  int rc = evr_stream_init(srv->loop, &c->s);
+  if (rc == 0) rc = evr_stream_open(&c->s, fd);
+  if (rc) {
+    log_error("stream: %s", evr_strerror(rc));
+    close(fd);
+    free(c);
+    return;
+  }
+  atomic_fetch_add(&conns_open, 1);
+  c->next = srv->conns;
+  if (c->next) c->next->prev = c;
+  srv->conns = c;
+  srv->accepted++;
+  evr_stream_nodelay(&c->s, 1); /* ENOTSUP on Unix sockets: fine */
+  evr_stream_set_water_marks(&c->s, ECHO_LOW_WATER, ECHO_HIGH_WATER, on_water);
+  if (cfg.idle_timeout_s) evr_stream_set_idle_timeout(&c->s, cfg.idle_timeout_s * 1000, on_idle);
+  if (log_level >= LOG_DEBUG) {
+    evr_addr_t peer;
+    char text[EVR_ADDR_STRLEN] = "?";
+    if (evr_stream_peername(&c->s, &peer) == 0) evr_addr_format(&peer, text, sizeof text);
+    log_debug("conn %p from %s (loop %d)", (void *)c, text, srv->index);
+  }
+  rc = evr_stream_read_start(&c->s, on_read);
+  if (rc) conn_close(c);
+}
+
+/* ---- draining ---- */
+
+static void close_listeners(struct server *srv) {
+  for (int i = 0; i < srv->nlisteners; i++)
+    if (!evr_is_closing(&srv->listeners[i].base)) evr_close(&srv->listeners[i].base, NULL);
+}
+
+static void close_all_conns(struct server *srv) {
+  for (struct conn *c = srv->conns; c; c = c->next) conn_close(c);
+}
+
+static void on_drain_timeout(evr_timer_t *t) {
+  struct server *srv = t->base.data;
+  unsigned n = 0;
+  for (struct conn *c = srv->conns; c; c = c->next) n++;
+  if (n) log_info("loop %d: drain timeout: closing %u connections", srv->index, n);
+  close_all_conns(srv);
+}
+
+static void on_command(evr_async_t *a) {
+  struct server *srv = a->base.data;
+  int cmd = atomic_load(&srv->command);
+  if (!srv->draining) {
+    srv->draining = 1;
+    close_listeners(srv);
+    /* Neither the wake-up handle nor the drain timer keeps the loop alive:
+     * it ends as soon as the last connection closes. */
+    evr_unref(&srv->wake.base);
+    evr_timer_start(&srv->drain_timer, on_drain_timeout, cfg.drain_timeout_s * 1000, 0);
+    evr_unref(&srv->drain_timer.base);
+  }
+  if (cmd >= 2) close_all_conns(srv);
+}
+
+static void close_any(evr_handle_t *h, void *arg) {
+  (void)arg;
+  if (!evr_is_closing(h)) evr_close(h, NULL);
+}
+
+/* ---- set-up, per loop ---- */
+
+static int server_listen(struct server *srv, struct server *first) {
+  evr_listen_options_t opts = {0};
+  for (int i = 0; i < cfg.nlisten; i++) {
+    evr_listener_t *l = &srv->listeners[i];
+    int rc = evr_listener_init(srv->loop, l);
+    if (rc) return rc;
+    l->base.data = srv;
+    srv->nlisteners++;
+    int is_unix = evr_addr_family(&cfg.addrs[i]) == AF_UNIX;
+    if (first && (is_unix || first == bound)) {
+      /* One socket; every loop accepts on a copy of it. */
+      int fd = dup(first->listeners[i].fd);
+      if (fd < 0) return -errno;
+      rc = evr_listener_open(l, fd, NULL, on_accept);
+      if (rc) close(fd);
+    } else {
+      opts.flags = (!is_unix && cfg.threads > 1) ? EVR_LISTEN_REUSEPORT : 0;
+      rc = evr_listen(l, &cfg.addrs[i], &opts, on_accept);
+    }
+    if (rc) {
+      log_error("listen on %s: %s", cfg.listen[i], evr_strerror(rc));
+      return rc;
+    }
+    if (!first) {
+      evr_addr_t local;
+      char text[EVR_ADDR_STRLEN];
+      if (evr_listener_sockname(l, &local) == 0 && evr_addr_format(&local, text, sizeof text) > 0)
+        log_info("listening on %s", text);
+    }
+  }
+  return 0;
+}
+
+static int server_init(struct server *srv, int index, struct server *first) {
+  memset(srv, 0, sizeof *srv);
+  srv->index = index;
+  evr_loop_options_t lo = {.backend = cfg.backend};
+  int rc = evr_loop_new(&srv->loop, &lo);
+  if (rc) {
+    log_error("loop: %s", evr_strerror(rc));
+    return rc;
+  }
+  if ((rc = evr_async_init(srv->loop, &srv->wake, on_command)) != 0 ||
+      (rc = evr_timer_init(srv->loop, &srv->drain_timer)) != 0) {
+    log_error("loop set-up: %s", evr_strerror(rc));
+    return rc;
+  }
+  srv->wake.base.data = srv;
+  srv->drain_timer.base.data = srv;
+  return server_listen(srv, first);
+}
+
+static void server_free(struct server *srv) {
+  if (!srv->loop) return;
+  evr_loop_walk(srv->loop, close_any, NULL);
+  evr_loop_run(srv->loop, EVR_RUN_DEFAULT);
+  int rc = evr_loop_free(srv->loop);
+  if (rc) log_error("loop %d: free: %s", srv->index, evr_strerror(rc));
+  srv->loop = NULL;
+}
+
+static pthread_t main_thread;
+
+static void *server_main(void *p) {
+  struct server *srv = p;
+  int rc = evr_loop_run(srv->loop, EVR_RUN_DEFAULT);
+  if (rc < 0) {
+    log_error("loop %d: %s", srv->index, evr_strerror(rc));
+    srv->status = 1;
+  }
+  /* Tell the main thread that this loop is done. */
+  atomic_store(&srv->finished, 1);
+  pthread_kill(main_thread, SIGUSR2);
+  return NULL;
+}
+
+/* One process: cfg.threads loops in as many threads; the calling thread
+ * waits for signals. */
+static int serve(int index, void *arg) {
+  (void)index;
+  (void)arg;
+  int n = cfg.threads;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGUSR2);
+  /* Blocked in every thread (they inherit the mask) and taken by sigwait()
+   * here, so no handler ever interrupts a loop. */
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  signal(SIGPIPE, SIG_IGN); /* belt and braces: evr never raises it */
+  main_thread = pthread_self();
+
+  struct server *srv = calloc((size_t)n, sizeof *srv);
+  if (!srv) {
+    log_error("out of memory");
+    return 1;
+  }
+  int status = 0, started = 0;
+  for (int i = 0; i < n && status == 0; i++)
+    if (server_init(&srv[i], i, bound ? bound : i ? &srv[0] : NULL) != 0) status = 1;
+  if (status == 0) {
+    log_info("evr-echo %s started: %d loop%s, backend %s", ECHO_VERSION, n, n > 1 ? "s" : "",
+             evr_loop_backend(srv[0].loop));
+    for (; started < n; started++) {
+      int rc = pthread_create(&srv[started].thread, NULL, server_main, &srv[started]);
+      if (rc) {
+        log_error("pthread_create: %s", strerror(rc));
+        status = 1;
+        break;
+      }
+    }
+  }
+  int done = 0, signals = 0;
+  if (status) { /* ask the loops that run to stop at once */
+    for (int i = 0; i < started; i++) {
+      atomic_store(&srv[i].command, 2);
+      evr_async_send(&srv[i].wake);
+    }
+  }
+  while (done < started) {
+    int sig;
+    if (sigwait(&set, &sig) != 0) continue;
+    if (sig == SIGUSR2) {
+      /* A loop ended; count the threads that have really finished. */
+      done = 0;
+      for (int i = 0; i < started; i++) done += atomic_load(&srv[i].finished);
+      continue;
+    }
+    signals++;
+    log_info("signal %d: %s", sig,
+             signals == 1 ? "draining connections" : "closing every connection");
+    for (int i = 0; i < started; i++) {
+      atomic_store(&srv[i].command, signals == 1 ? 1 : 2);
+      evr_async_send(&srv[i].wake);
+    }
+  }
+  for (int i = 0; i < started; i++) pthread_join(srv[i].thread, NULL);
+  uint64_t accepted = 0;
+  for (int i = 0; i < n; i++) {
+    accepted += srv[i].accepted;
+    if (srv[i].status) status = 1;
+    server_free(&srv[i]);
+  }
+  log_info("evr-echo stopped: %llu connections served", (unsigned long long)accepted);
+  free(srv);
+  return status;
+}
+
+/* Supervisor: stop accepting when the workers are told to stop. */
+static void stop_listening(void *arg) {
+  struct server *srv = arg;
+  close_listeners(srv);
+  evr_loop_run(srv->loop, EVR_RUN_NOWAIT);
+}
+
+/* ---- command line ---- */
+
+static void usage(void) {
+  printf("usage: evr-echo [options]\n"
+         "A TCP echo server: every byte received is sent back.\n\n"
+         "  --listen ADDR         address to listen on, repeatable (default 127.0.0.1:7777);\n"
+         "                        1.2.3.4:PORT, [::1]:PORT, unix:/path or unix:@name\n"
+         "  --threads N           event loops, one per thread (default: one per CPU)\n"
+         "  --workers N           run N worker processes instead, restarted if they die\n"
+         "  --backend NAME        event backend: %s\n"
+         "  --idle-timeout SEC    close connections idle for SEC seconds (default 0: never)\n"
+         "  --max-conns N         refuse connections beyond N open ones (default 0: no limit)\n"
+         "  --drain-timeout SEC   on SIGTERM/SIGINT, wait SEC seconds for clients (default 30)\n"
+         "  --log-level LEVEL     error, warn, info (default) or debug\n"
+         "  --help, --version\n",
+         "epoll, kqueue or poll (built here: see --version)");
+}
+
+static void version(void) {
+  printf("evr-echo %s (evr %s; backends:", ECHO_VERSION, evr_version_string());
+  for (const char *const *b = evr_backends(); *b; b++) printf(" %s", *b);
+  printf(")\n");
+}
+
+static int backend_built(const char *name) {
+  for (const char *const *b = evr_backends(); *b; b++)
+    if (strcmp(*b, name) == 0) return 1;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  log_prog = "evr-echo";
+  cfg.drain_timeout_s = 30;
+  int threads_set = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage();
+      return 0;
+    } else if (!strcmp(a, "--version")) {
+      version();
+      return 0;
+    } else if (!strcmp(a, "--listen")) {
+      if (cfg.nlisten == MAX_LISTEN) usage_error("at most %d --listen addresses", MAX_LISTEN);
+      cfg.listen[cfg.nlisten++] = option_value(argc, argv, &i);
+    } else if (!strcmp(a, "--threads")) {
+      cfg.threads = (int)parse_uint(a, option_value(argc, argv, &i), 1, 1024);
+      threads_set = 1;
+    } else if (!strcmp(a, "--workers")) {
+      cfg.workers = (int)parse_uint(a, option_value(argc, argv, &i), 1, 1024);
+    } else if (!strcmp(a, "--backend")) {
+      cfg.backend = option_value(argc, argv, &i);
+      if (!backend_built(cfg.backend))
+        usage_error("--backend: '%s' is not built in (see --version)", cfg.backend);
+    } else if (!strcmp(a, "--idle-timeout")) {
+      cfg.idle_timeout_s = parse_uint(a, option_value(argc, argv, &i), 0, 86400 * 365);
+    } else if (!strcmp(a, "--max-conns")) {
+      cfg.max_conns = parse_uint(a, option_value(argc, argv, &i), 0, UINT32_MAX);
+    } else if (!strcmp(a, "--drain-timeout")) {
+      cfg.drain_timeout_s = parse_uint(a, option_value(argc, argv, &i), 0, 86400);
+    } else if (!strcmp(a, "--log-level")) {
+      const char *v = option_value(argc, argv, &i);
+      log_level = log_level_parse(v);
+      if (log_level < 0) usage_error("--log-level: '%s' is not error, warn, info or debug", v);
+    } else {
+      usage_error("unknown option '%s'", a);
+    }
+  }
+  if (cfg.nlisten == 0) cfg.listen[cfg.nlisten++] = "127.0.0.1:7777";
+  for (int i = 0; i < cfg.nlisten; i++) {
+    int rc = evr_addr_parse(&cfg.addrs[i], cfg.listen[i]);
+    if (rc) usage_error("--listen: '%s': %s", cfg.listen[i], evr_strerror(rc));
+  }
+  if (!threads_set) cfg.threads = cfg.workers ? 1 : cpu_count();
+  if (!cfg.workers) return serve(0, NULL);
+
+  /* The supervisor's loop only holds the listeners; it never runs until
+   * the workers are told to stop, when it closes them. */
+  static struct server parent;
+  bound = &parent;
+  int threads = cfg.threads;
+  cfg.threads = 1;
+  if (server_init(&parent, -1, NULL) != 0) {
+    server_free(&parent);
+    return 1;
+  }
+  cfg.threads = threads;
+  log_info("evr-echo %s supervising %d workers", ECHO_VERSION, cfg.workers);
+  int status = supervise(cfg.workers, serve, NULL, (unsigned)cfg.drain_timeout_s + 5,
+                         stop_listening, &parent);
+  server_free(&parent);
+  return status;
+}

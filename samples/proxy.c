@@ -1,0 +1,1158 @@
+/* samples/proxy.c: evr-proxy, a TCP proxy.
+ *
+ * Every accepted client is relayed to one upstream, bytes both ways,
+ * exactly. Upstreams are chosen round-robin or by fewest active
+ * connections; one that fails to connect is marked down for DOWN_MS and
+ * the next one is tried. When every upstream is down, the one that went
+ * down first is tried once, so the client is answered promptly and a
+ * recovered upstream is noticed at once.
+ *
+ * Memory per connection is bounded: each direction holds at most
+ * --buffer-size unsent bytes. Reads are capped at a chunk (half the buffer,
+ * at most 64 KiB), reading from a side stops while the other side's queue
+ * is above buffer-size minus one chunk, so one more read cannot pass the
+ * limit.
+ *
+ * Half-close is relayed (a side's FIN is sent to the other after its queued
+ * bytes), and so is reset (a side that aborts makes us abort the other).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include "daemon.h"
+#include "evr/evr.h"
+
+#define PROXY_VERSION "1.0.0"
+#define MAX_LISTEN 16
+#define MAX_UPSTREAMS 64
+#define DOWN_MS 5000
+#define NBUCKETS 12
+
+/* ---- configuration ---- */
+
+enum { BAL_ROUNDROBIN, BAL_LEASTCONN };
+enum { PP_NONE, PP_V1, PP_V2 };
+
+struct upstream {
+  const char *text;        /* as given */
+  int numeric;             /* addr is valid; else host/port are resolved */
+  evr_addr_t addr;
+  char host[256];
+  uint16_t port;
+  /* shared by every loop of the process: atomics */
+  atomic_ullong down_until; /* evr_hrtime() ms; 0 = up */
+  atomic_ullong active, total, failures, bytes_up, bytes_down;
+  atomic_ullong latency_us_sum, latency_count;
+  atomic_ullong latency_bucket[NBUCKETS];
+};
+
+static const double bucket_le[NBUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                            0.05,   0.1,   0.25,   0.5,   1.0,  2.5};
+
+struct config {
+  const char *listen[MAX_LISTEN];
+  evr_addr_t addrs[MAX_LISTEN];
+  int nlisten;
+  struct upstream up[MAX_UPSTREAMS];
+  int nup;
+  int balance;
+  uint64_t connect_timeout_ms;
+  uint64_t idle_timeout_s;
+  uint64_t max_conns;
+  uint64_t buffer_size;
+  int send_proxy;
+  const char *metrics;
+  evr_addr_t metrics_addr;
+  int threads;
+  int splice;
+  const char *backend;
+  uint64_t drain_timeout_s;
+};
+
+static struct config cfg;
+/* derived from --buffer-size: see the header comment */
+static size_t read_chunk, high_mark, low_mark;
+
+static struct {
+  atomic_ullong active, total, refused, bytes_in, bytes_out, queued_max;
+  atomic_ullong rr;
+} stats;
+
+static uint64_t now_ms(void) { return evr_hrtime() / 1000000u; }
+
+/* ---- sessions ---- */
+
+struct server;
+struct session;
+
+/* One side of a session: a stream plus what the relay needs to know. */
+struct side {
+  evr_stream_t s;
+  struct session *ses;
+  struct side *peer;
+  int open;        /* the stream is initialised and not yet closed */
+  int eof;         /* read EOF from this side */
+  int shut;        /* FIN sent to this side */
+};
+
+/* --splice: one direction of the relay through a kernel pipe. */
+struct sdir {
+  int pr, pw;      /* the pipe */
+  size_t inpipe;   /* bytes in it */
+  int eof, shut;   /* source sent FIN; FIN passed on */
+};
+
+struct session {
+  struct side client, upstream;
+  struct server *srv;
+  struct session *prev, *next;
+  struct upstream *up; /* chosen upstream, or NULL */
+  int tried;           /* upstreams tried so far */
+  uint64_t connect_start_ns;
+  int connected;
+  int closing;
+  int nopen;           /* handles whose close callback is still due */
+  /* --splice: our own copies of the two sockets, each with a watcher;
+   * dir[0] is client -> upstream, dir[1] upstream -> client. */
+  int spliced;
+  int sfd[2];
+  evr_io_t sio[2];
+  struct sdir dir[2];
+  size_t cap;          /* bytes one pipe may hold */
+  evr_timer_t sidle;
+  uint64_t last_traffic;
+};
+
+struct server {
+  int index;
+  evr_loop_t *loop;
+  evr_listener_t listeners[MAX_LISTEN];
+  int nlisteners;
+  evr_listener_t metrics;
+  int has_metrics;
+  evr_async_t wake;
+  atomic_int command;
+  atomic_int finished;
+  int draining;
+  evr_timer_t drain_timer;
+  struct session *sessions;
+  int status;
+  pthread_t thread;
+};
+
+/* The last handle of a session to close frees it. */
+static void session_unref(struct session *ses) {
+  if (--ses->nopen > 0) return;
+  struct server *srv = ses->srv;
+  if (ses->prev) ses->prev->next = ses->next;
+  else srv->sessions = ses->next;
+  if (ses->next) ses->next->prev = ses->prev;
+  atomic_fetch_sub(&stats.active, 1);
+  if (ses->up && ses->connected) atomic_fetch_sub(&ses->up->active, 1);
+  log_debug("session %p closed", (void *)ses);
+  free(ses);
+}
+
+static void session_closed_side(evr_handle_t *h) {
+  struct side *sd = (struct side *)h;
+  sd->open = 0;
+  session_unref(sd->ses);
+}
+
+static void splice_closed(evr_handle_t *h) { session_unref(h->data); }
+
+static void splice_teardown(struct session *ses) {
+  if (!ses->spliced) return;
+  ses->spliced = 0;
+  for (int i = 0; i < 2; i++) {
+    evr_close(&ses->sio[i].base, splice_closed); /* stops watching at once */
+    close(ses->sfd[i]);
+    close(ses->dir[i].pr);
+    close(ses->dir[i].pw);
+  }
+  evr_close(&ses->sidle.base, splice_closed);
+}
+
+static void side_close(struct side *sd) {
+  if (sd->open && !evr_is_closing(&sd->s.base)) evr_close(&sd->s.base, session_closed_side);
+}
+
+static void side_abort(struct side *sd) {
+  /* SO_LINGER 0 is set on the socket, so our spliced copy of the
+   * descriptor, closed with the session, does not delay the reset. */
+  if (sd->open && !evr_is_closing(&sd->s.base)) evr_stream_abort(&sd->s, session_closed_side);
+}
+
+static void session_close(struct session *ses) {
+  ses->closing = 1;
+  splice_teardown(ses);
+  side_close(&ses->client);
+  side_close(&ses->upstream);
+}
+
+/* Keep stats.queued in step with a side's write queue. */
+static void account(struct side *sd) {
+  unsigned long long q = evr_stream_write_queue_size(&sd->s);
+  unsigned long long max = atomic_load(&stats.queued_max);
+  while (q > max && !atomic_compare_exchange_weak(&stats.queued_max, &max, q)) {
+  }
+}
+
+static void on_side_read(evr_stream_t *s, ssize_t nread, const char *buf);
+
+static void resume_reading(struct side *sd) {
+  if (!sd->open || sd->eof || evr_is_closing(&sd->s.base)) return;
+  int rc = evr_stream_read_start(&sd->s, on_side_read);
+  if (rc && rc != EVR_EALREADY) session_close(sd->ses);
+}
+
+/* The queue towards sd drained to the low mark: read from its peer again. */
+static void on_water(evr_stream_t *s, int above) {
+  struct side *sd = (struct side *)s;
+  account(sd);
+  if (!above) resume_reading(sd->peer);
+}
+
+static void on_shutdown(evr_stream_t *s, int status) {
+  struct side *sd = (struct side *)s;
+  account(sd);
+  if (status) {
+    log_debug("session %p: shutdown: %s", (void *)sd->ses, evr_strerror(status));
+    session_close(sd->ses);
+    return;
+  }
+  /* Both directions finished: nothing more can flow. */
+  if (sd->ses->client.eof && sd->ses->upstream.eof && sd->ses->client.shut &&
+      sd->ses->upstream.shut)
+    session_close(sd->ses);
+}
+
+static void on_side_read(evr_stream_t *s, ssize_t nread, const char *buf) {
+  struct side *sd = (struct side *)s;
+  struct side *to = sd->peer;
+  struct session *ses = sd->ses;
+  if (nread > 0) {
+    if (sd == &ses->client) {
+      atomic_fetch_add(&stats.bytes_in, (uint64_t)nread);
+      atomic_fetch_add(&ses->up->bytes_up, (uint64_t)nread);
+    } else {
+      atomic_fetch_add(&stats.bytes_out, (uint64_t)nread);
+      atomic_fetch_add(&ses->up->bytes_down, (uint64_t)nread);
+    }
+    int rc = evr_stream_write_copy(&to->s, buf, (size_t)nread);
+    if (rc) {
+      log_debug("session %p: relay write: %s", (void *)ses, evr_strerror(rc));
+      side_abort(sd);
+      side_close(to);
+      return;
+    }
+    account(to);
+    /* Backpressure: the other side's queue may grow by one more chunk at
+     * most, so stop at high_mark = buffer_size - chunk. */
+    if (evr_stream_write_queue_size(&to->s) > high_mark) evr_stream_read_stop(s);
+    return;
+  }
+  if (nread == EVR_EOF) {
+    sd->eof = 1;
+    log_debug("session %p: %s sent FIN", (void *)ses, sd == &ses->client ? "client" : "upstream");
+    if (!to->shut) {
+      to->shut = 1;
+      int rc = evr_stream_shutdown(&to->s, on_shutdown);
+      if (rc) session_close(ses);
+    }
+    return;
+  }
+  /* An error: a reset on one side resets the other. */
+  log_debug("session %p: %s: %s", (void *)ses, sd == &ses->client ? "client" : "upstream",
+            evr_strerror((int)nread));
+  if (nread == EVR_ECONNRESET) side_abort(to);
+  session_close(ses);
+}
+
+static void on_idle(evr_stream_t *s) {
+  struct side *sd = (struct side *)s;
+  log_debug("session %p: idle for %" PRIu64 " s, closing", (void *)sd->ses, cfg.idle_timeout_s);
+  session_close(sd->ses);
+}
+
+/* ---- PROXY protocol ---- */
+
+static int proxy_header(struct session *ses, char *out, size_t size) {
+  evr_addr_t src, dst;
+  if (evr_stream_peername(&ses->client.s, &src) != 0 ||
+      evr_stream_sockname(&ses->client.s, &dst) != 0 ||
+      evr_addr_family(&src) != evr_addr_family(&dst) || evr_addr_family(&src) == AF_UNIX) {
+    if (cfg.send_proxy == PP_V1) return snprintf(out, size, "PROXY UNKNOWN\r\n");
+    /* v2 LOCAL-free form: PROXY command with an unspecified family */
+    memcpy(out, "\r\n\r\n\0\r\nQUIT\n", 12);
+    out[12] = 0x21;
+    out[13] = 0x00;
+    out[14] = 0;
+    out[15] = 0;
+    return 16;
+  }
+  int v6 = evr_addr_family(&src) == AF_INET6;
+  if (cfg.send_proxy == PP_V1) {
+    char a[INET6_ADDRSTRLEN], b[INET6_ADDRSTRLEN];
+    if (v6) {
+      inet_ntop(AF_INET6, &src.u.in6.sin6_addr, a, sizeof a);
+      inet_ntop(AF_INET6, &dst.u.in6.sin6_addr, b, sizeof b);
+    } else {
+      inet_ntop(AF_INET, &src.u.in.sin_addr, a, sizeof a);
+      inet_ntop(AF_INET, &dst.u.in.sin_addr, b, sizeof b);
+    }
+    return snprintf(out, size, "PROXY %s %s %s %u %u\r\n", v6 ? "TCP6" : "TCP4", a, b,
+                    evr_addr_port(&src), evr_addr_port(&dst));
+  }
+  unsigned char *p = (unsigned char *)out;
+  memcpy(p, "\r\n\r\n\0\r\nQUIT\n", 12);
+  p[12] = 0x21; /* version 2, PROXY */
+  p[13] = v6 ? 0x21 : 0x11; /* AF_INET6 or AF_INET, STREAM */
+  size_t alen = v6 ? 36 : 12;
+  p[14] = (unsigned char)(alen >> 8);
+  p[15] = (unsigned char)alen;
+  unsigned char *q = p + 16;
+  if (v6) {
+    memcpy(q, &src.u.in6.sin6_addr, 16);
+    memcpy(q + 16, &dst.u.in6.sin6_addr, 16);
+    q += 32;
+  } else {
+    memcpy(q, &src.u.in.sin_addr, 4);
+    memcpy(q + 4, &dst.u.in.sin_addr, 4);
+    q += 8;
+  }
+  uint16_t sp = htons(evr_addr_port(&src)), dp = htons(evr_addr_port(&dst));
+  memcpy(q, &sp, 2);
+  memcpy(q + 2, &dp, 2);
+  return (int)(16 + alen);
+}
+
+/* ---- --splice: zero-copy relay (Linux) ---- */
+
+#ifdef __linux__
+static void splice_update(struct session *ses);
+
+/* Fall back to the copy path: possible only before any byte moved. */
+static void splice_fallback(struct session *ses, const char *why) {
+  log_debug("session %p: splice: %s: using the copy path", (void *)ses, why);
+  splice_teardown(ses);
+  resume_reading(&ses->client);
+  resume_reading(&ses->upstream);
+}
+
+static void splice_reset(struct session *ses, int from, int err) {
+  log_debug("session %p: %s: %s", (void *)ses, from == 0 ? "client" : "upstream",
+            strerror(err));
+  if (err == ECONNRESET) side_abort(from == 0 ? &ses->upstream : &ses->client);
+  session_close(ses);
+}
+
+/* Move what the pipe of direction i holds to its destination. */
+static int splice_out(struct session *ses, int i) {
+  struct sdir *d = &ses->dir[i];
+  while (d->inpipe > 0) {
+    ssize_t n = splice(d->pr, NULL, ses->sfd[1 - i], NULL, d->inpipe,
+                       SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    if (n > 0) {
+      d->inpipe -= (size_t)n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) break;
+    splice_reset(ses, 1 - i, n < 0 ? errno : EPIPE);
+    return -1;
+  }
+  if (d->eof && !d->shut && d->inpipe == 0) {
+    d->shut = 1;
+    if (shutdown(ses->sfd[1 - i], SHUT_WR) != 0 && errno != ENOTCONN) {
+      splice_reset(ses, 1 - i, errno);
+      return -1;
+    }
+    if (ses->dir[0].shut && ses->dir[1].shut) {
+      session_close(ses);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Pull from the source of direction i into its pipe, then push on. */
+static int splice_in(struct session *ses, int i) {
+  struct sdir *d = &ses->dir[i];
+  while (!d->eof && d->inpipe < ses->cap) {
+    ssize_t n = splice(ses->sfd[i], NULL, d->pw, NULL, ses->cap - d->inpipe,
+                       SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    if (n > 0) {
+      d->inpipe += (size_t)n;
+      ses->last_traffic = evr_now(ses->srv->loop);
+      if (i == 0) {
+        atomic_fetch_add(&stats.bytes_in, (uint64_t)n);
+        atomic_fetch_add(&ses->up->bytes_up, (uint64_t)n);
+      } else {
+        atomic_fetch_add(&stats.bytes_out, (uint64_t)n);
+        atomic_fetch_add(&ses->up->bytes_down, (uint64_t)n);
+      }
+      if (splice_out(ses, i) != 0) return -1;
+      continue;
+    }
+    if (n == 0) {
+      d->eof = 1;
+      return splice_out(ses, i);
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) break;
+    if ((errno == EINVAL || errno == ENOSYS) && ses->dir[0].inpipe + ses->dir[1].inpipe == 0 &&
+        !ses->dir[0].eof && !ses->dir[1].eof && ses->last_traffic == 0) {
+      splice_fallback(ses, strerror(errno));
+      return -1;
+    }
+    splice_reset(ses, i, errno);
+    return -1;
+  }
+  return 0;
+}
+
+static void on_splice_io(evr_io_t *io, unsigned events) {
+  struct session *ses = io->base.data;
+  int i = io == &ses->sio[0] ? 0 : 1;
+  if ((events & EVR_WRITE) && splice_out(ses, 1 - i) != 0) return;
+  if ((events & (EVR_READ | EVR_ERR | EVR_HUP)) && splice_in(ses, i) != 0) return;
+  splice_update(ses);
+}
+
+/* Interest of socket i: read while its direction has room and no EOF,
+ * write while the other direction's pipe holds bytes for it. */
+static void splice_update(struct session *ses) {
+  for (int i = 0; i < 2 && ses->spliced; i++) {
+    unsigned want = 0;
+    if (!ses->dir[i].eof && ses->dir[i].inpipe < ses->cap) want |= EVR_READ;
+    if (ses->dir[1 - i].inpipe > 0) want |= EVR_WRITE;
+    evr_io_t *io = &ses->sio[i];
+    int rc = 0;
+    if (!want) rc = evr_io_stop(io);
+    else if (evr_is_active(&io->base)) rc = evr_io_set(io, want);
+    else rc = evr_io_start(io, want, on_splice_io);
+    if (rc) {
+      log_warn("session %p: watcher: %s", (void *)ses, evr_strerror(rc));
+      session_close(ses);
+      return;
+    }
+  }
+}
+
+static void on_splice_idle(evr_timer_t *t) {
+  struct session *ses = t->base.data;
+  uint64_t idle_ms = cfg.idle_timeout_s * 1000;
+  uint64_t now = evr_now(ses->srv->loop);
+  if (now - ses->last_traffic >= idle_ms) {
+    log_debug("session %p: idle for %" PRIu64 " s, closing", (void *)ses, cfg.idle_timeout_s);
+    session_close(ses);
+    return;
+  }
+  evr_timer_start(t, on_splice_idle, idle_ms - (now - ses->last_traffic), 0);
+}
+
+/* Switch a connected session to splicing. 0, or -1 to use the copy path. */
+static int splice_start(struct session *ses) {
+  int fds[2][2] = {{-1, -1}, {-1, -1}};
+  ses->sfd[0] = ses->sfd[1] = -1;
+  ses->sfd[0] = dup(ses->client.s.fd);
+  ses->sfd[1] = dup(ses->upstream.s.fd);
+  if (ses->sfd[0] < 0 || ses->sfd[1] < 0 || pipe2(fds[0], O_NONBLOCK | O_CLOEXEC) != 0 ||
+      pipe2(fds[1], O_NONBLOCK | O_CLOEXEC) != 0)
+    goto fail;
+  for (int i = 0; i < 2; i++) {
+    if (fcntl(ses->sfd[i], F_SETFD, FD_CLOEXEC) != 0) goto fail;
+    /* Let the pipe hold --buffer-size if the system allows it. */
+    (void)fcntl(fds[i][1], F_SETPIPE_SZ, (int)(cfg.buffer_size < (1u << 20) ? cfg.buffer_size : (1u << 20)));
+  }
+  int psz = fcntl(fds[0][1], F_GETPIPE_SZ);
+  int psz1 = fcntl(fds[1][1], F_GETPIPE_SZ);
+  if (psz <= 0 || psz1 <= 0) goto fail;
+  if (psz1 < psz) psz = psz1;
+  ses->cap = (size_t)psz < cfg.buffer_size ? (size_t)psz : cfg.buffer_size;
+  for (int i = 0; i < 2; i++) {
+    if (evr_io_init(ses->srv->loop, &ses->sio[i], ses->sfd[i]) != 0) {
+      if (i == 1) evr_close(&ses->sio[0].base, splice_closed);
+      goto fail;
+    }
+    ses->sio[i].base.data = ses;
+    ses->dir[i] = (struct sdir){.pr = fds[i][0], .pw = fds[i][1]};
+    ses->nopen++;
+  }
+  evr_timer_init(ses->srv->loop, &ses->sidle);
+  ses->sidle.base.data = ses;
+  ses->nopen++;
+  ses->spliced = 1;
+  ses->last_traffic = 0;
+  /* The streams only own the descriptors from now on. */
+  if (cfg.idle_timeout_s) {
+    evr_stream_set_idle_timeout(&ses->client.s, 0, NULL);
+    evr_timer_start(&ses->sidle, on_splice_idle, cfg.idle_timeout_s * 1000, 0);
+  }
+  splice_update(ses);
+  return 0;
+fail:
+  log_debug("session %p: splice set-up: %s: using the copy path", (void *)ses, strerror(errno));
+  for (int i = 0; i < 2; i++) {
+    if (ses->sfd[i] >= 0) close(ses->sfd[i]);
+    if (fds[i][0] >= 0) close(fds[i][0]);
+    if (fds[i][1] >= 0) close(fds[i][1]);
+  }
+  return -1;
+}
+#else
+static int splice_start(struct session *ses) {
+  (void)ses;
+  return -1;
+}
+#endif
+
+/* ---- choosing and connecting upstreams ---- */
+
+static struct upstream *pick_upstream(struct session *ses) {
+  uint64_t now = now_ms();
+  int n = cfg.nup;
+  struct upstream *best = NULL;
+  if (cfg.balance == BAL_ROUNDROBIN) {
+    uint64_t start = atomic_fetch_add(&stats.rr, 1);
+    for (int i = 0; i < n; i++) {
+      struct upstream *u = &cfg.up[(start + (uint64_t)i) % (uint64_t)n];
+      if (atomic_load(&u->down_until) <= now) {
+        best = u;
+        break;
+      }
+    }
+  } else {
+    for (int i = 0; i < n; i++) {
+      struct upstream *u = &cfg.up[i];
+      if (atomic_load(&u->down_until) > now) continue;
+      if (!best || atomic_load(&u->active) < atomic_load(&best->active)) best = u;
+    }
+  }
+  if (best) return best;
+  /* Every upstream is down: probe the one that went down first, once. */
+  if (ses->tried > 0) return NULL;
+  best = &cfg.up[0];
+  for (int i = 1; i < n; i++)
+    if (atomic_load(&cfg.up[i].down_until) < atomic_load(&best->down_until)) best = &cfg.up[i];
+  return best;
+}
+
+static void on_upstream_connect(evr_stream_t *s, int status);
+
+static void connect_next(struct session *ses) {
+  struct upstream *u = ses->tried < cfg.nup ? pick_upstream(ses) : NULL;
+  if (!u) {
+    log_warn("no upstream reachable: closing the client");
+    atomic_fetch_add(&stats.refused, 1);
+    session_close(ses);
+    return;
+  }
+  ses->tried++;
+  ses->up = u;
+  struct side *sd = &ses->upstream;
+  int rc = evr_stream_init(ses->srv->loop, &sd->s);
+  if (rc == 0) {
+    sd->open = 1;
+    ses->nopen++;
+    ses->connect_start_ns = evr_hrtime();
+    rc = u->numeric ? evr_stream_connect(&sd->s, &u->addr, (unsigned)cfg.connect_timeout_ms,
+                                         on_upstream_connect)
+                    : evr_stream_connect_host(&sd->s, u->host, u->port,
+                                              (unsigned)cfg.connect_timeout_ms,
+                                              on_upstream_connect);
+  }
+  if (rc) {
+    log_error("connect to %s: %s", u->text, evr_strerror(rc));
+    session_close(ses);
+  }
+}
+
+static void upstream_failed_closed(evr_handle_t *h) {
+  struct side *sd = (struct side *)h;
+  struct session *ses = sd->ses;
+  if (ses->closing || !ses->client.open || evr_is_closing(&ses->client.s.base)) {
+    session_closed_side(h);
+    return;
+  }
+  sd->open = 0;
+  ses->nopen--; /* the client keeps the session alive: never 0 here */
+  memset(&sd->s, 0, sizeof sd->s);
+  connect_next(ses);
+}
+
+static void on_upstream_connect(evr_stream_t *s, int status) {
+  struct side *sd = (struct side *)s;
+  struct session *ses = sd->ses;
+  struct upstream *u = ses->up;
+  if (status == EVR_ECANCELED) return; /* the session is closing */
+  if (status) {
+    atomic_fetch_add(&u->failures, 1);
+    atomic_store(&u->down_until, now_ms() + DOWN_MS);
+    log_warn("upstream %s: %s: marked down for %d ms", u->text, evr_strerror(status), DOWN_MS);
+    if (ses->closing) {
+      side_close(sd);
+      return;
+    }
+    /* Close this attempt; its close callback tries the next upstream. */
+    evr_close(&s->base, upstream_failed_closed);
+    return;
+  }
+  uint64_t us = (evr_hrtime() - ses->connect_start_ns) / 1000u;
+  atomic_fetch_add(&u->latency_us_sum, us);
+  atomic_fetch_add(&u->latency_count, 1);
+  for (int i = 0; i < NBUCKETS; i++)
+    if ((double)us / 1e6 <= bucket_le[i]) atomic_fetch_add(&u->latency_bucket[i], 1);
+  atomic_store(&u->down_until, 0);
+  atomic_fetch_add(&u->active, 1);
+  atomic_fetch_add(&u->total, 1);
+  ses->connected = 1;
+  log_debug("session %p: connected to %s", (void *)ses, u->text);
+
+  evr_stream_nodelay(s, 1);
+  evr_stream_set_read_max(s, read_chunk);
+  evr_stream_set_water_marks(s, low_mark, high_mark, on_water);
+  if (cfg.send_proxy != PP_NONE) {
+    char hdr[128];
+    int n = proxy_header(ses, hdr, sizeof hdr);
+    if (n <= 0 || evr_stream_write_copy(s, hdr, (size_t)n) != 0) {
+      session_close(ses);
+      return;
+    }
+    account(sd);
+  }
+  /* The header (if any) is flushed by the stream before splicing starts:
+   * splice only once the upstream's queue is empty. */
+  if (cfg.splice && evr_stream_write_queue_size(s) == 0 && splice_start(ses) == 0) return;
+  resume_reading(&ses->client);
+  resume_reading(&ses->upstream);
+}
+
+/* ---- accepting ---- */
+
+static void on_accept(evr_listener_t *l, int fd) {
+  struct server *srv = l->base.data;
+  if (fd < 0) {
+    log_warn("accept: %s", evr_strerror(fd));
+    return;
+  }
+  if (cfg.max_conns && atomic_load(&stats.active) >= cfg.max_conns) {
+    log_debug("max-conns %" PRIu64 " reached: refusing a connection", cfg.max_conns);
+    atomic_fetch_add(&stats.refused, 1);
+    close(fd);
+    return;
+  }
+  struct session *ses = calloc(1, sizeof *ses);
+  if (!ses) {
+    log_error("out of memory: refusing a connection");
+    close(fd);
+    return;
+  }
+  ses->srv = srv;
+  ses->client.ses = ses->upstream.ses = ses;
+  ses->client.peer = &ses->upstream;
+  ses->upstream.peer = &ses->client;
+  int rc = evr_stream_init(srv->loop, &ses->client.s);
+  if (rc == 0) rc = evr_stream_open(&ses->client.s, fd);
+  if (rc) {
+    log_error("stream: %s", evr_strerror(rc));
+    close(fd);
+    free(ses);
+    return;
+  }
+  ses->client.open = 1;
+  ses->nopen = 1;
+  ses->next = srv->sessions;
+  if (ses->next) ses->next->prev = ses;
+  srv->sessions = ses;
+  atomic_fetch_add(&stats.active, 1);
+  atomic_fetch_add(&stats.total, 1);
+  evr_stream_nodelay(&ses->client.s, 1);
+  evr_stream_set_read_max(&ses->client.s, read_chunk);
+  evr_stream_set_water_marks(&ses->client.s, low_mark, high_mark, on_water);
+  if (cfg.idle_timeout_s)
+    evr_stream_set_idle_timeout(&ses->client.s, cfg.idle_timeout_s * 1000, on_idle);
+  log_debug("session %p: new client (loop %d)", (void *)ses, srv->index);
+  /* The client is read only once the upstream is connected: until then
+   * its bytes wait in the kernel. */
+  connect_next(ses);
+}
+
+/* ---- metrics: GET /metrics, Prometheus text format ---- */
+
+struct mconn {
+  evr_stream_t s;
+  char req[2048];
+  size_t len;
+};
+
+static void mconn_closed(evr_handle_t *h) { free(h); }
+
+static size_t metrics_text(char *out, size_t size) {
+  size_t n = 0;
+#define P(...)                                                                   \
+  do {                                                                           \
+    if (n < size) {                                                              \
+      int k = snprintf(out + n, size - n, __VA_ARGS__);                          \
+      if (k > 0) n += (size_t)k;                                                 \
+    }                                                                            \
+  } while (0)
+  P("# HELP evr_proxy_connections_active Client connections open now.\n"
+    "# TYPE evr_proxy_connections_active gauge\n"
+    "evr_proxy_connections_active %llu\n",
+    (unsigned long long)atomic_load(&stats.active));
+  P("# HELP evr_proxy_connections_total Client connections accepted.\n"
+    "# TYPE evr_proxy_connections_total counter\n"
+    "evr_proxy_connections_total %llu\n",
+    (unsigned long long)atomic_load(&stats.total));
+  P("# HELP evr_proxy_connections_refused_total Clients closed without an upstream "
+    "(none reachable, or --max-conns).\n"
+    "# TYPE evr_proxy_connections_refused_total counter\n"
+    "evr_proxy_connections_refused_total %llu\n",
+    (unsigned long long)atomic_load(&stats.refused));
+  P("# HELP evr_proxy_bytes_in_total Bytes received from clients.\n"
+    "# TYPE evr_proxy_bytes_in_total counter\n"
+    "evr_proxy_bytes_in_total %llu\n",
+    (unsigned long long)atomic_load(&stats.bytes_in));
+  P("# HELP evr_proxy_bytes_out_total Bytes received from upstreams for clients.\n"
+    "# TYPE evr_proxy_bytes_out_total counter\n"
+    "evr_proxy_bytes_out_total %llu\n",
+    (unsigned long long)atomic_load(&stats.bytes_out));
+  P("# HELP evr_proxy_buffered_bytes_max_per_direction Largest queue of one direction of "
+    "one connection seen.\n"
+    "# TYPE evr_proxy_buffered_bytes_max_per_direction gauge\n"
+    "evr_proxy_buffered_bytes_max_per_direction %llu\n",
+    (unsigned long long)atomic_load(&stats.queued_max));
+  P("# HELP evr_proxy_upstream_up 1 if the upstream is not marked down.\n"
+    "# TYPE evr_proxy_upstream_up gauge\n");
+  uint64_t now = now_ms();
+  for (int i = 0; i < cfg.nup; i++)
+    P("evr_proxy_upstream_up{upstream=\"%s\"} %d\n", cfg.up[i].text,
+      atomic_load(&cfg.up[i].down_until) <= now);
+  static const struct {
+    const char *name, *type, *help;
+    size_t off;
+  } counters[] = {
+      {"evr_proxy_upstream_connections_active", "gauge", "Connections open to the upstream.",
+       offsetof(struct upstream, active)},
+      {"evr_proxy_upstream_connections_total", "counter", "Connections made to the upstream.",
+       offsetof(struct upstream, total)},
+      {"evr_proxy_upstream_connect_failures_total", "counter",
+       "Failed connection attempts to the upstream.", offsetof(struct upstream, failures)},
+      {"evr_proxy_upstream_bytes_sent_total", "counter", "Bytes relayed to the upstream.",
+       offsetof(struct upstream, bytes_up)},
+      {"evr_proxy_upstream_bytes_received_total", "counter",
+       "Bytes relayed from the upstream.", offsetof(struct upstream, bytes_down)},
+  };
+  for (size_t c = 0; c < sizeof counters / sizeof counters[0]; c++) {
+    P("# HELP %s %s\n# TYPE %s %s\n", counters[c].name, counters[c].help, counters[c].name,
+      counters[c].type);
+    for (int i = 0; i < cfg.nup; i++) {
+      atomic_ullong *v = (atomic_ullong *)((char *)&cfg.up[i] + counters[c].off);
+      P("%s{upstream=\"%s\"} %llu\n", counters[c].name, cfg.up[i].text,
+        (unsigned long long)atomic_load(v));
+    }
+  }
+  P("# HELP evr_proxy_upstream_connect_seconds Time to connect to the upstream.\n"
+    "# TYPE evr_proxy_upstream_connect_seconds histogram\n");
+  for (int i = 0; i < cfg.nup; i++) {
+    struct upstream *u = &cfg.up[i];
+    for (int b = 0; b < NBUCKETS; b++)
+      P("evr_proxy_upstream_connect_seconds_bucket{upstream=\"%s\",le=\"%g\"} %llu\n", u->text,
+        bucket_le[b], (unsigned long long)atomic_load(&u->latency_bucket[b]));
+    P("evr_proxy_upstream_connect_seconds_bucket{upstream=\"%s\",le=\"+Inf\"} %llu\n", u->text,
+      (unsigned long long)atomic_load(&u->latency_count));
+    P("evr_proxy_upstream_connect_seconds_sum{upstream=\"%s\"} %.6f\n", u->text,
+      (double)atomic_load(&u->latency_us_sum) / 1e6);
+    P("evr_proxy_upstream_connect_seconds_count{upstream=\"%s\"} %llu\n", u->text,
+      (unsigned long long)atomic_load(&u->latency_count));
+  }
+#undef P
+  return n < size ? n : size;
+}
+
+static void mconn_respond(struct mconn *m) {
+  evr_stream_read_stop(&m->s);
+  static char body[256 * 1024]; /* metrics live on one loop only */
+  size_t blen = 0;
+  const char *status = "200 OK";
+  if (strncmp(m->req, "GET /metrics ", 13) == 0 || strncmp(m->req, "GET /metrics?", 13) == 0) {
+    blen = metrics_text(body, sizeof body);
+  } else if (strncmp(m->req, "GET ", 4) != 0) {
+    status = "405 Method Not Allowed";
+    blen = (size_t)snprintf(body, sizeof body, "only GET /metrics\n");
+  } else {
+    status = "404 Not Found";
+    blen = (size_t)snprintf(body, sizeof body, "try /metrics\n");
+  }
+  char head[256];
+  int hlen = snprintf(head, sizeof head,
+                      "HTTP/1.0 %s\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                      "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                      status, blen);
+  if (evr_stream_write_copy(&m->s, head, (size_t)hlen) != 0 ||
+      evr_stream_write_copy(&m->s, body, blen) != 0 || evr_stream_end(&m->s, mconn_closed) != 0)
+    if (!evr_is_closing(&m->s.base)) evr_close(&m->s.base, mconn_closed);
+}
+
+static void on_mconn_read(evr_stream_t *s, ssize_t nread, const char *buf) {
+  struct mconn *m = (struct mconn *)s;
+  if (nread < 0) {
+    evr_close(&s->base, mconn_closed);
+    return;
+  }
+  size_t room = sizeof m->req - 1 - m->len;
+  if ((size_t)nread > room) {
+    evr_close(&s->base, mconn_closed); /* request too large */
+    return;
+  }
+  memcpy(m->req + m->len, buf, (size_t)nread);
+  m->len += (size_t)nread;
+  m->req[m->len] = 0;
+  if (strstr(m->req, "\r\n\r\n") || strstr(m->req, "\n\n")) mconn_respond(m);
+}
+
+static void mconn_idle(evr_stream_t *s) { evr_close(&s->base, mconn_closed); }
+
+static void on_metrics_accept(evr_listener_t *l, int fd) {
+  if (fd < 0) return;
+  struct mconn *m = calloc(1, sizeof *m);
+  if (!m) {
+    close(fd);
+    return;
+  }
+  if (evr_stream_init(l->base.loop, &m->s) != 0 || evr_stream_open(&m->s, fd) != 0) {
+    close(fd);
+    free(m);
+    return;
+  }
+  evr_stream_set_idle_timeout(&m->s, 10000, mconn_idle);
+  if (evr_stream_read_start(&m->s, on_mconn_read) != 0) evr_close(&m->s.base, mconn_closed);
+}
+
+/* ---- draining and loops ---- */
+
+static void close_listeners(struct server *srv) {
+  for (int i = 0; i < srv->nlisteners; i++)
+    if (!evr_is_closing(&srv->listeners[i].base)) evr_close(&srv->listeners[i].base, NULL);
+  if (srv->has_metrics && !evr_is_closing(&srv->metrics.base))
+    evr_close(&srv->metrics.base, NULL);
+}
+
+static void close_all_sessions(struct server *srv) {
+  for (struct session *s = srv->sessions; s; s = s->next) session_close(s);
+}
+
+static void on_drain_timeout(evr_timer_t *t) {
+  struct server *srv = t->base.data;
+  unsigned n = 0;
+  for (struct session *s = srv->sessions; s; s = s->next) n++;
+  if (n) log_info("loop %d: drain timeout: closing %u connections", srv->index, n);
+  close_all_sessions(srv);
+}
+
+static void on_command(evr_async_t *a) {
+  struct server *srv = a->base.data;
+  if (!srv->draining) {
+    srv->draining = 1;
+    close_listeners(srv);
+    evr_unref(&srv->wake.base);
+    evr_timer_start(&srv->drain_timer, on_drain_timeout, cfg.drain_timeout_s * 1000, 0);
+    evr_unref(&srv->drain_timer.base);
+  }
+  if (atomic_load(&srv->command) >= 2) close_all_sessions(srv);
+}
+
+static void close_any(evr_handle_t *h, void *arg) {
+  (void)arg;
+  if (!evr_is_closing(h)) evr_close(h, NULL);
+}
+
+static int listen_one(struct server *srv, evr_listener_t *l, const evr_addr_t *addr,
+                      const char *text, struct server *first, int i, evr_accept_cb cb) {
+  int rc = evr_listener_init(srv->loop, l);
+  if (rc) return rc;
+  l->base.data = srv;
+  int is_unix = evr_addr_family(addr) == AF_UNIX;
+  if (first && is_unix) {
+    evr_listener_t *src = i >= 0 ? &first->listeners[i] : &first->metrics;
+    int fd = dup(src->fd);
+    if (fd < 0) rc = -errno;
+    else if ((rc = evr_listener_open(l, fd, NULL, cb)) != 0) close(fd);
+  } else {
+    evr_listen_options_t opts = {0};
+    opts.flags = (!is_unix && cfg.threads > 1) ? EVR_LISTEN_REUSEPORT : 0;
+    rc = evr_listen(l, addr, &opts, cb);
+  }
+  if (rc) {
+    log_error("listen on %s: %s", text, evr_strerror(rc));
+    return rc;
+  }
+  if (!first) {
+    evr_addr_t local;
+    char buf[EVR_ADDR_STRLEN];
+    if (evr_listener_sockname(l, &local) == 0 && evr_addr_format(&local, buf, sizeof buf) > 0)
+      log_info("%s on %s", i >= 0 ? "listening" : "metrics", buf);
+  }
+  return 0;
+}
+
+static int server_init(struct server *srv, int index, struct server *first) {
+  memset(srv, 0, sizeof *srv);
+  srv->index = index;
+  evr_loop_options_t lo = {.backend = cfg.backend};
+  int rc = evr_loop_new(&srv->loop, &lo);
+  if (rc) {
+    log_error("loop: %s", evr_strerror(rc));
+    return rc;
+  }
+  if ((rc = evr_async_init(srv->loop, &srv->wake, on_command)) != 0 ||
+      (rc = evr_timer_init(srv->loop, &srv->drain_timer)) != 0) {
+    log_error("loop set-up: %s", evr_strerror(rc));
+    return rc;
+  }
+  srv->wake.base.data = srv;
+  srv->drain_timer.base.data = srv;
+  for (int i = 0; i < cfg.nlisten; i++) {
+    srv->nlisteners++;
+    rc = listen_one(srv, &srv->listeners[i], &cfg.addrs[i], cfg.listen[i], first, i, on_accept);
+    if (rc) return rc;
+  }
+  /* The metrics endpoint lives on the first loop only. */
+  if (cfg.metrics && index == 0) {
+    srv->has_metrics = 1;
+    rc = listen_one(srv, &srv->metrics, &cfg.metrics_addr, cfg.metrics, NULL, -1,
+                    on_metrics_accept);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+static void server_free(struct server *srv) {
+  if (!srv->loop) return;
+  evr_loop_walk(srv->loop, close_any, NULL);
+  evr_loop_run(srv->loop, EVR_RUN_DEFAULT);
+  int rc = evr_loop_free(srv->loop);
+  if (rc) log_error("loop %d: free: %s", srv->index, evr_strerror(rc));
+  srv->loop = NULL;
+}
+
+static pthread_t main_thread;
+
+static void *server_main(void *p) {
+  struct server *srv = p;
+  int rc = evr_loop_run(srv->loop, EVR_RUN_DEFAULT);
+  if (rc < 0) {
+    log_error("loop %d: %s", srv->index, evr_strerror(rc));
+    srv->status = 1;
+  }
+  atomic_store(&srv->finished, 1);
+  pthread_kill(main_thread, SIGUSR2);
+  return NULL;
+}
+
+static int serve(void) {
+  int n = cfg.threads;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGUSR2);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  main_thread = pthread_self();
+
+  struct server *srv = calloc((size_t)n, sizeof *srv);
+  if (!srv) {
+    log_error("out of memory");
+    return 1;
+  }
+  int status = 0, started = 0;
+  for (int i = 0; i < n && status == 0; i++)
+    if (server_init(&srv[i], i, i ? &srv[0] : NULL) != 0) status = 1;
+  if (status == 0) {
+    log_info("evr-proxy %s started: %d loop%s, backend %s, %d upstream%s, %s", PROXY_VERSION, n,
+             n > 1 ? "s" : "", evr_loop_backend(srv[0].loop), cfg.nup, cfg.nup > 1 ? "s" : "",
+             cfg.balance == BAL_ROUNDROBIN ? "roundrobin" : "leastconn");
+    for (; started < n; started++) {
+      int rc = pthread_create(&srv[started].thread, NULL, server_main, &srv[started]);
+      if (rc) {
+        log_error("pthread_create: %s", strerror(rc));
+        status = 1;
+        break;
+      }
+    }
+  }
+  if (status) {
+    for (int i = 0; i < started; i++) {
+      atomic_store(&srv[i].command, 2);
+      evr_async_send(&srv[i].wake);
+    }
+  }
+  int done = 0, signals = 0;
+  while (done < started) {
+    int sig;
+    if (sigwait(&set, &sig) != 0) continue;
+    if (sig == SIGUSR2) {
+      done = 0;
+      for (int i = 0; i < started; i++) done += atomic_load(&srv[i].finished);
+      continue;
+    }
+    signals++;
+    log_info("signal %d: %s", sig,
+             signals == 1 ? "draining connections" : "closing every connection");
+    for (int i = 0; i < started; i++) {
+      atomic_store(&srv[i].command, signals == 1 ? 1 : 2);
+      evr_async_send(&srv[i].wake);
+    }
+  }
+  for (int i = 0; i < started; i++) pthread_join(srv[i].thread, NULL);
+  for (int i = 0; i < n; i++) {
+    if (srv[i].status) status = 1;
+    server_free(&srv[i]);
+  }
+  log_info("evr-proxy stopped: %llu connections served",
+           (unsigned long long)atomic_load(&stats.total));
+  free(srv);
+  return status;
+}
+
+/* ---- command line ---- */
+
+static void usage(void) {
+  printf(
+      "usage: evr-proxy --listen ADDR... --upstream HOST:PORT... [options]\n"
+      "A TCP proxy: relays every client to one of the upstreams.\n\n"
+      "  --listen ADDR           address to accept clients on, repeatable;\n"
+      "                          1.2.3.4:PORT, [::1]:PORT, unix:/path or unix:@name\n"
+      "  --upstream HOST:PORT    upstream server, repeatable (also [v6]:PORT, unix:/path)\n"
+      "  --balance MODE          roundrobin (default) or leastconn\n"
+      "  --connect-timeout MS    upstream connect timeout (default 5000)\n"
+      "  --idle-timeout SEC      close connections idle for SEC seconds (default 0: never)\n"
+      "  --max-conns N           refuse clients beyond N open ones (default 0: no limit)\n"
+      "  --buffer-size BYTES     unsent bytes held per direction per connection (default 65536)\n"
+      "  --send-proxy v1|v2      send a PROXY protocol header to the upstream\n"
+      "  --metrics ADDR          serve GET /metrics (Prometheus text format) on ADDR\n"
+      "  --threads N             event loops, one per thread (default: one per CPU)\n"
+      "  --splice                Linux: relay through kernel pipes (zero copy)\n"
+      "  --backend NAME          event backend (built here: see --version)\n"
+      "  --drain-timeout SEC     on SIGTERM/SIGINT, wait SEC seconds for clients (default 30)\n"
+      "  --log-level LEVEL       error, warn, info (default) or debug\n"
+      "  --help, --version\n");
+}
+
+static void version(void) {
+  printf("evr-proxy %s (evr %s; backends:", PROXY_VERSION, evr_version_string());
+  for (const char *const *b = evr_backends(); *b; b++) printf(" %s", *b);
+  printf(")\n");
+}
+
+static int backend_built(const char *name) {
+  for (const char *const *b = evr_backends(); *b; b++)
+    if (strcmp(*b, name) == 0) return 1;
+  return 0;
+}
+
+static void add_upstream(const char *text) {
+  if (cfg.nup == MAX_UPSTREAMS) usage_error("at most %d --upstream servers", MAX_UPSTREAMS);
+  struct upstream *u = &cfg.up[cfg.nup++];
+  u->text = text;
+  int rc = evr_addr_parse(&u->addr, text);
+  if (rc == 0) {
+    u->numeric = 1;
+    if (evr_addr_family(&u->addr) != AF_UNIX && evr_addr_port(&u->addr) == 0)
+      usage_error("--upstream: '%s': port 0", text);
+    return;
+  }
+  if (rc != EVR_EAI_NONAME) usage_error("--upstream: '%s': %s", text, evr_strerror(rc));
+  rc = evr_addr_split(text, u->host, sizeof u->host, &u->port);
+  if (rc) usage_error("--upstream: '%s': %s", text, evr_strerror(rc));
+  if (u->port == 0) usage_error("--upstream: '%s': port 0", text);
+}
+
+int main(int argc, char **argv) {
+  log_prog = "evr-proxy";
+  cfg.connect_timeout_ms = 5000;
+  cfg.buffer_size = 65536;
+  cfg.drain_timeout_s = 30;
+  int threads_set = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage();
+      return 0;
+    } else if (!strcmp(a, "--version")) {
+      version();
+      return 0;
+    } else if (!strcmp(a, "--listen")) {
+      if (cfg.nlisten == MAX_LISTEN) usage_error("at most %d --listen addresses", MAX_LISTEN);
+      cfg.listen[cfg.nlisten++] = option_value(argc, argv, &i);
+    } else if (!strcmp(a, "--upstream")) {
+      add_upstream(option_value(argc, argv, &i));
+    } else if (!strcmp(a, "--balance")) {
+      const char *v = option_value(argc, argv, &i);
+      if (!strcmp(v, "roundrobin")) cfg.balance = BAL_ROUNDROBIN;
+      else if (!strcmp(v, "leastconn")) cfg.balance = BAL_LEASTCONN;
+      else usage_error("--balance: '%s' is not roundrobin or leastconn", v);
+    } else if (!strcmp(a, "--connect-timeout")) {
+      cfg.connect_timeout_ms = parse_uint(a, option_value(argc, argv, &i), 1, 3600 * 1000);
+    } else if (!strcmp(a, "--idle-timeout")) {
+      cfg.idle_timeout_s = parse_uint(a, option_value(argc, argv, &i), 0, 86400 * 365);
+    } else if (!strcmp(a, "--max-conns")) {
+      cfg.max_conns = parse_uint(a, option_value(argc, argv, &i), 0, UINT32_MAX);
+    } else if (!strcmp(a, "--buffer-size")) {
+      cfg.buffer_size = parse_uint(a, option_value(argc, argv, &i), 4096, 1u << 30);
+    } else if (!strcmp(a, "--send-proxy")) {
+      const char *v = option_value(argc, argv, &i);
+      if (!strcmp(v, "v1")) cfg.send_proxy = PP_V1;
+      else if (!strcmp(v, "v2")) cfg.send_proxy = PP_V2;
+      else usage_error("--send-proxy: '%s' is not v1 or v2", v);
+    } else if (!strcmp(a, "--metrics")) {
+      cfg.metrics = option_value(argc, argv, &i);
+      int rc = evr_addr_parse(&cfg.metrics_addr, cfg.metrics);
+      if (rc) usage_error("--metrics: '%s': %s", cfg.metrics, evr_strerror(rc));
+    } else if (!strcmp(a, "--threads")) {
+      cfg.threads = (int)parse_uint(a, option_value(argc, argv, &i), 1, 1024);
+      threads_set = 1;
+    } else if (!strcmp(a, "--splice")) {
+      cfg.splice = 1;
+    } else if (!strcmp(a, "--backend")) {
+      cfg.backend = option_value(argc, argv, &i);
+      if (!backend_built(cfg.backend))
+        usage_error("--backend: '%s' is not built in (see --version)", cfg.backend);
+    } else if (!strcmp(a, "--drain-timeout")) {
+      cfg.drain_timeout_s = parse_uint(a, option_value(argc, argv, &i), 0, 86400);
+    } else if (!strcmp(a, "--log-level")) {
+      const char *v = option_value(argc, argv, &i);
+      log_level = log_level_parse(v);
+      if (log_level < 0) usage_error("--log-level: '%s' is not error, warn, info or debug", v);
+    } else {
+      usage_error("unknown option '%s'", a);
+    }
+  }
+  if (cfg.nlisten == 0) usage_error("--listen is required");
+  if (cfg.nup == 0) usage_error("--upstream is required");
+  for (int i = 0; i < cfg.nlisten; i++) {
+    int rc = evr_addr_parse(&cfg.addrs[i], cfg.listen[i]);
+    if (rc) usage_error("--listen: '%s': %s", cfg.listen[i], evr_strerror(rc));
+  }
+  if (!threads_set) cfg.threads = cpu_count();
+  read_chunk = cfg.buffer_size / 2 < 65536 ? cfg.buffer_size / 2 : 65536;
+  high_mark = cfg.buffer_size - read_chunk;
+  low_mark = high_mark / 2;
+#ifndef __linux__
+  if (cfg.splice) log_info("--splice: not available on this system: using the copy path");
+#endif
+  return serve();
+}

@@ -1,0 +1,202 @@
+/* tests/test_echo.c: evr-echo end to end, under every backend (EVR_BACKEND
+ * is inherited by the daemon): byte-exact echo on 1,000 connections,
+ * half-close, drain on SIGTERM, worker restart, command-line errors. */
+/* evr-test: backends novalgrind needs=evr-echo timeout=600 */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "e2e.h"
+#include "helpers.h"
+
+static char log_path[64];
+static char listen_arg[64];
+static int port;
+
+static int setup(void **state) {
+  (void)state;
+  struct rlimit rl;
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl); /* inherited by the daemon */
+  snprintf(log_path, sizeof log_path, "/tmp/evr-echo-test-%ld.log", (long)getpid());
+  port = e2e_free_port();
+  assert_true(port > 0);
+  snprintf(listen_arg, sizeof listen_arg, "127.0.0.1:%d", port);
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  unlink(log_path);
+  return 0;
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+static pid_t start_echo(const char *extra1, const char *extra2, const char *extra3,
+                        const char *extra4) {
+  char *argv[16];
+  int n = 0;
+  argv[n++] = (char *)e2e_bin("evr-echo");
+  argv[n++] = "--listen";
+  argv[n++] = listen_arg;
+  argv[n++] = "--log-level";
+  argv[n++] = "debug";
+  const char *extra[] = {extra1, extra2, extra3, extra4};
+  for (int i = 0; i < 4; i++)
+    if (extra[i]) argv[n++] = (char *)extra[i];
+  argv[n] = NULL;
+  pid_t pid = e2e_spawn(argv, log_path);
+  if (e2e_wait_listening(port, 10000) != 0) {
+    char *log = e2e_read_file(log_path);
+    fail_msg("evr-echo did not listen on %d; log:\n%s", port, log ? log : "(none)");
+  }
+  return pid;
+}
+
+static void expect_clean_exit(pid_t pid, int sig) {
+  int st = e2e_stop(pid, sig, 20000);
+  if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    char *log = e2e_read_file(log_path);
+    fail_msg("evr-echo did not exit 0 (status 0x%x); log:\n%s", st, log ? log : "(none)");
+  }
+}
+
+static void test_echo_byte_exact_on_1000_connections(void **state) {
+  (void)state;
+  pid_t pid = start_echo("--threads", "2", NULL, NULL);
+  assert_int_equal(e2e_echo_traffic(port, 1000, 64 * 1024, 0, 120000), 0);
+  expect_clean_exit(pid, SIGTERM);
+}
+
+static void test_echo_large_transfer_with_half_close(void **state) {
+  (void)state;
+  pid_t pid = start_echo(NULL, NULL, NULL, NULL);
+  /* Each client sends 8 MiB, then FIN; the echo flushes, then FINs. */
+  assert_int_equal(e2e_echo_traffic(port, 4, 8u << 20, 1, 120000), 0);
+  expect_clean_exit(pid, SIGINT);
+}
+
+static void test_echo_drains_on_sigterm(void **state) {
+  (void)state;
+  pid_t pid = start_echo("--drain-timeout", "30", NULL, NULL);
+  int fd = e2e_connect(port);
+  assert_true(fd >= 0);
+  assert_int_equal(send(fd, "ping", 4, 0), 4);
+  char buf[16];
+  assert_int_equal(recv(fd, buf, 4, MSG_WAITALL), 4);
+  kill(pid, SIGTERM);
+  /* Listening stops; the open connection keeps working. */
+  int refused = 0;
+  for (int i = 0; i < 500 && !refused; i++) {
+    int probe = e2e_connect(port);
+    if (probe < 0) refused = 1;
+    else {
+      close(probe);
+      usleep(10000);
+    }
+  }
+  assert_true(refused);
+  assert_int_equal(send(fd, "pong", 4, 0), 4);
+  assert_int_equal(recv(fd, buf, 4, MSG_WAITALL), 4);
+  assert_memory_equal(buf, "pong", 4);
+  assert_int_equal(e2e_wait_exit(pid, 200), -1); /* still draining */
+  close(fd);
+  int st = e2e_wait_exit(pid, 20000);
+  assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static void test_echo_drain_timeout_closes_idle_clients(void **state) {
+  (void)state;
+  pid_t pid = start_echo("--drain-timeout", "1", NULL, NULL);
+  int fd = e2e_connect(port);
+  assert_true(fd >= 0);
+  kill(pid, SIGTERM);
+  int st = e2e_wait_exit(pid, 20000);
+  assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  char c;
+  assert_true(recv(fd, &c, 1, 0) <= 0); /* closed by the daemon */
+  close(fd);
+}
+
+static long find_worker_pid(const char *log, const char *what) {
+  const char *p = strstr(log, what);
+  if (!p) return -1;
+  p = strstr(p, "(pid ");
+  return p ? strtol(p + 5, NULL, 10) : -1;
+}
+
+static void test_echo_workers_restart_killed_worker(void **state) {
+  (void)state;
+  pid_t pid = start_echo("--workers", "2", NULL, NULL);
+  char *log = NULL;
+  long victim = -1;
+  for (int i = 0; i < 500 && victim < 0; i++) {
+    free(log);
+    log = e2e_read_file(log_path);
+    if (log) victim = find_worker_pid(log, "worker 0 started");
+    if (victim < 0) usleep(10000);
+  }
+  assert_true(victim > 0);
+  free(log);
+  assert_int_equal(kill((pid_t)victim, SIGKILL), 0);
+  long again = -1;
+  for (int i = 0; i < 1000 && again < 0; i++) {
+    log = e2e_read_file(log_path);
+    if (log) again = find_worker_pid(log, "worker 0 restarted");
+    free(log);
+    if (again < 0) usleep(10000);
+  }
+  assert_true(again > 0 && again != victim);
+  assert_int_equal(e2e_echo_traffic(port, 50, 16 * 1024, 0, 60000), 0);
+  expect_clean_exit(pid, SIGTERM);
+}
+
+static int run_status(char *const argv[]) {
+  pid_t pid = e2e_spawn(argv, log_path);
+  int st = e2e_wait_exit(pid, 10000);
+  assert_true(st != -1 && WIFEXITED(st));
+  return WEXITSTATUS(st);
+}
+
+static void test_echo_command_line(void **state) {
+  (void)state;
+  char *bin = (char *)e2e_bin("evr-echo");
+  char *help[] = {bin, "--help", NULL};
+  char *version[] = {bin, "--version", NULL};
+  char *bad_flag[] = {bin, "--no-such-flag", NULL};
+  char *bad_threads[] = {bin, "--threads", "zero", NULL};
+  char *bad_addr[] = {bin, "--listen", "127.0.0.1:99999", NULL};
+  char *missing[] = {bin, "--listen", NULL};
+  char *bad_backend[] = {bin, "--backend", "no-such-backend", "--listen", listen_arg, NULL};
+  assert_int_equal(run_status(help), 0);
+  assert_int_equal(run_status(version), 0);
+  assert_int_equal(run_status(bad_flag), 2);
+  char *log = e2e_read_file(log_path);
+  assert_non_null(log);
+  assert_non_null(strstr(log, "--no-such-flag"));
+  assert_null(strchr(strchr(log, '\n') + 1, '\n')); /* one line */
+  free(log);
+  assert_int_equal(run_status(bad_threads), 2);
+  assert_int_equal(run_status(bad_addr), 2);
+  assert_int_equal(run_status(missing), 2);
+  assert_int_equal(run_status(bad_backend), 2);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      T(test_echo_command_line),
+      T(test_echo_byte_exact_on_1000_connections),
+      T(test_echo_large_transfer_with_half_close),
+      T(test_echo_drains_on_sigterm),
+      T(test_echo_drain_timeout_closes_idle_clients),
+      T(test_echo_workers_restart_killed_worker),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
