@@ -1,0 +1,152 @@
+/* bench/echo_evr.c: bench-echo-evr, a TCP echo server on raw evr_io watchers.
+ *
+ * Level-triggered, one read per readiness into a single per-process buffer,
+ * then a direct write. Only when the kernel refuses part of a write is the
+ * rest copied to the heap and the watcher switched to EVR_WRITE (reading
+ * stops until the rest is out), so a message normally costs one read and
+ * one write and no interest change. An idle connection costs its struct conn
+ * plus the loop's fd-map slot.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "evr/evr.h"
+#include "bench_util.h"
+
+struct conn {
+  evr_io_t io;   /* first: the watcher is the connection */
+  char *rest;    /* bytes the kernel did not take yet, or NULL */
+  uint32_t len;  /* size of rest */
+  uint32_t off;  /* bytes of rest already written */
+};
+
+static char buf[64 * 1024];
+static evr_loop_t *loop;
+static evr_io_t listener;
+static evr_signal_t sig_term, sig_int;
+
+static void conn_free(evr_handle_t *h) {
+  struct conn *c = BENCH_CONTAINER_OF(h, struct conn, io.base);
+  free(c->rest);
+  free(c);
+}
+
+static void conn_close(struct conn *c) {
+  int fd = c->io.fd;
+  (void)evr_close(&c->io.base, conn_free); /* stops the watcher now */
+  (void)close(fd);
+}
+
+static int soft_error(void) { return errno == EAGAIN || errno == EINTR; }
+
+static void conn_cb(evr_io_t *io, unsigned events) {
+  struct conn *c = BENCH_CONTAINER_OF(io, struct conn, io);
+  (void)events;
+  if (c->rest) { /* waiting for EVR_WRITE */
+    ssize_t w = write(io->fd, c->rest + c->off, c->len - c->off);
+    if (w < 0) {
+      if (!soft_error()) conn_close(c);
+      return;
+    }
+    c->off += (uint32_t)w;
+    if (c->off < c->len) return;
+    free(c->rest);
+    c->rest = NULL;
+    (void)evr_io_set(io, EVR_READ);
+    return;
+  }
+  ssize_t n = read(io->fd, buf, sizeof buf);
+  if (n <= 0) {
+    if (n == 0 || !soft_error()) conn_close(c);
+    return;
+  }
+  ssize_t w = write(io->fd, buf, (size_t)n);
+  if (w == n) return;
+  if (w < 0) {
+    if (!soft_error()) {
+      conn_close(c);
+      return;
+    }
+    w = 0;
+  }
+  c->len = (uint32_t)(n - w);
+  c->off = 0;
+  c->rest = malloc(c->len);
+  if (!c->rest) {
+    conn_close(c);
+    return;
+  }
+  memcpy(c->rest, buf + w, c->len);
+  (void)evr_io_set(io, EVR_WRITE);
+}
+
+static void accept_cb(evr_io_t *io, unsigned events) {
+  (void)events;
+  for (int i = 0; i < 256; i++) {
+    int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == ECONNABORTED || errno == EINTR) continue;
+      if (errno != EAGAIN) perror("accept4"); /* EMFILE: retry next round */
+      return;
+    }
+    bench_nodelay(fd);
+    struct conn *c = malloc(sizeof *c);
+    if (!c || evr_io_init(loop, &c->io, fd) != 0 ||
+        evr_io_start(&c->io, EVR_READ, conn_cb) != 0) {
+      free(c);
+      (void)close(fd);
+      continue;
+    }
+    c->rest = NULL;
+    c->len = c->off = 0;
+  }
+}
+
+static void close_any(evr_handle_t *h, void *arg) {
+  (void)arg;
+  if (h == &listener.base) {
+    int fd = listener.fd;
+    (void)evr_close(h, NULL);
+    (void)close(fd);
+  } else if (h == &sig_term.base || h == &sig_int.base) {
+    (void)evr_close(h, NULL);
+  } else {
+    conn_close(BENCH_CONTAINER_OF(h, struct conn, io.base));
+  }
+}
+
+static void on_signal(evr_signal_t *sig, int signum) {
+  (void)sig;
+  (void)signum;
+  evr_loop_walk(loop, close_any, NULL); /* the loop ends when all are closed */
+}
+
+static void check(int rc, const char *what) {
+  if (rc < 0) {
+    fprintf(stderr, "bench-echo-evr: %s: %s\n", what, evr_strerror(rc));
+    exit(1);
+  }
+}
+
+int main(int argc, char **argv) {
+  uint16_t port = bench_server_opts(argc, argv, NULL, NULL);
+  bench_ignore_sigpipe();
+  (void)bench_raise_nofile(65536);
+  check(evr_loop_new(&loop, NULL), "evr_loop_new");
+  int lfd = bench_listen(port, &port);
+  check(evr_io_init(loop, &listener, lfd), "evr_io_init");
+  check(evr_io_start(&listener, EVR_READ, accept_cb), "evr_io_start");
+  check(evr_signal_init(loop, &sig_term), "evr_signal_init");
+  check(evr_signal_init(loop, &sig_int), "evr_signal_init");
+  check(evr_signal_start(&sig_term, SIGTERM, on_signal), "evr_signal_start");
+  check(evr_signal_start(&sig_int, SIGINT, on_signal), "evr_signal_start");
+  bench_announce(port);
+  check(evr_loop_run(loop, EVR_RUN_DEFAULT), "evr_loop_run");
+  check(evr_loop_free(loop), "evr_loop_free");
+  return 0;
+}

@@ -1,0 +1,798 @@
+#!/usr/bin/env bash
+# bench/run.sh: run every benchmark of evr and its peers (libuv, libevent,
+# libev) side by side and write bench/RESULTS.md plus PNG charts under
+# docs/img/. docs/benchmarks.md explains the workloads and how to read them.
+#
+#   bench/run.sh [--quick] [--results FILE] [--img DIR] [--build DIR]
+#                [--only echo,sys,rss,ovh,timers,proxy]
+#
+# Installs nothing: a missing peer library, tool (perf/strace, gnuplot,
+# taskset) or sample program is skipped with a message. Builds a Release
+# build of its own (build-bench/ by default), pins servers to CPU 0 and
+# clients to CPU 1, and interleaves the implementations in rotating order
+# over several rounds so that every ratio compares runs made side by side.
+# Everything talks to 127.0.0.1 only; every process runs under a time bound.
+set -euo pipefail
+export LC_ALL=C
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+quick=0
+results=$root/bench/RESULTS.md
+imgdir=$root/docs/img
+build=$root/build-bench
+only=",echo,sys,rss,ovh,timers,proxy,"
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) quick=1 ;;
+    --results) results=$2; shift ;;
+    --img) imgdir=$2; shift ;;
+    --build) build=$2; shift ;;
+    --only) only=",$2,"; shift ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if [ $quick = 1 ]; then
+  ROUNDS=2 DUR=0.5 WARM=0.15          # echo: rounds, seconds per run, warm-up
+  SYS_ROUNDS=1 SYS_DUR=0.5
+  IDLE_CONNS=2000 RSS_ROUNDS=1
+  OVH_ROUNDS=1 OVH_RUNS=5 OVH_WRITES=1000
+  TIMERS_MAX=10000
+  PROXY_ROUNDS=1
+else
+  ROUNDS=7 DUR=3 WARM=0.5
+  SYS_ROUNDS=3 SYS_DUR=2
+  IDLE_CONNS=10000 RSS_ROUNDS=3
+  OVH_ROUNDS=5 OVH_RUNS=25 OVH_WRITES=1000
+  TIMERS_MAX=1000000
+  PROXY_ROUNDS=3
+fi
+
+say() { printf '[bench] %s\n' "$*" >&2; }
+skip() { printf '[bench] skipped: %s\n' "$*" >&2; skipped+=("$*"); }
+skipped=()
+want() { case $only in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+t_begin=$(date +%s)
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/evr-bench.XXXXXX")
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]:-}"; do
+    [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true
+  done
+  [ -n "${EVR_BENCH_KEEP:-}" ] && echo "[bench] kept $tmp" >&2 || rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- build ----
+for tool in cmake cc; do
+  command -v $tool >/dev/null || { echo "run.sh: $tool is required" >&2; exit 1; }
+done
+say "building a Release build in $build"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release \
+  -DEVR_BUILD_TESTS=OFF -DEVR_BUILD_BENCH=ON -DEVR_SANITIZE= >"$tmp/cmake.log" 2>&1 \
+  || { cat "$tmp/cmake.log" >&2; exit 1; }
+grep -E '^-- bench' "$tmp/cmake.log" >&2 || true
+jobs=$(nproc 2>/dev/null || echo 2)
+cmake --build "$build" --target bench -j"$jobs" >"$tmp/build.log" 2>&1 \
+  || { tail -40 "$tmp/build.log" >&2; exit 1; }
+bin=$build/bin
+# The sample daemons are optional here (proxy row only).
+cmake --build "$build" --target evr-echo evr-proxy -j"$jobs" >/dev/null 2>&1 || true
+
+# ------------------------------------------------------------ the machine --
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+nofile=$(ulimit -n)
+ncpu=$(nproc 2>/dev/null || echo 1)
+if command -v taskset >/dev/null && [ "$ncpu" -ge 2 ]; then
+  SRV=(taskset -c 0) CLI=(taskset -c 1) pinning="server on CPU 0, client on CPU 1 (taskset)"
+else
+  SRV=() CLI=() pinning="not pinned"
+  skip "CPU pinning (needs taskset and 2 CPUs; have $ncpu)"
+fi
+
+# Every implementation in this build. Echo servers: libevent both with raw
+# events and with bufferevents.
+impls_echo=(evr)
+impls_ovh=(evr)
+[ -x "$bin/bench-echo-uv" ] && impls_echo+=(libuv) && impls_ovh+=(libuv) || skip "libuv (libuv1-dev not found at build time)"
+if [ -x "$bin/bench-echo-event" ]; then
+  impls_echo+=(libevent libevent-bev) impls_ovh+=(libevent)
+else
+  skip "libevent (libevent-dev not found at build time)"
+fi
+[ -x "$bin/bench-echo-ev" ] && impls_echo+=(libev) && impls_ovh+=(libev) || skip "libev (libev-dev not found at build time)"
+say "echo servers: ${impls_echo[*]}"
+
+server_cmd() { # impl -> command words
+  case $1 in
+    evr) echo "$bin/bench-echo-evr" ;;
+    libuv) echo "$bin/bench-echo-uv" ;;
+    libevent) echo "$bin/bench-echo-event" ;;
+    libevent-bev) echo "$bin/bench-echo-event --bufferevent" ;;
+    libev) echo "$bin/bench-echo-ev" ;;
+  esac
+}
+ovh_bin() {
+  case $1 in
+    evr) echo "$bin/bench-overhead-evr" ;; libuv) echo "$bin/bench-overhead-uv" ;;
+    libevent) echo "$bin/bench-overhead-event" ;; libev) echo "$bin/bench-overhead-ev" ;;
+  esac
+}
+# Round r runs the list rotated by r, so each implementation takes every
+# position in turn and evr runs next to every peer.
+rotate() { # r items... -> items rotated left by r
+  local r=$1; shift
+  local n=$# a=("$@") i
+  for ((i = 0; i < n; i++)); do printf '%s\n' "${a[$(((i + r) % n))]}"; done
+}
+
+# Server lifecycle. start_server impl -> sets srv_pid, srv_port.
+start_server() {
+  local out=$tmp/server.out
+  : >"$out"
+  # shellcheck disable=SC2046
+  timeout -k 5 900 "${SRV[@]}" $(server_cmd "$1") --port 0 >"$out" 2>"$tmp/server.err" &
+  srv_pid=$!
+  pids+=("$srv_pid")
+  local i
+  for ((i = 0; i < 100; i++)); do
+    srv_port=$(sed -n 's/^listening 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$out")
+    if [ -n "$srv_port" ]; then
+      srv_real=$(child_of "$srv_pid")
+      [ -n "$srv_real" ] && return 0
+    fi
+    kill -0 "$srv_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "run.sh: server $1 did not start:" >&2
+  cat "$tmp/server.err" >&2
+  return 1
+}
+# The server itself: the child of its timeout(1) wrapper (taskset execs).
+# Signals go to the wrapper, which forwards them; perf and RSS need the
+# server's own pid.
+child_of() {
+  local c
+  c=$(cat "/proc/$1/task/$1/children" 2>/dev/null | awk '{ print $1 }')
+  echo "${c:-}"
+}
+stop_pid() { # pid: SIGTERM, wait up to 5 s, then SIGKILL
+  local p=$1 i
+  kill -TERM "$p" 2>/dev/null || return 0
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$p" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -KILL "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+  forget_pid "$p"
+}
+forget_pid() { # drop a reaped pid, so the exit trap never signals a reused id
+  local q keep=()
+  for q in "${pids[@]:-}"; do [ -n "$q" ] && [ "$q" != "$1" ] && keep+=("$q"); done
+  pids=("${keep[@]:-}")
+}
+# utime + stime of a process, in clock ticks (the comm field has no spaces
+# for our servers).
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+clk_tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
+server_rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+client() { # args... -> the RESULT line's fields on stdout
+  local bound
+  bound=$(awk -v d="$DUR" 'BEGIN { printf "%d", d + 60 }')
+  timeout -k 5 "$bound" "${CLI[@]}" "$bin/evr-bench-echo" "$@" 2>>"$tmp/client.err" \
+    | sed -n 's/^RESULT //p'
+}
+field() { # name line -> value
+  printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"
+}
+
+# ---------------------------------------------------------- echo: msgs/s ---
+# workload ids and their client options
+workloads=("c1:--conns 1 --size 64" "c100:--conns 100 --size 64"
+           "c1000:--conns 1000 --size 64" "c10x16k:--conns 10 --size 16384")
+wl_label() {
+  case $1 in
+    c1) echo "1 conn, 64 B" ;; c100) echo "100 conns, 64 B" ;;
+    c1000) echo "1,000 conns, 64 B" ;; c10x16k) echo "10 conns, 16 KiB" ;;
+    *) echo "$1" ;;
+  esac
+}
+: >"$tmp/echo.tsv"
+want echo && say "echo: ${#workloads[@]} workloads x ${#impls_echo[@]} servers x $ROUNDS rounds, ${DUR} s each"
+want echo || ROUNDS=0
+for ((r = 0; r < ROUNDS; r++)); do
+  for wl in "${workloads[@]}"; do
+    id=${wl%%:*} opts=${wl#*:}
+    for impl in $(rotate "$r" "${impls_echo[@]}"); do
+      start_server "$impl" || exit 1
+      # shellcheck disable=SC2086
+      c0=$(cpu_ticks "$srv_real")
+      line=$(client --port "$srv_port" $opts --duration "$DUR" --warmup "$WARM" || true)
+      c1=$(cpu_ticks "$srv_real")
+      stop_pid "$srv_pid"
+      if [ -z "$line" ] || [ "$(field errors "$line")" != 0 ]; then
+        echo "run.sh: echo $id on $impl failed: $(tail -3 "$tmp/client.err")" >&2
+        exit 1
+      fi
+      cpu=$(awk -v a="$c0" -v b="$c1" -v t="$clk_tck" -v m="$(field msgs_total "$line")" \
+              'BEGIN { printf "%.1f", (b - a) * 1e9 / t / m }')
+      printf '%s\t%s\t%d\t%s\t%s\t%s\t%s\n' "$id" "$impl" "$r" "$(field msgs_per_s "$line")" \
+        "$(field p50_us "$line")" "$(field p99_us "$line")" "$cpu" >>"$tmp/echo.tsv"
+    done
+  done
+  say "echo round $((r + 1))/$ROUNDS done"
+done
+
+# ------------------------------------------------- syscalls per message ----
+# perf counts the server's syscall tracepoints while the client runs
+# 100 connections of 64 B; strace -c -f is the fallback.
+sys_tool=""
+want sys || SYS_ROUNDS=0
+tp=/sys/kernel/tracing/events/syscalls
+[ -d $tp ] || tp=/sys/kernel/debug/tracing/events/syscalls
+if command -v perf >/dev/null &&
+   perf stat -e raw_syscalls:sys_enter -x, -o /dev/null -- true >/dev/null 2>&1; then
+  sys_tool=perf
+  events=(raw_syscalls:sys_enter)
+  for s in read readv recvfrom recvmsg write writev sendto sendmsg epoll_wait epoll_pwait epoll_pwait2 epoll_ctl; do
+    [ -d "$tp/sys_enter_$s" ] && events+=("syscalls:sys_enter_$s")
+  done
+elif command -v strace >/dev/null; then
+  sys_tool=strace
+else
+  skip "syscalls per message (neither perf with tracepoint access nor strace)"
+fi
+# classify a syscall name into read/write/wait/ctl/other
+sys_class() {
+  case $1 in
+    read|readv|recvfrom|recvmsg) echo read ;;
+    write|writev|sendto|sendmsg) echo write ;;
+    epoll_wait|epoll_pwait|epoll_pwait2) echo wait ;;
+    epoll_ctl) echo ctl ;;
+    *) echo other ;;
+  esac
+}
+: >"$tmp/sys.tsv"
+if [ -n "$sys_tool" ]; then
+  [ "$SYS_ROUNDS" -gt 0 ] && say "syscalls per message with $sys_tool: ${#impls_echo[@]} servers x $SYS_ROUNDS rounds"
+  for ((r = 0; r < SYS_ROUNDS; r++)); do
+    for impl in $(rotate "$r" "${impls_echo[@]}"); do
+      start_server "$impl" || exit 1
+      if [ $sys_tool = perf ]; then
+        ev=$(IFS=,; echo "${events[*]}")
+        timeout -k 5 120 perf stat -x, -o "$tmp/sys.out" -e "$ev" -p "$srv_real" >/dev/null 2>&1 &
+      else
+        timeout -k 5 120 strace -c -f -o "$tmp/sys.out" -p "$srv_real" >/dev/null 2>&1 &
+      fi
+      mon=$!
+      pids+=("$mon")
+      sleep 0.3 # attached before the first connection
+      line=$(DUR=$SYS_DUR client --port "$srv_port" --conns 100 --size 64 \
+               --duration "$SYS_DUR" --warmup 0 || true)
+      kill -INT "$mon" 2>/dev/null || true
+      wait "$mon" 2>/dev/null || true
+      forget_pid "$mon"
+      stop_pid "$srv_pid"
+      msgs=$(field msgs_total "$line")
+      if [ -z "$msgs" ] || [ "$msgs" = 0 ]; then
+        echo "run.sh: syscall run on $impl failed" >&2; exit 1
+      fi
+      declare -A cnt=([total]=0 [read]=0 [write]=0 [wait]=0 [ctl]=0 [other]=0)
+      if [ $sys_tool = perf ]; then
+        while IFS=, read -r value _ name _; do
+          case $name in
+            raw_syscalls:sys_enter) cnt[total]=$value ;;
+            syscalls:sys_enter_*) c=$(sys_class "${name#syscalls:sys_enter_}")
+                                  cnt[$c]=$((cnt[$c] + value)) ;;
+          esac
+        done < <(grep -v '^#' "$tmp/sys.out" | grep -v '^$' | sed 's/<not counted>/0/')
+      else
+        # strace -c: "% time seconds usecs/call calls [errors] syscall"
+        while read -r name calls; do
+          c=$(sys_class "$name"); cnt[$c]=$((cnt[$c] + calls))
+          cnt[total]=$((cnt[total] + calls))
+        done < <(awk '$NF != "total" && $1 ~ /^[0-9.]+$/ && $2 ~ /^[0-9.]+$/ && $4 ~ /^[0-9]+$/ { print $NF, $4 }' "$tmp/sys.out")
+      fi
+      printf '%s\t%d' "$impl" "$r" >>"$tmp/sys.tsv"
+      for k in total read write wait ctl; do
+        awk -v c="${cnt[$k]}" -v m="$msgs" 'BEGIN { printf "\t%.4f", c / m }' >>"$tmp/sys.tsv"
+      done
+      printf '\n' >>"$tmp/sys.tsv"
+      unset cnt
+    done
+  done
+fi
+
+# --------------------------------------------- memory per idle connection --
+: >"$tmp/rss.tsv"
+need=$((IDLE_CONNS + 200))
+if [ "$nofile" != unlimited ] && [ "$nofile" -lt "$need" ]; then
+  IDLE_CONNS=$(((nofile - 200) / 1000 * 1000))
+  say "RLIMIT_NOFILE is $nofile: measuring $IDLE_CONNS idle connections instead"
+fi
+if ! want rss; then
+  :
+elif [ "$IDLE_CONNS" -lt 1000 ]; then
+  skip "memory per idle connection (RLIMIT_NOFILE $nofile is too low)"
+else
+  say "memory: $IDLE_CONNS idle connections x ${#impls_echo[@]} servers x $RSS_ROUNDS rounds"
+  for ((r = 0; r < RSS_ROUNDS; r++)); do
+    for impl in $(rotate "$r" "${impls_echo[@]}"); do
+      start_server "$impl" || exit 1
+      # Warm up first, so the baseline already holds the I/O buffers.
+      DUR=0.2 client --port "$srv_port" --conns 10 --size 16384 --duration 0.2 --warmup 0 >/dev/null || true
+      sleep 0.1
+      before=$(server_rss_kb "$srv_real")
+      : >"$tmp/idle.out"
+      timeout -k 5 120 "${CLI[@]}" "$bin/evr-bench-echo" --port "$srv_port" \
+        --conns "$IDLE_CONNS" --idle >"$tmp/idle.out" 2>>"$tmp/client.err" &
+      cli=$!
+      pids+=("$cli")
+      ok=0
+      for ((i = 0; i < 1200; i++)); do
+        grep -q '^IDLE' "$tmp/idle.out" && { ok=1; break; }
+        kill -0 "$cli" 2>/dev/null || break
+        sleep 0.05
+      done
+      sleep 0.2
+      after=$(server_rss_kb "$srv_real")
+      stop_pid "$cli"
+      stop_pid "$srv_pid"
+      if [ $ok != 1 ]; then
+        echo "run.sh: idle connections to $impl failed: $(tail -3 "$tmp/client.err")" >&2; exit 1
+      fi
+      awk -v a="$after" -v b="$before" -v n="$IDLE_CONNS" -v i="$impl" -v r="$r" \
+        'BEGIN { printf "%s\t%d\t%.1f\n", i, r, (a - b) * 1024 / n }' >>"$tmp/rss.tsv"
+    done
+  done
+fi
+
+# ---------------------------------------------------------- loop overhead --
+: >"$tmp/ovh.tsv"
+want ovh && say "loop overhead: 6 configurations x ${#impls_ovh[@]} libraries x $OVH_ROUNDS rounds"
+want ovh || OVH_ROUNDS=0
+for ((r = 0; r < OVH_ROUNDS; r++)); do
+  for n in 100 1000 10000; do
+    for a in 1 100; do
+      for impl in $(rotate "$r" "${impls_ovh[@]}"); do
+        line=$(timeout -k 5 300 "${SRV[@]}" "$(ovh_bin "$impl")" --pipes $n --active $a \
+                 --writes $OVH_WRITES --runs $OVH_RUNS 2>>"$tmp/ovh.err" | sed -n 's/^RESULT //p' || true)
+        if [ -z "$line" ]; then
+          echo "run.sh: loop overhead on $impl failed: $(tail -3 "$tmp/ovh.err")" >&2; exit 1
+        fi
+        printf '%s\t%s\t%d\t%s\t%s\t%s\t%s\n' "N=$n A=$a" "$impl" "$r" "$(field total_us "$line")" \
+          "$(field setup_us "$line")" "$(field run_us "$line")" "$(field pipes "$line")" >>"$tmp/ovh.tsv"
+      done
+    done
+  done
+done
+
+# ------------------------------------------------------------------ timers -
+: >"$tmp/timers.md"
+if ! want timers; then
+  :
+elif say "timers: bench_timers $TIMERS_MAX"; ! timeout -k 5 600 "${SRV[@]}" "$bin/bench_timers" "$TIMERS_MAX" >"$tmp/timers.md" 2>"$tmp/timers.err"; then
+  echo "run.sh: bench_timers failed: $(tail -3 "$tmp/timers.err")" >&2; exit 1
+fi
+
+# ------------------------------------------------------------------- proxy -
+: >"$tmp/proxy.tsv"
+proxy_bin="" echo_bin=""
+for d in ${EVR_BENCH_SAMPLES_DIR:+"$EVR_BENCH_SAMPLES_DIR"} "$bin" "$root/build/bin"; do
+  if [ -x "$d/evr-proxy" ] && [ -x "$d/evr-echo" ]; then
+    proxy_bin=$d/evr-proxy echo_bin=$d/evr-echo; break
+  fi
+done
+start_daemon() { # log-file command... -> sets dmn_pid, dmn_port
+  local log=$1; shift
+  : >"$log"
+  timeout -k 5 900 "${SRV[@]}" "$@" >/dev/null 2>"$log" &
+  dmn_pid=$!
+  pids+=("$dmn_pid")
+  local i
+  for ((i = 0; i < 100; i++)); do
+    dmn_port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log" | head -1)
+    [ -n "$dmn_port" ] && return 0
+    kill -0 "$dmn_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "run.sh: $1 did not start: $(tail -3 "$log")" >&2
+  return 1
+}
+if ! want proxy; then
+  :
+elif [ -z "$proxy_bin" ]; then
+  skip "proxy (evr-proxy and evr-echo are not built: build/bin/evr-proxy)"
+else
+  say "proxy: $proxy_bin in front of $echo_bin, $PROXY_ROUNDS rounds"
+  proxy_ok=1
+  if start_daemon "$tmp/echo.log" "$echo_bin" --listen 127.0.0.1:0 --threads 1 --drain-timeout 1; then
+    echo_pid=$dmn_pid echo_port=$dmn_port
+    if start_daemon "$tmp/proxy.log" "$proxy_bin" --listen 127.0.0.1:0 --threads 1 \
+         --upstream "127.0.0.1:$echo_port" --drain-timeout 1; then
+      proxy_pid=$dmn_pid proxy_port=$dmn_port
+      for ((r = 0; r < PROXY_ROUNDS; r++)); do
+        for pw in "bytes:--conns 10 --size 16384:bytes_per_s" "requests:--conns 100 --size 64:msgs_per_s"; do
+          id=${pw%%:*} rest=${pw#*:}; opts=${rest%:*} key=${rest##*:}
+          order=(direct proxy); [ $((r % 2)) = 1 ] && order=(proxy direct)
+          for mode in "${order[@]}"; do
+            port=$echo_port; [ $mode = proxy ] && port=$proxy_port
+            # shellcheck disable=SC2086
+            line=$(client --port "$port" $opts --duration "$DUR" --warmup "$WARM" || true)
+            v=$(field "$key" "$line")
+            if [ -z "$v" ]; then proxy_ok=0; continue; fi
+            printf '%s\t%s\t%d\t%s\n' "$id" "$mode" "$r" "$v" >>"$tmp/proxy.tsv"
+          done
+        done
+      done
+      stop_pid "$proxy_pid"
+    else
+      proxy_ok=0
+    fi
+    stop_pid "$echo_pid"
+  else
+    proxy_ok=0
+  fi
+  [ $proxy_ok = 1 ] || { skip "proxy (a daemon or a client run failed)"; : >"$tmp/proxy.tsv"; }
+fi
+
+# ================================================================ report ===
+# summarize FILE VALUE_COLUMN HIGHER_IS_BETTER: for each (key, impl) the
+# median, min and max over rounds, and the median over rounds of the ratio
+# evr/peer (throughput) or peer/evr (costs), so > 1 always means evr is
+# better. Output: key impl median min max ratio (ratio "-" for evr).
+summarize() {
+  awk -F'\t' -v col="$2" -v hib="$3" '
+    function sort(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
+    function median(a, n) { sort(a, n); return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+    { k = $1; i = $2; r = $3; v = $col + 0
+      if (!((k, i) in cnt)) { order[++no] = k SUBSEP i }
+      vals[k, i, ++cnt[k, i]] = v; byround[k, i, r] = v; rounds[k, r] = 1 }
+    END {
+      for (o = 1; o <= no; o++) {
+        split(order[o], p, SUBSEP); k = p[1]; i = p[2]; n = cnt[k, i]
+        delete a; for (j = 1; j <= n; j++) a[j] = vals[k, i, j]
+        med = median(a, n); lo = a[1]; hi = a[n]
+        ratio = "-"
+        if (i != "evr") {
+          delete b; m = 0
+          for (kr in rounds) { split(kr, q, SUBSEP); if (q[1] != k) continue; rr = q[2]
+            if (((k, i, rr) in byround) && ((k, "evr", rr) in byround) && byround[k, i, rr] > 0 && byround[k, "evr", rr] > 0)
+              b[++m] = hib ? byround[k, "evr", rr] / byround[k, i, rr] : byround[k, i, rr] / byround[k, "evr", rr] }
+          if (m) ratio = sprintf("%.2f", median(b, m))
+        }
+        printf "%s\t%s\t%.6g\t%.6g\t%.6g\t%s\n", k, i, med, lo, hi, ratio
+      }
+    }' "$1"
+}
+fmt() { # number -> human (thousands separators for big, 2-3 significant otherwise)
+  awk -v x="$1" 'BEGIN {
+    if (x >= 1000) { s = sprintf("%.0f", x); o = ""; while (length(s) > 3) { o = "," substr(s, length(s) - 2) o; s = substr(s, 1, length(s) - 3) } print s o }
+    else if (x >= 100) printf "%.0f\n", x; else if (x >= 10) printf "%.1f\n", x; else printf "%.2f\n", x }'
+}
+med_of() { # file key impl -> median of column 4 over rounds
+  awk -F'\t' -v k="$2" -v i="$3" '$1 == k && $2 == i { a[++n] = $4 }
+    END { if (!n) exit; for (x = 2; x <= n; x++) { t = a[x]; for (y = x - 1; y >= 1 && a[y] > t; y--) a[y + 1] = a[y]; a[y + 1] = t }
+          print n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }' "$1"
+}
+ratio_fmt() { case ${1:-} in ""|-) echo "—" ;; *) echo "$1×" ;; esac; }
+
+summarize "$tmp/echo.tsv" 4 1 >"$tmp/echo.sum"
+summarize "$tmp/echo.tsv" 5 0 >"$tmp/echo.p50"
+summarize "$tmp/echo.tsv" 6 0 >"$tmp/echo.p99"
+summarize "$tmp/echo.tsv" 7 0 >"$tmp/echo.cpu"
+# sys.tsv has no key column: add one
+awk -F'\t' -v OFS='\t' '{ print "sys", $0 }' "$tmp/sys.tsv" >"$tmp/sys.k"
+awk -F'\t' -v OFS='\t' '{ print "rss", $0 }' "$tmp/rss.tsv" >"$tmp/rss.k"
+summarize "$tmp/sys.k" 4 0 >"$tmp/sys.sum"
+summarize "$tmp/rss.k" 4 0 >"$tmp/rss.sum"
+summarize "$tmp/ovh.tsv" 4 0 >"$tmp/ovh.sum"
+summarize "$tmp/ovh.tsv" 5 0 >"$tmp/ovh.setup"
+summarize "$tmp/ovh.tsv" 6 0 >"$tmp/ovh.run"
+get() { # file key impl column(3=median 4=min 5=max 6=ratio)
+  awk -F'\t' -v k="$2" -v i="$3" -v c="$4" '$1 == k && $2 == i { print $c; exit }' "$1"
+}
+# median of a per-round column of sys.tsv for one impl (col 4..8 = total read write wait ctl)
+sys_med() {
+  awk -F'\t' -v i="$1" -v c="$2" '$2 == i { a[++n] = $c }
+    END { if (!n) exit; for (x = 2; x <= n; x++) { t = a[x]; for (y = x - 1; y >= 1 && a[y] > t; y--) a[y + 1] = a[y]; a[y + 1] = t }
+          printf "%.2f\n", n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }' "$tmp/sys.k"
+}
+peers_echo=("${impls_echo[@]:1}")
+peers_ovh=("${impls_ovh[@]:1}")
+
+# best peer per echo workload (highest median msgs/s), and evr's ratio to it
+# The best peer is the one evr compares worst with (lowest median per-round
+# ratio), so the table shows the hardest comparison.
+best_echo() { # workload -> "impl ratio"
+  local best="" bv=1e9 v i
+  for i in "${peers_echo[@]}"; do
+    v=$(get "$tmp/echo.sum" "$1" "$i" 6)
+    [ -z "$v" ] || [ "$v" = - ] && continue
+    if awk -v a="$v" -v b="$bv" 'BEGIN { exit !(a < b) }'; then best=$i bv=$v; fi
+  done
+  [ -n "$best" ] && echo "$best $(get "$tmp/echo.sum" "$1" "$best" 6)"
+}
+verdict() { # ratio (>1 = evr better) -> word
+  awk -v r="$1" 'BEGIN { if (r >= 1.03) print "ahead"; else if (r >= 0.97) print "on par"; else print "behind" }'
+}
+
+timers_table() { # the operation table of bench_timers, as TSV: op n impl... ratios...
+  awk -F'|' '/^\| op \|/ { hdr = 1; next } hdr && /^\|---/ { next } hdr && /^\|/ {
+      line = ""; for (i = 2; i < NF; i++) { gsub(/^ +| +$/, "", $i); line = line (i > 2 ? "\t" : "") $i } print line; next }
+    hdr && !/^\|/ { hdr = 0 }' "$tmp/timers.md"
+}
+timers_table >"$tmp/timers.tsv"
+timer_impls=$(awk -F'|' '/^\| op \|/ { for (i = 5; i < NF; i++) { gsub(/^ +| +$/, "", $i); if ($i ~ / ns$/) { sub(/ ns$/, "", $i); printf "%s ", $i } } exit }' "$tmp/timers.md")
+read -r -a timer_impls <<<"$timer_impls"
+
+machine_cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
+[ -z "$machine_cpu" ] && machine_cpu=$(uname -m)
+cc_path=$(sed -n 's/^CMAKE_C_COMPILER:[A-Z]*=//p' "$build/CMakeCache.txt")
+cc_ver=$("$cc_path" --version 2>/dev/null | head -1)
+evr_ver=$(sed -n 's/^#define EVR_VERSION_STRING "\(.*\)"/\1/p' "$root/include/evr/version.h" | head -1)
+libver() {
+  case $1 in
+    libuv) pkg-config --modversion libuv 2>/dev/null ;;
+    libevent) pkg-config --modversion libevent 2>/dev/null ;;
+    libev) local h
+           h="$(sed -n 's/^LIBEV_INCLUDE_DIR:PATH=//p' "$build/CMakeCache.txt")/ev.h"
+           [ -f "$h" ] && awk '/define EV_VERSION_MAJOR/ { ma = $3 } /define EV_VERSION_MINOR/ { mi = $3 } END { if (ma != "") print ma "." mi }' "$h" ;;
+  esac
+}
+backend=$(head -1 "$build/backends.txt" 2>/dev/null || echo "?")
+t_end=$(date +%s)
+
+# ------------------------------------------------------------- RESULTS.md --
+{
+  echo "# evr benchmark results"
+  echo
+  if [ $quick = 1 ]; then
+    echo "**Quick run** (\`bench/run.sh --quick\`): few rounds and short runs, for a smoke check; not for publication."
+    echo
+  fi
+  echo "Written by \`bench/run.sh$([ $quick = 1 ] && echo " --quick")\` on $(date -u +%Y-%m-%d) in $(( (t_end - t_begin) / 60 )) min $(( (t_end - t_begin) % 60 )) s."
+  echo "How to run and read this: [docs/benchmarks.md](../docs/benchmarks.md)."
+  echo "**Ratios are \"evr vs peer\": above 1.00× evr is better** (more messages/s, or fewer"
+  echo "syscalls, bytes, microseconds or nanoseconds). Each ratio is the median of"
+  echo "per-round ratios between runs made side by side."
+  echo
+  echo "## Machine and method"
+  echo
+  echo "- CPU: $machine_cpu, $ncpu CPUs; shared 2-core machine; Linux $(uname -r)"
+  echo "- Compiler: $cc_ver, CMake Release (-O3), static libraries for evr"
+  echo -n "- Libraries: evr ${evr_ver:-?} (backend $backend)"
+  for l in libuv libevent libev; do
+    printf '%s\n' "${impls_echo[@]}" | grep -qx "$l" || continue
+    v=$(libver $l || true); echo -n ", $l ${v:-(version unknown)}"
+  done
+  echo
+  echo "- Pinning: $pinning. Implementations run in rotating order, one process at a time."
+  echo "- Echo: $ROUNDS rounds of ${DUR} s per workload and server (${WARM} s warm-up not counted), one message in flight per connection, every byte verified by \`evr-bench-echo\`."
+  [ ${#skipped[@]} -gt 0 ] && { echo "- Skipped in this run:"; for s in "${skipped[@]}"; do echo "  - $s"; done; }
+  echo
+
+  echo "## Targets"
+  echo
+  echo "| target | evr | best peer | evr vs best peer | |"
+  echo "|---|---:|---:|---:|---|"
+  for wl in "${workloads[@]}"; do
+    id=${wl%%:*}
+    b=$(best_echo "$id") || true
+    [ -z "$b" ] && continue
+    bi=${b%% *} br=${b##* }
+    echo "| echo msgs/s, $(wl_label "$id") | $(fmt "$(get "$tmp/echo.sum" "$id" evr 3)") | $bi $(fmt "$(get "$tmp/echo.sum" "$id" "$bi" 3)") | $(ratio_fmt "$br") | $(verdict "$br") |"
+  done
+  if [ -s "$tmp/sys.sum" ] && [ ${#peers_echo[@]} -gt 0 ]; then
+    best="" bv=""
+    for i in "${peers_echo[@]}"; do
+      v=$(get "$tmp/sys.sum" sys "$i" 3)
+      if [ -z "$bv" ] || awk -v a="$v" -v b="$bv" 'BEGIN { exit !(a < b) }'; then best=$i bv=$v; fi
+    done
+    r=$(get "$tmp/sys.sum" sys "$best" 6)
+    echo "| syscalls per message, 100 conns | $(fmt "$(get "$tmp/sys.sum" sys evr 3)") | $best $(fmt "$bv") | $(ratio_fmt "$r") | $(verdict "$r") |"
+  fi
+  if [ -s "$tmp/ovh.sum" ] && printf '%s\n' "${peers_ovh[@]}" | grep -qx libev; then
+    for k in "N=100 A=1" "N=1000 A=1" "N=10000 A=1" "N=100 A=100" "N=1000 A=100" "N=10000 A=100"; do
+      r=$(get "$tmp/ovh.sum" "$k" libev 6)
+      echo "| loop overhead incl. setup, $k (µs) | $(fmt "$(get "$tmp/ovh.sum" "$k" evr 3)") | libev $(fmt "$(get "$tmp/ovh.sum" "$k" libev 3)") | $(ratio_fmt "$r") | $(verdict "$r") |"
+    done
+  fi
+  if [ -s "$tmp/rss.sum" ]; then
+    ev=$(get "$tmp/rss.sum" rss evr 3)
+    uvr=$(get "$tmp/rss.sum" rss libuv 3)
+    ok=$(awk -v e="$ev" -v u="${uvr:-1e9}" 'BEGIN { print ((e <= 256 && e < u) ? "met" : "missed") }')
+    echo "| memory per idle connection ≤ 256 B and below libuv's (B) | $(fmt "$ev") | libuv $( [ -n "$uvr" ] && fmt "$uvr" || echo "—") | $(ratio_fmt "$(get "$tmp/rss.sum" rss libuv 6)") | $ok |"
+  fi
+  if [ ${#timer_impls[@]} -gt 1 ] && [ -s "$tmp/timers.tsv" ]; then
+    # restart at the largest size: at least 3x faster than the faster peer
+    nmax=$(awk -F'\t' '{ if ($2 + 0 > m) m = $2 + 0 } END { print m }' "$tmp/timers.tsv")
+    awk -F'\t' -v nmax="$nmax" -v ni="${#timer_impls[@]}" -v names="${timer_impls[*]}" '
+      BEGIN { split(names, nm, " ") }
+      { op = $1; n = $2; evr = $4; best = 0; bn = ""
+        for (k = 2; k <= ni; k++) { v = $(3 + k); if (bn == "" || v < best) { best = v; bn = nm[k] } }
+        r = best / evr
+        if (op == "restart (idle)" && n == nmax)
+          printf "| timer restart (idle), %d timers: ≥ 3× the faster peer (ns) | %.1f | %s %.1f | %.2f× | %s |\n", n, evr, bn, best, r, (r >= 3 ? "met" : "missed")
+        if (op != "restart (idle)") { tot[op]++; if (r >= 0.97) okc[op]++; if (!(op in worst) || r < worst[op]) { worst[op] = r; wn[op] = n } }
+      }
+      END { for (op in tot) printf "| timer %s no slower than the faster peer, all sizes | | | worst %.2f× (%d timers) | %s |\n", op, worst[op], wn[op], (okc[op] == tot[op] ? "met" : "missed") }' "$tmp/timers.tsv" | sort -t'|' -k2,2
+  fi
+  echo
+  echo "\"Best peer\" is the peer evr compares worst with. The ratio is the median of per-round ratios, so it can differ from the ratio of the two medians shown. \"on par\" means within 3%; the machine is shared, so differences of a few percent are noise."
+  echo
+
+  echo "## Echo throughput and latency"
+  echo
+  echo "![echo throughput](../docs/img/bench-echo.png)"
+  echo
+  echo "The chart shows each server's messages/s relative to evr's in the same round (the median of per-round ratios); the table has the absolute figures."
+  echo
+  echo "| workload | server | msgs/s (median) | min – max | p50 µs | p99 µs | server CPU ns/msg | evr vs server, msgs/s | evr vs server, CPU/msg |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+  while IFS=$'\t' read -r k i med lo hi ratio; do
+    echo "| $(wl_label "$k") | $i | $(fmt "$med") | $(fmt "$lo") – $(fmt "$hi") | $(fmt "$(get "$tmp/echo.p50" "$k" "$i" 3)") | $(fmt "$(get "$tmp/echo.p99" "$k" "$i" 3)") | $(fmt "$(get "$tmp/echo.cpu" "$k" "$i" 3)") | $(ratio_fmt "$ratio") | $(ratio_fmt "$(get "$tmp/echo.cpu" "$k" "$i" 6)") |"
+  done <"$tmp/echo.sum"
+  echo
+  echo "Server CPU ns/msg is the server's user + system CPU time over the whole client run (from /proc, 1/$clk_tck s resolution) divided by the messages it echoed: with one core each, the load generator is often the bottleneck, and then this column, not msgs/s, shows which server does less work per message."
+  echo "libevent is measured twice: with raw events (\`libevent\`) and with bufferevents (\`libevent-bev\`)."
+  echo
+
+  echo "## System calls per echoed message"
+  echo
+  if [ -s "$tmp/sys.sum" ]; then
+    echo "Counted with \`$sys_tool\` on the server while \`evr-bench-echo\` runs 100 connections of 64 B for ${SYS_DUR} s; $SYS_ROUNDS round(s); counts divided by the messages echoed. Medians."
+    echo
+    echo "![syscalls](../docs/img/bench-syscalls.png)"
+    echo
+    echo "| server | total | read | write | epoll_wait | epoll_ctl | min – max (total) | evr vs server |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    while IFS=$'\t' read -r _ i med lo hi ratio; do
+      echo "| $i | $(fmt "$med") | $(sys_med "$i" 5) | $(sys_med "$i" 6) | $(sys_med "$i" 7) | $(sys_med "$i" 8) | $(fmt "$lo") – $(fmt "$hi") | $(ratio_fmt "$ratio") |"
+    done <"$tmp/sys.sum"
+  else
+    echo "Skipped (no perf with tracepoint access and no strace)."
+  fi
+  echo
+
+  echo "## Memory per idle connection"
+  echo
+  if [ -s "$tmp/rss.sum" ]; then
+    echo "Growth of the server's RSS while $IDLE_CONNS connections are open and idle (each after one round trip), divided by $IDLE_CONNS; the baseline is taken after a warm-up, so shared buffers are not counted. User-space memory only (kernel socket buffers are not in RSS). $RSS_ROUNDS round(s)."
+    echo
+    echo "![memory](../docs/img/bench-memory.png)"
+    echo
+    echo "| server | bytes per connection (median) | min – max | evr vs server |"
+    echo "|---|---:|---:|---:|"
+    while IFS=$'\t' read -r _ i med lo hi ratio; do
+      echo "| $i | $(fmt "$med") | $(fmt "$lo") – $(fmt "$hi") | $(ratio_fmt "$ratio") |"
+    done <"$tmp/rss.sum"
+  else
+    echo "Skipped."
+  fi
+  echo
+
+  echo "## Loop overhead (libevent's bench.c workload)"
+  echo
+  echo "N socketpairs with a read watcher each, A of them active, $OVH_WRITES writes forwarded from callback to callback. Setup = re-arming all N watchers (stop + start) and one non-blocking iteration; run = until every byte is read. Median of $OVH_RUNS runs per process (after one unmeasured), then median over $OVH_ROUNDS process round(s). Times in µs; the ratio is on the total."
+  echo
+  echo "![loop overhead](../docs/img/bench-overhead.png)"
+  echo
+  echo "| N, A | library | total µs | min – max | setup µs | run µs | evr vs library |"
+  echo "|---|---|---:|---:|---:|---:|---:|"
+  while IFS=$'\t' read -r k i med lo hi ratio; do
+    echo "| $k | $i | $(fmt "$med") | $(fmt "$lo") – $(fmt "$hi") | $(fmt "$(get "$tmp/ovh.setup" "$k" "$i" 3)") | $(fmt "$(get "$tmp/ovh.run" "$k" "$i" 3)") | $(ratio_fmt "$ratio") |"
+  done <"$tmp/ovh.sum"
+  awk -F'\t' '{ split($1, p, /[= ]/); if ($7 != "" && $7 != p[2] && !seen[$1]++) printf "\n%s ran with %d socketpairs: two descriptors each must fit under RLIMIT_NOFILE (%s here).\n", $1, $7, nofile }' nofile="$nofile" "$tmp/ovh.tsv"
+  echo
+
+  echo "## Timers"
+  echo
+  echo "\`bench_timers $TIMERS_MAX\`, all libraries in one process, rounds in rotating order (its own output below; its ratios are peer/evr, so above 1 evr is faster)."
+  echo
+  echo "![timers](../docs/img/bench-timers.png)"
+  echo
+  sed -e '/^# /d' -e '/^Implementations:/d' -e 's/^## /### /' "$tmp/timers.md" | cat -s | sed '1{/^$/d}'
+  echo
+
+  echo "## Proxy"
+  echo
+  if [ -s "$tmp/proxy.tsv" ]; then
+    echo "\`evr-proxy --threads 1\` in front of \`evr-echo --threads 1\` (both on CPU 0) against the same echo server directly; \`evr-bench-echo\` on CPU 1. bytes/s: 10 connections of 16 KiB; requests/s: 100 connections of 64 B. $PROXY_ROUNDS round(s), medians."
+    echo
+    echo "| workload | direct | through evr-proxy | proxy / direct |"
+    echo "|---|---:|---:|---:|"
+    for id in bytes requests; do
+      d=$(med_of "$tmp/proxy.tsv" "$id" direct)
+      p=$(med_of "$tmp/proxy.tsv" "$id" proxy)
+      [ -z "$d" ] || [ -z "$p" ] && continue
+      unit="requests/s"; [ $id = bytes ] && unit="bytes/s"
+      echo "| $unit | $(fmt "$d") | $(fmt "$p") | $(awk -v a="$p" -v b="$d" 'BEGIN { printf "%.2f", a / b }') |"
+    done
+  else
+    echo "Skipped: $(printf '%s\n' "${skipped[@]:-}" | grep '^proxy' | head -1 || echo "no data")."
+  fi
+} >"$tmp/RESULTS.md"
+
+# ------------------------------------------------------------------ charts -
+if ! command -v gnuplot >/dev/null; then
+  skip "charts (gnuplot not found)"
+else
+  mkdir -p "$imgdir"
+  term="set terminal pngcairo size 900,480 font 'sans,10' noenhanced"
+  gnuplot -e 'set terminal pngcairo' >/dev/null 2>&1 || term="set terminal png size 900,480 noenhanced"
+  colors() { # impl... -> their colours, one word each, same in every chart
+    local i out=""
+    for i in "$@"; do
+      case $i in
+        evr) out+=" #7b3294" ;; libuv) out+=" #1b9e77" ;; libevent) out+=" #2c7fb8" ;;
+        libevent-bev) out+=" #9ecae1" ;; libev) out+=" #e6a01e" ;; *) out+=" #888888" ;;
+      esac
+    done
+    echo "${out# }"
+  }
+  style="set style data histogram; set style histogram clustered gap 1; set style fill solid 0.85 border -1; set boxwidth 0.9; set grid ytics; set key top left; set datafile missing '-'; set yrange [0:*]"
+  bars="set style fill solid 0.85 border -1; set boxwidth 0.6; set grid ytics; set key off; set yrange [0:*]; set autoscale xfix; set offsets 0.6, 0.6, 0, 0"
+  # echo: rows = workloads, columns = servers; each server's throughput
+  # relative to evr's in the same round (median of per-round ratios), which
+  # is steadier on a shared machine than the absolute medians.
+  [ -s "$tmp/echo.sum" ] && {
+    echo "workload ${impls_echo[*]}"
+    for wl in "${workloads[@]}"; do
+      id=${wl%%:*}
+      printf '"%s"' "$(wl_label "$id")"
+      for i in "${impls_echo[@]}"; do
+        v=$(get "$tmp/echo.sum" "$id" "$i" 6)
+        printf ' %s' "$(awk -v i="$i" -v v="${v:-}" 'BEGIN { if (i == "evr") print "1.00"; else if (v == "" || v == "-" || v + 0 == 0) print "-"; else printf "%.3f", 1 / v }')"
+      done
+      echo
+    done
+  } >"$tmp/echo.dat"
+  n=$((${#impls_echo[@]} + 1))
+  [ ! -s "$tmp/echo.sum" ] || gnuplot -e "$term; set output '$imgdir/bench-echo.png'; $style; set yrange [0:1.3]; set key top center horizontal; set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb '#555555'; set title 'Echo throughput relative to evr in the same round (evr = 1.00, higher is better; median of $ROUNDS rounds)'; set ylabel 'messages/s relative to evr'; plot for [c=2:$n] '$tmp/echo.dat' using c:xtic(1) title columnheader(c) lc rgb word('$(colors "${impls_echo[@]}")', c - 1)" \
+    || skip "chart bench-echo.png (gnuplot failed)"
+  if [ -s "$tmp/sys.sum" ]; then
+    { while IFS=$'\t' read -r _ i med _; do c=$(colors "$i"); echo "$i $med $((16#${c#\#}))"; done <"$tmp/sys.sum"; } >"$tmp/sys.dat"
+    gnuplot -e "$term; set output '$imgdir/bench-syscalls.png'; $bars; set title 'System calls per echoed message, 100 connections (lower is better)'; plot '$tmp/sys.dat' using 0:2:3:xtic(1) with boxes lc rgb variable, '' using 0:2:(sprintf('%.2f', \$2)) with labels offset 0,0.8" \
+      || skip "chart bench-syscalls.png (gnuplot failed)"
+  fi
+  if [ -s "$tmp/rss.sum" ]; then
+    { while IFS=$'\t' read -r _ i med _; do c=$(colors "$i"); echo "$i $med $((16#${c#\#}))"; done <"$tmp/rss.sum"; } >"$tmp/rss.dat"
+    gnuplot -e "$term; set output '$imgdir/bench-memory.png'; $bars; set title 'User-space memory per idle connection, bytes (lower is better)'; plot '$tmp/rss.dat' using 0:2:3:xtic(1) with boxes lc rgb variable, '' using 0:2:(sprintf('%.0f', \$2)) with labels offset 0,0.8" \
+      || skip "chart bench-memory.png (gnuplot failed)"
+  fi
+  [ -s "$tmp/ovh.sum" ] && {
+    echo "config ${impls_ovh[*]}"
+    for k in "N=100 A=1" "N=1000 A=1" "N=10000 A=1" "N=100 A=100" "N=1000 A=100" "N=10000 A=100"; do
+      printf '"%s"' "$k"
+      for i in "${impls_ovh[@]}"; do v=$(get "$tmp/ovh.sum" "$k" "$i" 3); printf ' %s' "${v:--}"; done
+      echo
+    done
+  } >"$tmp/ovh.dat"
+  n=$((${#impls_ovh[@]} + 1))
+  [ ! -s "$tmp/ovh.sum" ] || gnuplot -e "$term; set output '$imgdir/bench-overhead.png'; $style; set yrange [*:*]; set logscale y; set title 'Loop overhead incl. setup, µs per run (lower is better, log scale)'; set ylabel 'µs'; plot for [c=2:$n] '$tmp/ovh.dat' using c:xtic(1) title columnheader(c) lc rgb word('$(colors "${impls_ovh[@]}")', c - 1)" \
+    || skip "chart bench-overhead.png (gnuplot failed)"
+  if [ -s "$tmp/timers.tsv" ]; then
+    nmax=$(awk -F'\t' '{ if ($2 + 0 > m) m = $2 + 0 } END { print m }' "$tmp/timers.tsv")
+    {
+      echo "op ${timer_impls[*]}"
+      awk -F'\t' -v n="$nmax" -v ni="${#timer_impls[@]}" '$2 == n { printf "\"%s\"", $1; for (k = 1; k <= ni; k++) printf " %s", $(3 + k); print "" }' "$tmp/timers.tsv"
+    } >"$tmp/timers.dat"
+    n=$((${#timer_impls[@]} + 1))
+    gnuplot -e "$term; set output '$imgdir/bench-timers.png'; $style; set title 'Timer operations at $(fmt "$nmax") active timers, ns per operation (lower is better)'; set ylabel 'ns'; plot for [c=2:$n] '$tmp/timers.dat' using c:xtic(1) title columnheader(c) lc rgb word('$(colors "${timer_impls[@]}")', c - 1)" \
+      || skip "chart bench-timers.png (gnuplot failed)"
+  fi
+fi
+
+mkdir -p "$(dirname "$results")"
+cp "$tmp/RESULTS.md" "$results"
+say "wrote $results and charts in $imgdir ($(( $(date +%s) - t_begin )) s)"
+[ ${#skipped[@]} -gt 0 ] && say "skipped: ${#skipped[@]} item(s), listed in $results"
+exit 0
