@@ -4,6 +4,18 @@
  * one call per change, nothing to batch), so errors such as EPERM for a
  * regular file reach evr_io_start() directly. forget() clears entries of the
  * current batch so a closed-and-reused fd never sees a stale event.
+ *
+ * Stale registrations. epoll tracks open file descriptions, not fd numbers:
+ * a file closed while registered stays in the set if it is open elsewhere
+ * (dup, fork), and can then be neither removed (its fd number is gone or
+ * names another file) nor told apart by fd from a new file on that number.
+ * That happens when a watcher is stopped and its fd closed before the core's
+ * lazy removal ran (reactor/io.c). So each registration carries a
+ * generation next to the fd (event data: fd | gen << 32, the generation kept
+ * in io->backend_slot), and an event that matches no watcher and cannot be
+ * removed, or carries another generation than its fd's watcher, makes the
+ * backend rebuild its set from the watchers after the batch: one rare,
+ * O(watchers) repair instead of a loop that wakes up forever.
  */
 #define _GNU_SOURCE
 #include <stdlib.h>
@@ -17,6 +29,7 @@ struct epoll_state {
   int epfd;
   int cur;   /* index being dispatched; forget() scans after it */
   int n;     /* events in the current batch; 0 outside dispatch */
+  uint32_t gen; /* last registration generation handed out */
   struct epoll_event events[EPOLL_BATCH];
 };
 
@@ -24,6 +37,7 @@ static int ep_init(evr_loop_t *loop) {
   struct epoll_state *st = malloc(sizeof *st);
   if (!st) return EVR_ENOMEM;
   st->cur = st->n = 0;
+  st->gen = 0;
   st->epfd = epoll_create1(EPOLL_CLOEXEC);
   if (st->epfd < 0) {
     int rc = -errno;
@@ -49,10 +63,19 @@ static uint32_t to_epoll(unsigned mask) {
   return e;
 }
 
+static uint64_t ev_data(int fd, uint32_t gen) {
+  return (uint64_t)(uint32_t)fd | (uint64_t)gen << 32;
+}
+
 static int ep_update(evr_loop_t *loop, evr_io_t *io, unsigned old_mask,
                      unsigned new_mask) {
   struct epoll_state *st = loop->backend_state;
-  struct epoll_event ev = {.events = to_epoll(new_mask), .data.fd = io->fd};
+  if (old_mask == 0) {
+    if (++st->gen == 0) st->gen = 1;
+    io->backend_slot = st->gen;
+  }
+  struct epoll_event ev = {.events = to_epoll(new_mask),
+                           .data.u64 = ev_data(io->fd, io->backend_slot)};
   int op = new_mask == 0 ? EPOLL_CTL_DEL
                          : old_mask == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
   if (epoll_ctl(st->epfd, op, io->fd, &ev) == 0) return 0;
@@ -65,19 +88,28 @@ static int ep_update(evr_loop_t *loop, evr_io_t *io, unsigned old_mask,
   return -err;
 }
 
+static int ep_rebuild(evr_loop_t *loop);
+
 static int ep_poll(evr_loop_t *loop, int timeout_ms) {
   struct epoll_state *st = loop->backend_state;
   int n = epoll_wait(st->epfd, st->events, EPOLL_BATCH, timeout_ms);
   if (n < 0) return errno == EINTR ? 0 : -errno;
+  int stale = 0;
   st->n = n;
   for (st->cur = 0; st->cur < n; st->cur++) {
     struct epoll_event *e = &st->events[st->cur];
-    int fd = e->data.fd;
+    int fd = (int)(uint32_t)e->data.u64;
     if (fd < 0) continue; /* forgotten during this batch */
-    if (!evr__io_lookup(loop, fd)) {
-      /* No watcher: a stale registration (see ep_update); drop it so it
-       * cannot wake us again. Errors mean it is already gone. */
-      (void)epoll_ctl(st->epfd, EPOLL_CTL_DEL, fd, e);
+    evr_io_t *io = evr__io_lookup(loop, fd);
+    if (!io) {
+      /* No watcher: left by an ADD that met EEXIST (see ep_update); drop
+       * it so it cannot wake us again. If that fails, the registration
+       * belongs to a closed file that is still open elsewhere. */
+      if (epoll_ctl(st->epfd, EPOLL_CTL_DEL, fd, e) < 0) stale = 1;
+      continue;
+    }
+    if ((uint32_t)(e->data.u64 >> 32) != io->backend_slot) {
+      stale = 1; /* an earlier file's registration on this fd number */
       continue;
     }
     unsigned m = 0;
@@ -88,35 +120,45 @@ static int ep_poll(evr_loop_t *loop, int timeout_ms) {
     evr__io_dispatch(loop, fd, m);
   }
   st->n = st->cur = 0;
+  /* Only a failure to create the new set is worth reporting here. */
+  if (stale && ep_rebuild(loop) == EVR_ENOMEM) return EVR_ENOMEM;
   return n;
 }
 
 static void ep_forget(evr_loop_t *loop, int fd) {
   struct epoll_state *st = loop->backend_state;
   for (int i = st->cur + 1; i < st->n; i++)
-    if (st->events[i].data.fd == fd) st->events[i].data.fd = -1;
+    if ((int)(uint32_t)st->events[i].data.u64 == fd)
+      st->events[i].data.u64 = UINT64_MAX; /* fd -1 */
+}
+
+/* A new set holding the registrations of the current watchers (lingering
+ * ones included: their removal, due before the next wait, then finds them). */
+static int ep_rebuild(evr_loop_t *loop) {
+  struct epoll_state *st = loop->backend_state;
+  int fd = epoll_create1(EPOLL_CLOEXEC), first_err = 0;
+  if (fd < 0) return -errno;
+  for (unsigned i = 0; i < loop->nfds; i++) {
+    evr_io_t *io = loop->fds[i];
+    if (!io || !io->registered) continue;
+    struct epoll_event ev = {.events = to_epoll(io->registered),
+                             .data.u64 = ev_data(io->fd, io->backend_slot)};
+    /* A watcher whose fd was closed under it stays out; its user's fault
+     * must not cost the others. */
+    if (epoll_ctl(fd, EPOLL_CTL_ADD, io->fd, &ev) < 0 && !first_err)
+      first_err = -errno;
+  }
+  (void)close(st->epfd);
+  st->epfd = fd;
+  return first_err;
 }
 
 /* A forked child shares the parent's epoll set: build a private one. */
-static int ep_reinit(evr_loop_t *loop) {
-  struct epoll_state *st = loop->backend_state;
-  int fd = epoll_create1(EPOLL_CLOEXEC);
-  if (fd < 0) return -errno;
-  (void)close(st->epfd);
-  st->epfd = fd;
-  for (unsigned i = 0; i < loop->nfds; i++) {
-    evr_io_t *io = loop->fds[i];
-    if (!io) continue;
-    struct epoll_event ev = {.events = to_epoll(io->registered),
-                             .data.fd = io->fd};
-    if (epoll_ctl(fd, EPOLL_CTL_ADD, io->fd, &ev) < 0) return -errno;
-  }
-  return 0;
-}
+static int ep_reinit(evr_loop_t *loop) { return ep_rebuild(loop); }
 
 const evr__backend_t evr__backend_epoll = {
     .name = "epoll",
-    .caps = EVR__CAP_REINIT_AFTER_FORK,
+    .caps = EVR__CAP_REINIT_AFTER_FORK | EVR__CAP_LAZY_REMOVE,
     .init = ep_init,
     .destroy = ep_destroy,
     .update = ep_update,

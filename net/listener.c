@@ -79,7 +79,7 @@ static void hide(evr_handle_t *h) {
 
 static void listener_close(evr_handle_t *h) {
   evr_listener_t *l = EVR_CONTAINER_OF(h, evr_listener_t, base);
-  if (l->lflags & L_LISTENING) (void)evr_io_stop(&l->io);
+  if (l->lflags & L_LISTENING) evr__io_release(&l->io);
   (void)evr_timer_stop(&l->pause);
   remove_unix_file(l);
   if (l->fd >= 0) evr__close_fd(l->fd);

@@ -125,7 +125,7 @@ void evr__stream_io_attach(evr_stream_t *s, int fd) {
 
 void evr__stream_io_release(evr_stream_t *s) {
   if (!(s->io.base.flags & EVR__H_INIT)) return;
-  (void)evr_io_stop(&s->io);
+  evr__io_release(&s->io);
   if (s->io.fd >= 0) evr__close_fd(s->io.fd);
   s->io.fd = -1;
   s->fd = -1;

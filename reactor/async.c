@@ -157,7 +157,7 @@ static int wake_start(evr_loop_t *loop) {
 
 static void wake_stop(evr_loop_t *loop) {
   if (loop->wake_rfd < 0) return;
-  (void)evr_io_stop(&loop->wake_io);
+  evr__io_release(&loop->wake_io);
   wake_close(loop);
 }
 

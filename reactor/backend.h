@@ -17,6 +17,10 @@
 #define EVR__CAP_NATIVE_WAKE 0x04u     /* wake() is implemented natively */
 #define EVR__CAP_REINIT_AFTER_FORK 0x08u /* kernel object must be rebuilt in a child */
 #define EVR__CAP_COMPLETION 0x10u      /* submit()/cancel() are implemented */
+/* A stopped watcher's registration may stay until the next poll (see
+ * reactor/io.c): safe when closing an fd can leave nothing stale behind, or
+ * when the backend repairs what it leaves. */
+#define EVR__CAP_LAZY_REMOVE 0x20u
 
 struct evr__op; /* a completion operation; defined with the first user */
 

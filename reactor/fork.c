@@ -41,6 +41,7 @@ int evr__fork_register(void) {
 int evr_loop_fork(evr_loop_t *loop) {
   if (!loop) return EVR_EINVAL;
   int rc = 0;
+  evr__io_flush(loop);
   if (loop->backend->reinit) rc = loop->backend->reinit(loop);
   /* A failed reinit may have left the shared kernel object in place: then
    * nothing else may be changed through it. */

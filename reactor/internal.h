@@ -19,6 +19,9 @@
 #define EVR__H_REF 0x04u
 #define EVR__H_CLOSING 0x08u
 #define EVR__H_CLOSED 0x10u
+/* io watchers only (reactor/io.c, lazy removal): */
+#define EVR__H_LINGER 0x20u  /* stopped, kernel registration kept for now */
+#define EVR__H_LQUEUED 0x40u /* its fd is in loop->linger */
 
 struct evr__timers; /* timers/timer.c */
 
@@ -39,6 +42,8 @@ struct evr_loop {
   /* fd -> watcher map, grown when a watcher starts on a larger fd */
   evr_io_t **fds;
   unsigned nfds;
+  int *linger;                 /* fds whose stopped watcher awaits removal */
+  unsigned nlinger, linger_cap;
 
   /* phases */
   evr__list_t prepare_hooks;
@@ -102,6 +107,10 @@ static inline evr_io_t *evr__io_lookup(const evr_loop_t *loop, int fd) {
   return (fd >= 0 && (unsigned)fd < loop->nfds) ? loop->fds[fd] : NULL;
 }
 void evr__io_free_map(evr_loop_t *loop);
+/* Apply the removals that evr_io_stop() put off (before each poll). */
+void evr__io_flush(evr_loop_t *loop);
+/* Stop io and remove its registration now: before its fd is closed. */
+void evr__io_release(evr_io_t *io);
 
 /* ---- deferred tasks (reactor/defer.c) ---- */
 void evr__defer_run(evr_loop_t *loop);

@@ -5,13 +5,52 @@
  * that map and the watcher's current interest. Stopping a watcher calls the
  * backend's forget() so events harvested earlier in the same batch die, even
  * if the fd number is reused by a new watcher before the batch ends.
+ *
+ * Lazy removal: evr_io_stop() does not tell the backend. The watcher keeps
+ * its registration (io->registered) and its loop->fds entry, flagged
+ * EVR__H_LINGER with io->events == 0 so nothing is dispatched to it, until
+ * the next poll phase removes it (evr__io_flush). Restarting it before then
+ * with the same interest costs no system call: stop-and-restart re-arming
+ * is free. A watcher closed with evr_close(), or a different watcher started
+ * on the same fd, removes the lingering registration at once. A user who
+ * closes the fd of a stopped watcher before the next poll leaves the removal
+ * to fail; the kernel dropped the registration itself unless the file is
+ * still open elsewhere (dup, fork), a case the epoll backend detects and
+ * repairs (backends/epoll.c). Backends without EVR__CAP_LAZY_REMOVE get
+ * every removal at once.
  */
 #include <fcntl.h>
 #include <stdlib.h>
 #include "reactor/internal.h"
 
+static void unlinger(evr_loop_t *loop, evr_io_t *io) {
+  /* Errors are ignored: the fd may be closed already (see above). */
+  (void)loop->backend->update(loop, io, io->registered, 0);
+  io->registered = 0;
+  io->base.flags &= ~(EVR__H_LINGER | EVR__H_LQUEUED);
+  if (loop->fds[io->fd] == io) loop->fds[io->fd] = NULL;
+}
+
+void evr__io_release(evr_io_t *io) {
+  if (!(io->base.flags & EVR__H_INIT)) return;
+  (void)evr_io_stop(io);
+  if (io->base.flags & EVR__H_LINGER) unlinger(io->base.loop, io);
+}
+
+void evr__io_flush(evr_loop_t *loop) {
+  for (unsigned i = 0; i < loop->nlinger; i++) {
+    evr_io_t *io = evr__io_lookup(loop, loop->linger[i]);
+    if (!io || !(io->base.flags & EVR__H_LQUEUED)) continue;
+    if (io->base.flags & EVR__H_LINGER)
+      unlinger(loop, io);
+    else
+      io->base.flags &= ~EVR__H_LQUEUED; /* restarted since */
+  }
+  loop->nlinger = 0;
+}
+
 static void io_close(evr_handle_t *h) {
-  (void)evr_io_stop(EVR_CONTAINER_OF(h, evr_io_t, base));
+  evr__io_release(EVR_CONTAINER_OF(h, evr_io_t, base));
 }
 
 static const evr__handle_vt_t io_vt = {"io", io_close};
@@ -46,6 +85,9 @@ void evr__io_free_map(evr_loop_t *loop) {
   free(loop->fds);
   loop->fds = NULL;
   loop->nfds = 0;
+  free(loop->linger);
+  loop->linger = NULL;
+  loop->nlinger = loop->linger_cap = 0;
 }
 
 #define IO_MASK (EVR_READ | EVR_WRITE)
@@ -55,7 +97,24 @@ int evr_io_start(evr_io_t *io, unsigned events, evr_io_cb cb) {
   if (events == 0 || (events & ~(unsigned)IO_MASK)) return EVR_EINVAL;
   if (evr__handle_active(&io->base)) return EVR_EALREADY;
   evr_loop_t *loop = io->base.loop;
-  if (evr__io_lookup(loop, io->fd)) return EVR_EEXIST;
+  evr_io_t *cur = evr__io_lookup(loop, io->fd);
+  if (cur == io) {
+    /* Stopped in this iteration and still registered: adjust, if needed. */
+    if (io->registered != events) {
+      int rc = loop->backend->update(loop, io, io->registered, events);
+      if (rc) return rc;
+      io->registered = events;
+    }
+    io->base.flags &= ~EVR__H_LINGER;
+    io->events = events;
+    io->cb = cb;
+    evr__handle_start(&io->base);
+    return 0;
+  }
+  if (cur) {
+    if (!(cur->base.flags & EVR__H_LINGER)) return EVR_EEXIST;
+    unlinger(loop, cur);
+  }
   int rc = fds_reserve(loop, io->fd);
   if (rc) return rc;
   rc = loop->backend->update(loop, io, 0, events);
@@ -81,24 +140,39 @@ int evr_io_set(evr_io_t *io, unsigned events) {
   return 0;
 }
 
+/* Queue io's fd for removal at the next poll. 0 or EVR_ENOMEM. */
+static int linger_push(evr_loop_t *loop, evr_io_t *io) {
+  if (io->base.flags & EVR__H_LQUEUED) return 0;
+  if (loop->nlinger == loop->linger_cap) {
+    unsigned n = loop->linger_cap ? loop->linger_cap * 2 : 64;
+    int *p = realloc(loop->linger, n * sizeof *p);
+    if (!p) return EVR_ENOMEM;
+    loop->linger = p;
+    loop->linger_cap = n;
+  }
+  loop->linger[loop->nlinger++] = io->fd;
+  io->base.flags |= EVR__H_LQUEUED;
+  return 0;
+}
+
 int evr_io_stop(evr_io_t *io) {
   if (!io || !(io->base.flags & EVR__H_INIT)) return EVR_EINVAL;
   if (!evr__handle_active(&io->base)) return 0;
   evr_loop_t *loop = io->base.loop;
-  /* Removal errors are ignored on purpose: the fd may already be closed
-   * (the kernel then dropped it from the interest set itself). */
-  (void)loop->backend->update(loop, io, io->registered, 0);
-  io->registered = 0;
   io->events = 0;
-  loop->fds[io->fd] = NULL;
   loop->backend->forget(loop, io->fd);
   evr__handle_stop(&io->base);
+  io->base.flags |= EVR__H_LINGER;
+  /* Remove it now if the backend wants that (see EVR__CAP_LAZY_REMOVE) or
+   * there is no room to remember it (the queue grows rarely). */
+  if (!(loop->backend->caps & EVR__CAP_LAZY_REMOVE) || linger_push(loop, io) != 0)
+    unlinger(loop, io);
   return 0;
 }
 
 void evr__io_dispatch(evr_loop_t *loop, int fd, unsigned revents) {
   evr_io_t *io = evr__io_lookup(loop, fd);
-  if (!io) return;
+  if (!io || !io->events) return; /* none, or stopped and lingering */
   unsigned ev = revents & io->events;
   if (revents & (EVR_ERR | EVR_HUP)) {
     /* Let the user's read()/write() meet the condition. */

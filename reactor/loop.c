@@ -134,6 +134,7 @@ static int poll_timeout(evr_loop_t *loop, evr_run_mode_t mode) {
 }
 
 static int loop_poll(evr_loop_t *loop, int timeout) {
+  if (loop->nlinger) evr__io_flush(loop);
   if (timeout == 0) return loop->backend->poll(loop, 0);
   uint64_t t0 = evr__hrtime();
   int rc = loop->backend->poll(loop, timeout);

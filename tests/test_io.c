@@ -376,6 +376,110 @@ static void test_io_stop_after_fd_closed(void **state) {
   close(fds[1]);
 }
 
+/* Stop and restart in one iteration (one-shot re-arming): the watcher keeps
+ * working, a stopped one hears nothing, and a different watcher can take
+ * the fd of a stopped one at once. */
+static void test_io_stop_restart_and_takeover(void **state) {
+  (void)state;
+  int fds[2];
+  evr_io_t io, other;
+  make_socketpair(fds);
+  calls = 0;
+  assert_evr_ok(evr_io_init(test_loop, &io, fds[0]));
+  assert_evr_ok(evr_io_start(&io, EVR_READ, count_cb));
+  assert_int_equal(write(fds[1], "x", 1), 1);
+  for (int i = 0; i < 3; i++) {
+    assert_evr_ok(evr_io_stop(&io));
+    assert_evr_ok(evr_io_start(&io, EVR_READ, count_cb));
+  }
+  assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+  assert_int_equal(calls, 1);
+  /* Restart with another interest. */
+  assert_evr_ok(evr_io_stop(&io));
+  assert_evr_ok(evr_io_start(&io, EVR_WRITE, count_cb));
+  assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+  assert_int_equal(calls, 2);
+  assert_int_equal(last_ev & (EVR_READ | EVR_WRITE), EVR_WRITE);
+  /* Stopped (still readable): nothing, over several iterations. */
+  assert_evr_ok(evr_io_stop(&io));
+  for (int i = 0; i < 3; i++) assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+  assert_int_equal(calls, 2);
+  /* Another watcher on the same fd, in the iteration io stopped in. */
+  assert_evr_ok(evr_io_start(&io, EVR_READ, count_cb));
+  assert_evr_ok(evr_io_stop(&io));
+  assert_evr_ok(evr_io_init(test_loop, &other, fds[0]));
+  assert_evr_ok(evr_io_start(&other, EVR_READ, count_cb));
+  assert_int_equal(evr_io_start(&io, EVR_READ, count_cb), EVR_EEXIST);
+  assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+  assert_int_equal(calls, 3);
+  assert_evr_ok(evr_close(&other.base, NULL));
+  assert_evr_ok(evr_close(&io.base, NULL));
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), 0);
+  close(fds[0]);
+  close(fds[1]);
+}
+
+/* A watcher stopped and its fd closed at once while the file stays open
+ * elsewhere (a dup here; a forked child in real life), then a new file on
+ * the same fd number: the new watcher hears only its own file, and the
+ * loop does not keep waking up for the old one. */
+static void iter_count_timer_cb(evr_timer_t *t) { (void)t; calls += 1000; }
+
+static void test_io_closed_file_open_elsewhere(void **state) {
+  (void)state;
+  int old[2], fresh[2];
+  evr_io_t io, io2;
+  evr_timer_t t;
+  make_socketpair(old);
+  calls = 0;
+  assert_evr_ok(evr_io_init(test_loop, &io, old[0]));
+  assert_evr_ok(evr_io_start(&io, EVR_READ, count_cb));
+  assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+  int num = old[0], keep = dup(old[0]);
+  assert_true(keep >= 0);
+  assert_evr_ok(evr_io_stop(&io));
+  assert_int_equal(close(num), 0);
+  assert_evr_ok(evr_close(&io.base, NULL));
+  /* The old file becomes readable and stays so. */
+  assert_int_equal(write(old[1], "old", 3), 3);
+  /* A new file on the same number, watched. */
+  make_socketpair(fresh);
+  if (fresh[1] == num) { /* keep the watched end on num */
+    int t2 = fresh[0];
+    fresh[0] = fresh[1];
+    fresh[1] = t2;
+  }
+  if (fresh[0] != num) {
+    assert_int_equal(dup2(fresh[0], num), num);
+    assert_int_equal(close(fresh[0]), 0);
+  }
+  assert_evr_ok(evr_io_init(test_loop, &io2, num));
+  assert_evr_ok(evr_io_start(&io2, EVR_READ, count_cb));
+  /* Until a 100 ms timer fires, the loop may wake a few times, not spin. */
+  assert_evr_ok(evr_timer_init(test_loop, &t));
+  assert_evr_ok(evr_timer_start(&t, iter_count_timer_cb, 100, 0));
+  int iterations = 0;
+  while (calls < 1000) {
+    assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+    iterations++;
+    assert_true(iterations < 20);
+  }
+  assert_int_equal(calls, 1000); /* io2's file was never readable */
+  assert_int_equal(write(fresh[1], "new", 3), 3);
+  while (calls == 1000) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(calls, 1001);
+  char buf[8];
+  assert_int_equal(read(num, buf, sizeof buf), 3);
+  assert_memory_equal(buf, "new", 3);
+  assert_evr_ok(evr_close(&io2.base, NULL));
+  assert_evr_ok(evr_close(&t.base, NULL));
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), 0);
+  close(num);
+  close(keep);
+  close(old[1]);
+  close(fresh[1]);
+}
+
 /* Many descriptors, random activity: every byte written is read exactly
  * once by the right watcher, with watchers stopped and restarted at random.
  * Seeded; EVR_TEST_SEED overrides and the seed is printed. */
@@ -484,6 +588,8 @@ int main(void) {
       EVR_TEST(test_io_stale_event_of_reused_fd_is_dropped),
       EVR_TEST(test_io_close_from_own_callback),
       EVR_TEST(test_io_stop_after_fd_closed),
+      EVR_TEST(test_io_stop_restart_and_takeover),
+      EVR_TEST(test_io_closed_file_open_elsewhere),
       EVR_TEST(test_io_many_descriptors_random_activity),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
