@@ -38,13 +38,14 @@ static inline uint64_t slot_start(uint64_t now, unsigned l, unsigned s) {
 
 /* Every overflow node is due at or after this time. */
 static inline uint64_t overflow_bound(const struct evr__wheel *w) {
-  uint64_t span_end = (w->now | SPAN_MASK) + 1;
+  uint64_t span_end = (w->pos | SPAN_MASK) + 1;
   uint64_t min_start = w->overflow_min & ~SPAN_MASK;
   return span_end > min_start ? span_end : min_start;
 }
 
 void evr__wheel_init(struct evr__wheel *w, uint64_t now) {
   w->now = now;
+  w->pos = now;
   w->seq = 0;
   w->next = UINT64_MAX;
   w->next_valid = 1;
@@ -60,9 +61,9 @@ void evr__wheel_init(struct evr__wheel *w, uint64_t now) {
   evr__list_init(&w->late);
 }
 
-/* File n (due > now) into its slot or the overflow list. */
+/* File n (due > pos) into its slot or the overflow list. */
 static void file(struct evr__wheel *w, struct evr__wnode *n) {
-  uint64_t diff = n->due ^ w->now;
+  uint64_t diff = n->due ^ w->pos;
   if (diff > SPAN_MASK) {
     evr__list_insert_tail(&w->overflow, &n->link);
     n->where = EVR__WN_OVERFLOW;
@@ -76,7 +77,7 @@ static void file(struct evr__wheel *w, struct evr__wnode *n) {
   evr__list_insert_tail(&w->slots[l][s], &n->link);
   w->occupied[l] |= UINT64_C(1) << s;
   n->where = l * EVR__WHEEL_SLOTS + s;
-  if (w->next_valid) w->next = min_u64(w->next, slot_start(w->now, l, s));
+  if (w->next_valid) w->next = min_u64(w->next, slot_start(w->pos, l, s));
 }
 
 /* Insert n (due <= now) into the late list, keeping (due, seq) order. A new
@@ -140,25 +141,30 @@ void evr__wheel_refile(struct evr__wheel *w, struct evr__wnode *n,
     file_late(w, n);
 }
 
+static int cascade_one(struct evr__wheel *w);
+
 uint64_t evr__wheel_next(struct evr__wheel *w) {
   if (w->next_valid) return w->next;
-  uint64_t r = UINT64_MAX;
-  if (!evr__list_empty(&w->ready)) r = node_of(w->ready.next)->due;
-  if (!evr__list_empty(&w->late))
-    r = min_u64(r, node_of(w->late.next)->due);
-  if (r == UINT64_MAX) {
-    /* The lowest non-empty level holds the earliest slot; overflow nodes come
-     * after every slot. */
-    unsigned l;
-    for (l = 0; l < EVR__WHEEL_LEVELS; l++) {
-      if (w->occupied[l]) {
-        r = slot_start(w->now, l, (unsigned)__builtin_ctzll(w->occupied[l]));
-        break;
-      }
+  /* Asked between pops: collect the rest now, so that the answer is exact
+   * about "due by now" (the loop never asks then). */
+  if (w->pos != w->now)
+    while (cascade_one(w)) {
     }
-    if (l == EVR__WHEEL_LEVELS && !evr__list_empty(&w->overflow))
-      r = overflow_bound(w);
+  uint64_t r = UINT64_MAX;
+  /* The lowest non-empty level holds the earliest slot; overflow nodes come
+   * after every slot. */
+  unsigned l;
+  for (l = 0; l < EVR__WHEEL_LEVELS; l++) {
+    if (w->occupied[l]) {
+      r = slot_start(w->pos, l, (unsigned)__builtin_ctzll(w->occupied[l]));
+      break;
+    }
   }
+  if (l == EVR__WHEEL_LEVELS && !evr__list_empty(&w->overflow))
+    r = overflow_bound(w);
+  /* Ready and late nodes are due by now; slots start after it. */
+  if (!evr__list_empty(&w->ready)) r = min_u64(r, node_of(w->ready.next)->due);
+  if (!evr__list_empty(&w->late)) r = min_u64(r, node_of(w->late.next)->due);
   w->next = r;
   w->next_valid = 1;
   return r;
@@ -233,7 +239,7 @@ static void merge_into(evr__list_t *dst, evr__list_t *src) {
   }
 }
 
-/* Take the nodes of `batch` whose due time is <= w->now into the ready list
+/* Take the nodes of `batch` whose due time is <= w->pos into the ready list
  * (they all follow what is already there) and file the others again. */
 static void expire_batch(struct evr__wheel *w, evr__list_t *batch) {
   evr__list_t exp;
@@ -242,7 +248,7 @@ static void expire_batch(struct evr__wheel *w, evr__list_t *batch) {
     evr__list_t *l = batch->next;
     struct evr__wnode *n = node_of(l);
     evr__list_remove(l);
-    if (n->due <= w->now) {
+    if (n->due <= w->pos) {
       evr__list_insert_tail(&exp, l);
       n->where = EVR__WN_READY;
     } else {
@@ -258,57 +264,72 @@ static void expire_batch(struct evr__wheel *w, evr__list_t *batch) {
   w->ready.prev = last;
 }
 
+/* Process the earliest occupied slot (or the overflow list) if it starts no
+ * later than now: move pos to its start (every other slot starts later, so
+ * this keeps the invariant) and cascade it: nodes due at the start expire,
+ * the rest land in lower levels. Expiring whole slots at once would need a
+ * sort by due time; cascading keeps each expired batch to one millisecond,
+ * which arrives nearly sorted by seq. Returns 0 when nothing is left to do
+ * up to now; pos is then now. */
+static int cascade_one(struct evr__wheel *w) {
+  unsigned l;
+  for (l = 0; l < EVR__WHEEL_LEVELS && !w->occupied[l]; l++) {
+  }
+  evr__list_t batch;
+  if (l < EVR__WHEEL_LEVELS) {
+    unsigned s = (unsigned)__builtin_ctzll(w->occupied[l]);
+    uint64_t start = slot_start(w->pos, l, s);
+    if (start > w->now) goto done;
+    w->pos = start;
+    evr__list_move(&w->slots[l][s], &batch);
+    w->occupied[l] &= ~(UINT64_C(1) << s);
+  } else if (!evr__list_empty(&w->overflow)) {
+    uint64_t start = overflow_bound(w);
+    if (start > w->now) goto done;
+    /* The levels are empty, so every node is in the overflow list: move
+     * to its bound and file them all again, as above. */
+    w->pos = start;
+    evr__list_move(&w->overflow, &batch);
+    w->overflow_min = UINT64_MAX;
+  } else {
+    goto done;
+  }
+  expire_batch(w, &batch);
+  return 1;
+done:
+  /* Every occupied slot starts after now, so now agrees with each node
+   * above its level: pos may jump there. */
+  w->pos = w->now;
+  w->next_valid = 0;
+  return 0;
+}
+
 void evr__wheel_advance(struct evr__wheel *w, uint64_t target) {
   if (target < w->now) target = w->now;
+  /* Finish the previous advance first: what was due by then precedes the
+   * late starts and anything due later. */
+  if (w->pos != w->now)
+    while (cascade_one(w)) {
+    }
   if (!evr__list_empty(&w->late)) {
     /* Started while already due: eligible from this advance on. They are
      * all due at or before the old now, so they precede anything that
-     * expires below. */
+     * expires from the slots. */
     for (evr__list_t *p = w->late.next; p != &w->late; p = p->next)
       node_of(p)->where = EVR__WN_READY;
     merge_into(&w->ready, &w->late);
-    w->next_valid = 0;
   } else if (w->next_valid && w->next > target) {
-    w->now = target;
+    w->now = w->pos = target;
     return;
   }
   w->next_valid = 0;
-
-  for (;;) {
-    unsigned l;
-    for (l = 0; l < EVR__WHEEL_LEVELS && !w->occupied[l]; l++) {
-    }
-    evr__list_t batch;
-    if (l < EVR__WHEEL_LEVELS) {
-      unsigned s = (unsigned)__builtin_ctzll(w->occupied[l]);
-      uint64_t start = slot_start(w->now, l, s);
-      if (start > target) break;
-      /* Move to the slot's start (every other slot starts later, so this
-       * keeps the invariant) and cascade: nodes due at the start expire,
-       * the rest land in lower levels. Expiring whole slots at once would
-       * need a sort by due time; cascading keeps each expired batch to one
-       * millisecond, which arrives nearly sorted by seq. */
-      w->now = start;
-      evr__list_move(&w->slots[l][s], &batch);
-      w->occupied[l] &= ~(UINT64_C(1) << s);
-    } else if (!evr__list_empty(&w->overflow)) {
-      uint64_t start = overflow_bound(w);
-      if (start > target) break;
-      /* The levels are empty, so every node is in the overflow list: move
-       * to its bound and file them all again, as above. */
-      w->now = start;
-      evr__list_move(&w->overflow, &batch);
-      w->overflow_min = UINT64_MAX;
-    } else {
-      break;
-    }
-    expire_batch(w, &batch);
-  }
-  w->now = target;
+  w->now = target; /* pos follows in evr__wheel_pop() */
 }
 
 struct evr__wnode *evr__wheel_pop(struct evr__wheel *w) {
-  if (evr__list_empty(&w->ready)) return NULL;
+  while (evr__list_empty(&w->ready)) {
+    if (w->pos == w->now || !cascade_one(w)) return NULL;
+  }
   evr__list_t *l = w->ready.next;
   struct evr__wnode *n = node_of(l);
   evr__list_remove(l);
@@ -351,8 +372,8 @@ int evr__wheel_check(const struct evr__wheel *w) {
       int bit = (w->occupied[l] >> s) & 1;
       CHECK(bit == !evr__list_empty(head));
       if (!bit) continue;
-      uint64_t start = slot_start(w->now, l, s);
-      CHECK(start > w->now);
+      uint64_t start = slot_start(w->pos, l, s);
+      CHECK(start > w->pos);
       if (start < earliest) earliest = start;
       for (const evr__list_t *p = head->next; p != head; p = p->next) {
         const struct evr__wnode *n =
@@ -365,7 +386,8 @@ int evr__wheel_check(const struct evr__wheel *w) {
       }
     }
   }
-  uint64_t span_end = (w->now | SPAN_MASK) + 1;
+  CHECK(w->pos <= w->now);
+  uint64_t span_end = (w->pos | SPAN_MASK) + 1;
   for (const evr__list_t *p = w->overflow.next; p != &w->overflow;
        p = p->next) {
     const struct evr__wnode *n = EVR_CONTAINER_OF(p, struct evr__wnode, link);
@@ -381,16 +403,13 @@ int evr__wheel_check(const struct evr__wheel *w) {
   if ((rc = check_sorted_list(&w->ready, EVR__WN_READY, w, &count))) return rc;
   if ((rc = check_sorted_list(&w->late, EVR__WN_LATE, w, &count))) return rc;
   CHECK(count == w->count);
-  /* Already due nodes come before anything filed. */
-  if (!evr__list_empty(&w->ready) || !evr__list_empty(&w->late)) {
-    earliest = UINT64_MAX;
-    if (!evr__list_empty(&w->ready))
-      earliest = EVR_CONTAINER_OF(w->ready.next, struct evr__wnode, link)->due;
-    if (!evr__list_empty(&w->late))
-      earliest = min_u64(
-          earliest,
-          EVR_CONTAINER_OF(w->late.next, struct evr__wnode, link)->due);
-  }
+  /* Already due nodes come before anything filed after now. */
+  if (!evr__list_empty(&w->ready))
+    earliest = min_u64(
+        earliest, EVR_CONTAINER_OF(w->ready.next, struct evr__wnode, link)->due);
+  if (!evr__list_empty(&w->late))
+    earliest = min_u64(
+        earliest, EVR_CONTAINER_OF(w->late.next, struct evr__wnode, link)->due);
   CHECK(!w->next_valid || w->next == earliest);
   return 0;
 }

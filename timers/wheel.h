@@ -5,10 +5,11 @@
  * (struct evr__wnode, embedded in evr_timer_t), so nothing here allocates.
  *
  * Layout: 6 levels of 64 slots. A node due at `due` is filed, relative to the
- * wheel's time `now`, at the level of the highest 6-bit group in which `due`
- * and `now` differ, in the slot given by due's bits of that group. Level 0
+ * wheel's position `pos` (its time `now` except while expired nodes are being
+ * collected), at the level of the highest 6-bit group in which `due` and
+ * `pos` differ, in the slot given by due's bits of that group. Level 0
  * slots are single milliseconds, level 5 slots span 2^30 ms; anything that
- * differs from `now` above bit 35 (more than ~2.2 years away) waits in an
+ * differs from `pos` above bit 35 (more than ~2.2 years away) waits in an
  * overflow list. A 64-bit occupancy mask per level finds the earliest slot
  * with one ctz per level. See docs/timers.md for the invariants.
  *
@@ -21,6 +22,11 @@
  *    first advance to a time >= its due time.
  *  - Restarting a filed node to a later due time only rewrites the node; it
  *    is re-filed when the wheel reaches its old slot (lazy re-filing).
+ *  - The expired nodes are collected lazily: evr__wheel_advance() only sets
+ *    the target, and evr__wheel_pop() processes the next slot when it has
+ *    nothing ready, so each batch of callbacks runs while its nodes are
+ *    still in the CPU cache. Changes made between pops follow the contract
+ *    above as if everything had been collected at once.
  *  - Times must stay below 2^63 (about 292 million years of milliseconds).
  */
 #ifndef EVR_TIMERS_WHEEL_H
@@ -45,6 +51,9 @@
 
 struct evr__wheel {
   uint64_t now;        /* time of the last advance, ms */
+  uint64_t pos;        /* how far slots are processed (<= now): slots are
+                          filed relative to it; evr__wheel_pop() moves it up
+                          to now one slot at a time */
   uint64_t seq;        /* next start sequence number */
   uint64_t next;       /* cached evr__wheel_next() while next_valid */
   int next_valid;
@@ -81,7 +90,7 @@ void evr__wheel_add_slow(struct evr__wheel *w, struct evr__wnode *n,
  * it is due and files it then. */
 static inline void evr__wheel_add(struct evr__wheel *w, struct evr__wnode *n,
                                   uint64_t due) {
-  if (n->where <= EVR__WN_OVERFLOW && due >= n->due) {
+  if (n->where <= EVR__WN_OVERFLOW && due >= n->due && due > w->now) {
     n->due = due;
     n->seq = w->seq++;
     return;
@@ -97,7 +106,7 @@ void evr__wheel_refile(struct evr__wheel *w, struct evr__wnode *n,
  * start. O(1); a plain write when the node is filed and due is not earlier. */
 static inline void evr__wheel_push_later(struct evr__wheel *w,
                                          struct evr__wnode *n, uint64_t due) {
-  if (n->where <= EVR__WN_OVERFLOW && due >= n->due) {
+  if (n->where <= EVR__WN_OVERFLOW && due >= n->due && due > w->now) {
     n->due = due;
     return;
   }
@@ -119,10 +128,11 @@ void evr__wheel_del(struct evr__wheel *w, struct evr__wnode *n);
  * it may wake with nothing to run. Cached: O(1) between changes. */
 uint64_t evr__wheel_next(struct evr__wheel *w);
 
-/* Move the wheel's time to now (ignored if earlier than the current time)
- * and collect what expired; see the contract above. Costs O(expired +
- * cascaded nodes + occupied slots visited): a jump of years visits occupied
- * slots only, never every millisecond. */
+/* Move the wheel's time to now (ignored if earlier than the current time);
+ * what expired is collected by the pops that follow (see the contract
+ * above). Costs O(expired + cascaded nodes + occupied slots visited), spread
+ * over the pops: a jump of years visits occupied slots only, never every
+ * millisecond. */
 void evr__wheel_advance(struct evr__wheel *w, uint64_t now);
 
 /* The next expired node in (due, seq) order, removed from the wheel and
