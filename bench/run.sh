@@ -406,6 +406,46 @@ start_daemon() { # log-file command... -> sets dmn_pid, dmn_port
   echo "run.sh: $1 did not start: $(tail -3 "$log")" >&2
   return 1
 }
+# HAProxy (Debian's haproxy), mode tcp, one thread, in front of the same
+# echo server: the reference proxy of the proxy rows. Sets haproxy_pid and
+# haproxy_port; the port is found by trying a few free-looking ones.
+start_haproxy() { # echo-port
+  local try port cfg=$tmp/haproxy.cfg
+  for ((try = 0; try < 20; try++)); do
+    port=$((20000 + RANDOM % 30000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue # in use
+    cat >"$cfg" <<CFG
+global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 120s
+  timeout server 120s
+listen bench
+  bind 127.0.0.1:$port
+  server echo 127.0.0.1:$1
+CFG
+    : >"$tmp/haproxy.log"
+    timeout -k 5 900 "${SRV[@]}" haproxy -db -f "$cfg" >"$tmp/haproxy.log" 2>&1 &
+    haproxy_pid=$!
+    pids+=("$haproxy_pid")
+    local i
+    for ((i = 0; i < 100; i++)); do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        haproxy_port=$port
+        return 0
+      fi
+      kill -0 "$haproxy_pid" 2>/dev/null || break
+      sleep 0.05
+    done
+    stop_pid "$haproxy_pid" 2>/dev/null || true
+    haproxy_pid=""
+  done
+  skip "proxy: HAProxy row (haproxy did not start: $(tail -2 "$tmp/haproxy.log" | tr '\n' ' '))"
+  return 1
+}
 if ! want proxy; then
   :
 elif [ -z "$proxy_bin" ]; then
@@ -418,12 +458,23 @@ else
     if start_daemon "$tmp/proxy.log" "$proxy_bin" --listen 127.0.0.1:0 --threads 1 \
          --upstream "127.0.0.1:$echo_port" --drain-timeout 1; then
       proxy_pid=$dmn_pid proxy_port=$dmn_port
+      modes=(direct proxy)
+      haproxy_pid="" haproxy_port=""
+      if command -v haproxy >/dev/null 2>&1 && start_haproxy "$echo_port"; then
+        modes+=(haproxy)
+      elif ! command -v haproxy >/dev/null 2>&1; then
+        skip "proxy: HAProxy row (haproxy is not installed: apt-get install haproxy)"
+      fi
       for ((r = 0; r < PROXY_ROUNDS; r++)); do
         for pw in "bytes:--conns 10 --size 16384:bytes_per_s" "requests:--conns 100 --size 64:msgs_per_s"; do
           id=${pw%%:*} rest=${pw#*:}; opts=${rest%:*} key=${rest##*:}
-          order=(direct proxy); [ $((r % 2)) = 1 ] && order=(proxy direct)
+          # rotate the order of the modes from round to round
+          order=()
+          for ((k = 0; k < ${#modes[@]}; k++)); do order+=("${modes[$(((k + r) % ${#modes[@]}))]}"); done
           for mode in "${order[@]}"; do
-            port=$echo_port; [ $mode = proxy ] && port=$proxy_port
+            case $mode in
+              direct) port=$echo_port ;; proxy) port=$proxy_port ;; haproxy) port=$haproxy_port ;;
+            esac
             # shellcheck disable=SC2086
             line=$(client --port "$port" $opts --duration "$DUR" --warmup "$WARM" || true)
             v=$(field "$key" "$line")
@@ -433,6 +484,7 @@ else
         done
       done
       stop_pid "$proxy_pid"
+      [ -z "$haproxy_pid" ] || stop_pid "$haproxy_pid"
     else
       proxy_ok=0
     fi
@@ -705,16 +757,23 @@ t_end=$(date +%s)
   echo "## Proxy"
   echo
   if [ -s "$tmp/proxy.tsv" ]; then
-    echo "\`evr-proxy --threads 1\` in front of \`evr-echo --threads 1\` (both on CPU 0) against the same echo server directly; \`evr-bench-echo\` on CPU 1. bytes/s: 10 connections of 16 KiB; requests/s: 100 connections of 64 B. $PROXY_ROUNDS round(s), medians."
+    echo "\`evr-proxy --threads 1\` and HAProxy (\`mode tcp\`, \`nbthread 1\`, when installed) in front of \`evr-echo --threads 1\` (all on CPU 0), against the same echo server directly; \`evr-bench-echo\` on CPU 1. bytes/s: 10 connections of 16 KiB; requests/s: 100 connections of 64 B. $PROXY_ROUNDS round(s) in rotating order, medians."
     echo
-    echo "| workload | direct | through evr-proxy | proxy / direct |"
-    echo "|---|---:|---:|---:|"
+    echo "| workload | direct | through evr-proxy | through HAProxy | evr-proxy / direct | HAProxy / direct | evr-proxy / HAProxy |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
     for id in bytes requests; do
       d=$(med_of "$tmp/proxy.tsv" "$id" direct)
       p=$(med_of "$tmp/proxy.tsv" "$id" proxy)
+      h=$(med_of "$tmp/proxy.tsv" "$id" haproxy)
       [ -z "$d" ] || [ -z "$p" ] && continue
       unit="requests/s"; [ $id = bytes ] && unit="bytes/s"
-      echo "| $unit | $(fmt "$d") | $(fmt "$p") | $(awk -v a="$p" -v b="$d" 'BEGIN { printf "%.2f", a / b }') |"
+      hv="–" hr="–" ph="–"
+      if [ -n "$h" ]; then
+        hv=$(fmt "$h")
+        hr=$(awk -v a="$h" -v b="$d" 'BEGIN { printf "%.2f", a / b }')
+        ph=$(awk -v a="$p" -v b="$h" 'BEGIN { printf "%.2f", a / b }')
+      fi
+      echo "| $unit | $(fmt "$d") | $(fmt "$p") | $hv | $(awk -v a="$p" -v b="$d" 'BEGIN { printf "%.2f", a / b }') | $hr | $ph |"
     done
   else
     echo "Skipped: $(printf '%s\n' "${skipped[@]:-}" | grep '^proxy' | head -1 || echo "no data")."
