@@ -235,14 +235,15 @@ done
 # 100 connections of 64 B; strace -c -f is the fallback.
 sys_tool=""
 want sys || SYS_ROUNDS=0
-tp=/sys/kernel/tracing/events/syscalls
-[ -d $tp ] || tp=/sys/kernel/debug/tracing/events/syscalls
 if command -v perf >/dev/null &&
    perf stat -e raw_syscalls:sys_enter -x, -o /dev/null -- true >/dev/null 2>&1; then
   sys_tool=perf
   events=(raw_syscalls:sys_enter)
+  # Ask perf which per-call tracepoints exist (tracefs may only be mounted
+  # once perf first needs it, so its directory is no guide).
   for s in read readv recvfrom recvmsg write writev sendto sendmsg epoll_wait epoll_pwait epoll_pwait2 epoll_ctl; do
-    [ -d "$tp/sys_enter_$s" ] && events+=("syscalls:sys_enter_$s")
+    perf stat -e "syscalls:sys_enter_$s" -x, -o /dev/null -- true >/dev/null 2>&1 &&
+      events+=("syscalls:sys_enter_$s")
   done
 elif command -v strace >/dev/null; then
   sys_tool=strace
