@@ -1,4 +1,5 @@
-/* bench/echo_evr.c: bench-echo-evr, a TCP echo server on raw evr_io watchers.
+/* bench/echo_evr.c: bench-echo-evr, a TCP echo server on raw evr_io watchers
+ * or, with --stream, on evr's buffered streams.
  *
  * Level-triggered, one read per readiness into a single per-process buffer,
  * then a direct write. Only when the kernel refuses part of a write is the
@@ -6,6 +7,12 @@
  * stops until the rest is out), so a message normally costs one read and
  * one write and no interest change. An idle connection costs its struct conn
  * plus the loop's fd-map slot.
+ *
+ * --stream: the buffered API, as a user of evr_stream_t writes an echo
+ * server (samples/echo.c without its bookkeeping): the connection is a
+ * malloc'ed evr_stream_t, every read is echoed with evr_stream_write_copy(),
+ * reading stops above a 64 KiB write queue, and EOF ends the stream
+ * gracefully. --sizeof prints sizeof(evr_stream_t) and exits.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,6 +36,8 @@ static char buf[64 * 1024];
 static evr_loop_t *loop;
 static evr_io_t listener;
 static evr_signal_t sig_term, sig_int;
+static int stream_mode; /* --stream */
+static void stream_accept(int fd);
 
 static void conn_free(evr_handle_t *h) {
   struct conn *c = BENCH_CONTAINER_OF(h, struct conn, io.base);
@@ -95,6 +104,10 @@ static void accept_cb(evr_io_t *io, unsigned events) {
       return;
     }
     bench_nodelay(fd);
+    if (stream_mode) {
+      stream_accept(fd);
+      continue;
+    }
     struct conn *c = malloc(sizeof *c);
     if (!c || evr_io_init(loop, &c->io, fd) != 0 ||
         evr_io_start(&c->io, EVR_READ, conn_cb) != 0) {
@@ -107,6 +120,51 @@ static void accept_cb(evr_io_t *io, unsigned events) {
   }
 }
 
+/* ---- --stream: evr_stream_t ---- */
+
+enum { STREAM_LOW_WATER = 16 * 1024, STREAM_HIGH_WATER = 64 * 1024 };
+
+static void stream_free(evr_handle_t *h) {
+  free(BENCH_CONTAINER_OF(h, evr_stream_t, base));
+}
+
+static void stream_close(evr_stream_t *s) {
+  if (!evr_is_closing(&s->base)) (void)evr_close(&s->base, stream_free);
+}
+
+static void stream_read_cb(evr_stream_t *s, ssize_t nread, const char *data) {
+  if (nread > 0) {
+    if (evr_stream_write_copy(s, data, (size_t)nread) != 0) stream_close(s);
+  } else if (nread == EVR_EOF) {
+    if (evr_stream_end(s, stream_free) != 0) stream_close(s);
+  } else {
+    stream_close(s);
+  }
+}
+
+static void stream_water_cb(evr_stream_t *s, int above) {
+  if (above)
+    (void)evr_stream_read_stop(s);
+  else if (evr_stream_read_start(s, stream_read_cb) != 0)
+    stream_close(s);
+}
+
+static void stream_accept(int fd) {
+  evr_stream_t *s = malloc(sizeof *s);
+  if (!s) {
+    (void)close(fd);
+    return;
+  }
+  if (evr_stream_init(loop, s) != 0 || evr_stream_open(s, fd) != 0) {
+    free(s);
+    (void)close(fd);
+    return;
+  }
+  (void)evr_stream_set_water_marks(s, STREAM_LOW_WATER, STREAM_HIGH_WATER,
+                                   stream_water_cb);
+  if (evr_stream_read_start(s, stream_read_cb) != 0) stream_close(s);
+}
+
 static void close_any(evr_handle_t *h, void *arg) {
   (void)arg;
   if (h == &listener.base) {
@@ -115,6 +173,8 @@ static void close_any(evr_handle_t *h, void *arg) {
     (void)close(fd);
   } else if (h == &sig_term.base || h == &sig_int.base) {
     (void)evr_close(h, NULL);
+  } else if (stream_mode) {
+    stream_close(BENCH_CONTAINER_OF(h, evr_stream_t, base));
   } else {
     conn_close(BENCH_CONTAINER_OF(h, struct conn, io.base));
   }
@@ -134,7 +194,11 @@ static void check(int rc, const char *what) {
 }
 
 int main(int argc, char **argv) {
-  uint16_t port = bench_server_opts(argc, argv, NULL, NULL);
+  if (argc == 2 && strcmp(argv[1], "--sizeof") == 0) {
+    printf("%zu\n", sizeof(evr_stream_t));
+    return 0;
+  }
+  uint16_t port = bench_server_opts(argc, argv, "--stream", &stream_mode);
   bench_ignore_sigpipe();
   (void)bench_raise_nofile(65536);
   check(evr_loop_new(&loop, NULL), "evr_loop_new");

@@ -4,6 +4,7 @@
  * buffer (the data is consumed before the next read), uv_try_write() of what
  * arrived, and uv_write() of a heap copy of any rest, with reading stopped
  * until that write completes. An idle connection costs its uv_tcp_t.
+ * --sizeof prints sizeof(uv_tcp_t) and exits.
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -115,6 +116,10 @@ static void check(int rc, const char *what) {
 }
 
 int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "--sizeof") == 0) {
+    printf("%zu\n", sizeof(uv_tcp_t));
+    return 0;
+  }
   uint16_t port = bench_server_opts(argc, argv, NULL, NULL);
   bench_ignore_sigpipe();
   (void)bench_raise_nofile(65536);

@@ -95,9 +95,10 @@ else
   skip "CPU pinning (needs taskset and 2 CPUs; have $ncpu)"
 fi
 
-# Every implementation in this build. Echo servers: libevent both with raw
-# events and with bufferevents.
-impls_echo=(evr)
+# Every implementation in this build. Echo servers: evr both with raw
+# watchers and with buffered streams, libevent both with raw events and with
+# bufferevents.
+impls_echo=(evr evr-stream)
 impls_ovh=(evr)
 [ -x "$bin/bench-echo-uv" ] && impls_echo+=(libuv) && impls_ovh+=(libuv) || skip "libuv (libuv1-dev not found at build time)"
 if [ -x "$bin/bench-echo-event" ]; then
@@ -111,6 +112,7 @@ say "echo servers: ${impls_echo[*]}"
 server_cmd() { # impl -> command words
   case $1 in
     evr) echo "$bin/bench-echo-evr" ;;
+    evr-stream) echo "$bin/bench-echo-evr --stream" ;;
     libuv) echo "$bin/bench-echo-uv" ;;
     libevent) echo "$bin/bench-echo-event" ;;
     libevent-bev) echo "$bin/bench-echo-event --bufferevent" ;;
@@ -558,7 +560,9 @@ sys_med() {
     END { if (!n) exit; for (x = 2; x <= n; x++) { t = a[x]; for (y = x - 1; y >= 1 && a[y] > t; y--) a[y + 1] = a[y]; a[y + 1] = t }
           printf "%.2f\n", n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }' "$tmp/sys.k"
 }
-peers_echo=("${impls_echo[@]:1}")
+# evr-stream is evr too: the peers are the other libraries.
+peers_echo=()
+for i in "${impls_echo[@]:1}"; do [ "$i" = evr-stream ] || peers_echo+=("$i"); done
 peers_ovh=("${impls_ovh[@]:1}")
 
 # best peer per echo workload (highest median msgs/s), and evr's ratio to it
@@ -663,6 +667,12 @@ t_end=$(date +%s)
     uvr=$(get "$tmp/rss.sum" rss libuv 3)
     ok=$(awk -v e="$ev" -v u="${uvr:-1e9}" 'BEGIN { print ((e <= 256 && e < u) ? "met" : "missed") }')
     echo "| memory per idle connection ≤ 256 B and below libuv's (B) | $(fmt "$ev") | libuv $( [ -n "$uvr" ] && fmt "$uvr" || echo "—") | $(ratio_fmt "$(get "$tmp/rss.sum" rss libuv 6)") | $ok |"
+    es=$(get "$tmp/rss.sum" rss evr-stream 3)
+    if [ -n "$es" ]; then
+      ok=$(awk -v e="$es" -v u="${uvr:-1e9}" 'BEGIN { print ((e <= 256 && e < u) ? "met" : "missed") }')
+      r=$( [ -n "$uvr" ] && awk -v e="$es" -v u="$uvr" 'BEGIN { printf "%.2f", u / e }' || echo -)
+      echo "| the same with evr_stream_t (evr-stream) (B) | $(fmt "$es") | libuv $( [ -n "$uvr" ] && fmt "$uvr" || echo "—") | $(ratio_fmt "$r") | $ok |"
+    fi
   fi
   if [ ${#timer_impls[@]} -gt 1 ] && [ -s "$tmp/timers.tsv" ]; then
     # restart at the largest size: at least 3x faster than the faster peer
@@ -695,7 +705,7 @@ t_end=$(date +%s)
   done <"$tmp/echo.sum"
   echo
   echo "Server CPU ns/msg is the server's user + system CPU time over the whole client run (from /proc, 1/$clk_tck s resolution) divided by the messages it echoed: with one core each, the load generator is often the bottleneck, and then this column, not msgs/s, shows which server does less work per message."
-  echo "libevent is measured twice: with raw events (\`libevent\`) and with bufferevents (\`libevent-bev\`)."
+  echo "evr is measured twice: with raw watchers (\`evr\`, the baseline of every ratio) and with its buffered streams (\`evr-stream\`: \`evr_stream_t\`, \`evr_stream_write_copy()\`, water marks). libevent is measured twice: with raw events (\`libevent\`) and with bufferevents (\`libevent-bev\`)."
   echo
 
   echo "## System calls per echoed message"
@@ -727,6 +737,10 @@ t_end=$(date +%s)
     while IFS=$'\t' read -r _ i med lo hi ratio; do
       echo "| $i | $(fmt "$med") | $(fmt "$lo") – $(fmt "$hi") | $(ratio_fmt "$ratio") |"
     done <"$tmp/rss.sum"
+    sz_evr=$("$bin/bench-echo-evr" --sizeof 2>/dev/null || true)
+    sz_uv=$([ -x "$bin/bench-echo-uv" ] && "$bin/bench-echo-uv" --sizeof 2>/dev/null || true)
+    echo
+    echo "Per-connection structs: \`evr\` allocates a \`struct conn\` around an \`evr_io_t\` (96 bytes); \`evr-stream\` allocates an \`evr_stream_t\` (${sz_evr:-?} bytes); \`libuv\` a \`uv_tcp_t\` (${sz_uv:-?} bytes). The rest of each figure is malloc's chunk overhead and the library's per-descriptor tables."
   else
     echo "Skipped."
   fi
@@ -792,7 +806,7 @@ else
     local i out=""
     for i in "$@"; do
       case $i in
-        evr) out+=" #7b3294" ;; libuv) out+=" #1b9e77" ;; libevent) out+=" #2c7fb8" ;;
+        evr) out+=" #7b3294" ;; evr-stream) out+=" #c2a5cf" ;; libuv) out+=" #1b9e77" ;; libevent) out+=" #2c7fb8" ;;
         libevent-bev) out+=" #9ecae1" ;; libev) out+=" #e6a01e" ;; *) out+=" #888888" ;;
       esac
     done
