@@ -499,12 +499,13 @@ else
 fi
 
 # ================================================================ report ===
-# summarize FILE VALUE_COLUMN HIGHER_IS_BETTER: for each (key, impl) the
-# median, min and max over rounds, and the median over rounds of the ratio
-# evr/peer (throughput) or peer/evr (costs), so > 1 always means evr is
-# better. Output: key impl median min max ratio (ratio "-" for evr).
+# summarize FILE VALUE_COLUMN HIGHER_IS_BETTER [BASE]: for each (key, impl)
+# the median, min and max over rounds, and the median over rounds of the
+# ratio base/peer (throughput) or peer/base (costs), so > 1 always means the
+# base (evr unless BASE names another impl) is better. Output: key impl
+# median min max ratio (ratio "-" for the base).
 summarize() {
-  awk -F'\t' -v col="$2" -v hib="$3" '
+  awk -F'\t' -v col="$2" -v hib="$3" -v base="${4:-evr}" '
     function sort(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
     function median(a, n) { sort(a, n); return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
     { k = $1; i = $2; r = $3; v = $col + 0
@@ -516,11 +517,11 @@ summarize() {
         delete a; for (j = 1; j <= n; j++) a[j] = vals[k, i, j]
         med = median(a, n); lo = a[1]; hi = a[n]
         ratio = "-"
-        if (i != "evr") {
+        if (i != base) {
           delete b; m = 0
           for (kr in rounds) { split(kr, q, SUBSEP); if (q[1] != k) continue; rr = q[2]
-            if (((k, i, rr) in byround) && ((k, "evr", rr) in byround) && byround[k, i, rr] > 0 && byround[k, "evr", rr] > 0)
-              b[++m] = hib ? byround[k, "evr", rr] / byround[k, i, rr] : byround[k, i, rr] / byround[k, "evr", rr] }
+            if (((k, i, rr) in byround) && ((k, base, rr) in byround) && byround[k, i, rr] > 0 && byround[k, base, rr] > 0)
+              b[++m] = hib ? byround[k, base, rr] / byround[k, i, rr] : byround[k, i, rr] / byround[k, base, rr] }
           if (m) ratio = sprintf("%.2f", median(b, m))
         }
         printf "%s\t%s\t%.6g\t%.6g\t%.6g\t%s\n", k, i, med, lo, hi, ratio
@@ -548,6 +549,7 @@ awk -F'\t' -v OFS='\t' '{ print "sys", $0 }' "$tmp/sys.tsv" >"$tmp/sys.k"
 awk -F'\t' -v OFS='\t' '{ print "rss", $0 }' "$tmp/rss.tsv" >"$tmp/rss.k"
 summarize "$tmp/sys.k" 4 0 >"$tmp/sys.sum"
 summarize "$tmp/rss.k" 4 0 >"$tmp/rss.sum"
+summarize "$tmp/rss.k" 4 0 evr-stream >"$tmp/rss-stream.sum"
 summarize "$tmp/ovh.tsv" 4 0 >"$tmp/ovh.sum"
 summarize "$tmp/ovh.tsv" 5 0 >"$tmp/ovh.setup"
 summarize "$tmp/ovh.tsv" 6 0 >"$tmp/ovh.run"
@@ -662,17 +664,19 @@ t_end=$(date +%s)
       echo "| loop overhead incl. setup, $k (µs) | $(fmt "$(get "$tmp/ovh.sum" "$k" evr 3)") | libev $(fmt "$(get "$tmp/ovh.sum" "$k" libev 3)") | $(ratio_fmt "$r") | $(verdict "$r") |"
     done
   fi
+  # mem_target LABEL IMPL SUMMARY: IMPL's bytes per idle connection against
+  # the target (≤ 256 B and below libuv's); SUMMARY has ratios against IMPL.
+  mem_target() {
+    local e u ok
+    e=$(get "$tmp/rss.sum" rss "$2" 3)
+    [ -n "$e" ] || return 0
+    u=$(get "$tmp/rss.sum" rss libuv 3)
+    ok=$(awk -v e="$e" -v u="${u:-1e9}" 'BEGIN { print ((e <= 256 && e < u) ? "met" : "missed") }')
+    echo "| $1 | $(fmt "$e") | libuv $( [ -n "$u" ] && fmt "$u" || echo "—") | $(ratio_fmt "$(get "$3" rss libuv 6)") | $ok |"
+  }
   if [ -s "$tmp/rss.sum" ]; then
-    ev=$(get "$tmp/rss.sum" rss evr 3)
-    uvr=$(get "$tmp/rss.sum" rss libuv 3)
-    ok=$(awk -v e="$ev" -v u="${uvr:-1e9}" 'BEGIN { print ((e <= 256 && e < u) ? "met" : "missed") }')
-    echo "| memory per idle connection ≤ 256 B and below libuv's (B) | $(fmt "$ev") | libuv $( [ -n "$uvr" ] && fmt "$uvr" || echo "—") | $(ratio_fmt "$(get "$tmp/rss.sum" rss libuv 6)") | $ok |"
-    es=$(get "$tmp/rss.sum" rss evr-stream 3)
-    if [ -n "$es" ]; then
-      ok=$(awk -v e="$es" -v u="${uvr:-1e9}" 'BEGIN { print ((e <= 256 && e < u) ? "met" : "missed") }')
-      r=$( [ -n "$uvr" ] && awk -v e="$es" -v u="$uvr" 'BEGIN { printf "%.2f", u / e }' || echo -)
-      echo "| the same with evr_stream_t (evr-stream) (B) | $(fmt "$es") | libuv $( [ -n "$uvr" ] && fmt "$uvr" || echo "—") | $(ratio_fmt "$r") | $ok |"
-    fi
+    mem_target "memory per idle connection ≤ 256 B and below libuv's (B)" evr "$tmp/rss.sum"
+    mem_target "the same with evr_stream_t (evr-stream) (B)" evr-stream "$tmp/rss-stream.sum"
   fi
   if [ ${#timer_impls[@]} -gt 1 ] && [ -s "$tmp/timers.tsv" ]; then
     # restart at the largest size: at least 3x faster than the faster peer
