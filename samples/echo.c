@@ -73,7 +73,11 @@ struct server {
 
 /* With --workers, the supervisor binds every address before it forks; the
  * workers accept on copies of those descriptors (one accept queue per
- * address, so a dying worker loses no queued connection). */
+ * address, so a dying worker loses no queued connection). A socket listens
+ * while any process holds a copy, so every copy must close when the drain
+ * starts: the supervisor closes its own before it forwards the signal
+ * (stop_listening), and a worker's loops own every copy the worker has,
+ * the inherited descriptors included, and close them in on_command. */
 static struct server *bound;
 
 /* ---- connections ---- */
@@ -223,8 +227,11 @@ static int server_listen(struct server *srv, struct server *first) {
     srv->nlisteners++;
     int is_unix = evr_addr_family(&cfg.addrs[i]) == AF_UNIX;
     if (first && (is_unix || first == bound)) {
-      /* One socket; every loop accepts on a copy of it. */
-      int fd = dup(first->listeners[i].fd);
+      /* One socket; every loop accepts on a copy of it. In a worker, loop 0
+       * adopts the descriptor inherited from the supervisor instead of a
+       * copy, so the worker holds no copy it does not accept on. */
+      int fd = first == bound && srv->index == 0 ? first->listeners[i].fd
+                                                 : dup(first->listeners[i].fd);
       if (fd < 0) return -errno;
       rc = evr_listener_open(l, fd, NULL, on_accept);
       if (rc) close(fd);

@@ -1,8 +1,12 @@
 /* tests/test_echo.c: evr-echo end to end, under every backend (EVR_BACKEND
  * is inherited by the daemon): byte-exact echo on 1,000 connections,
- * half-close, drain on SIGTERM, worker restart, command-line errors. */
+ * half-close, drain on SIGTERM (with and without workers), worker restart,
+ * command-line errors. */
 /* evr-test: backends novalgrind needs=evr-echo timeout=600 */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,6 +162,81 @@ static void test_echo_workers_restart_killed_worker(void **state) {
   expect_clean_exit(pid, SIGTERM);
 }
 
+/* Connect to 127.0.0.1:port: a connected socket, or -errno. */
+static int connect_or_errno(int p) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)p);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    int e = errno;
+    close(fd);
+    return -e;
+  }
+  return fd;
+}
+
+/* With --workers, no process may keep a listening socket for the port once
+ * the drain has begun: the supervisor closes its copies before it forwards
+ * the signal, and a worker holds no copy besides the ones it accepts on. A
+ * copy left open anywhere lets the kernel complete new connections that
+ * nobody accepts and that are reset when the drain ends. */
+static void test_echo_workers_refuse_new_connections_while_draining(void **state) {
+  (void)state;
+  pid_t pid = start_echo("--workers", "2", "--drain-timeout", "60");
+  int fd = e2e_connect(port);
+  assert_true(fd >= 0);
+  char buf[16];
+  assert_int_equal(send(fd, "ping", 4, 0), 4);
+  assert_int_equal(recv(fd, buf, 4, MSG_WAITALL), 4);
+  assert_memory_equal(buf, "ping", 4);
+  /* Mid-exchange: bytes sent, their echo not read yet. */
+  assert_int_equal(send(fd, "po", 2, 0), 2);
+  kill(pid, SIGTERM);
+  int rc = 0, accepted_after_stop = 0;
+  for (int i = 0; i < 500; i++) {
+    rc = connect_or_errno(port);
+    if (rc < 0) break;
+    accepted_after_stop++;
+    close(rc);
+    usleep(10000);
+  }
+  if (rc == -ECONNREFUSED) {
+    /* Refused it stays: no process still holds a listener for the port. */
+    for (int i = 0; i < 20 && rc == -ECONNREFUSED; i++) {
+      rc = connect_or_errno(port);
+      if (rc >= 0) close(rc);
+    }
+  }
+  if (rc != -ECONNREFUSED) {
+    /* Do not leave the daemon draining for a minute: a second signal
+     * closes every connection. */
+    close(fd);
+    int st = e2e_stop(pid, SIGTERM, 20000);
+    char *log = e2e_read_file(log_path);
+    fprintf(stderr, "evr-echo log:\n%s", log ? log : "(none)\n");
+    free(log);
+    fail_msg("connect after SIGTERM: %s (%d connects accepted after the signal); exit "
+             "status 0x%x",
+             rc >= 0 ? "accepted" : strerror(-rc), accepted_after_stop, st);
+  }
+  /* The old connection still works: finish the exchange. */
+  assert_int_equal(send(fd, "ng", 2, 0), 2);
+  assert_int_equal(recv(fd, buf, 4, MSG_WAITALL), 4);
+  assert_memory_equal(buf, "pong", 4);
+  assert_int_equal(e2e_wait_exit(pid, 200), -1); /* still draining */
+  close(fd);
+  int st = e2e_wait_exit(pid, 20000);
+  if (st == -1) st = e2e_stop(pid, SIGTERM, 20000);
+  if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    char *log = e2e_read_file(log_path);
+    fail_msg("evr-echo did not exit 0 (status 0x%x); log:\n%s", st, log ? log : "(none)");
+  }
+}
+
 static int run_status(char *const argv[]) {
   pid_t pid = e2e_spawn(argv, log_path);
   int st = e2e_wait_exit(pid, 10000);
@@ -197,6 +276,7 @@ int main(void) {
       T(test_echo_drains_on_sigterm),
       T(test_echo_drain_timeout_closes_idle_clients),
       T(test_echo_workers_restart_killed_worker),
+      T(test_echo_workers_refuse_new_connections_while_draining),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
