@@ -5,13 +5,32 @@
 # registered once per built backend as <name>.<backend>, with EVR_BACKEND set;
 # a pure one once as <name>. cmocka runs all cases in one process, so ctest's
 # TIMEOUT is the hang guard.
+# Fault injection (tests/fault.h): every test program is linked with
+# -Wl,--wrap for the functions tests/fault.c wraps, where the linker can.
+include(CheckLinkerFlag)
+set(EVR_TEST_FAULT_FNS malloc calloc realloc free pipe pipe2)
+if(CMAKE_SYSTEM_NAME STREQUAL "Linux")
+  list(APPEND EVR_TEST_FAULT_FNS epoll_create1 epoll_ctl eventfd)
+endif()
+check_linker_flag(C "-Wl,--wrap=malloc" EVR_LINKER_HAS_WRAP)
+set(EVR_TEST_FAULT_WRAP)
+if(EVR_LINKER_HAS_WRAP)
+  foreach(fn IN LISTS EVR_TEST_FAULT_FNS)
+    list(APPEND EVR_TEST_FAULT_WRAP "-Wl,--wrap=${fn}")
+  endforeach()
+endif()
+
 function(evr_add_test name)
   cmake_parse_arguments(T "BACKEND_DEPENDENT" "TIMEOUT" "LABELS" ${ARGN})
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 120)
   endif()
-  add_executable(test_${name} test_${name}.c helpers.c e2e.c sanitizer.c)
+  add_executable(test_${name} test_${name}.c helpers.c e2e.c sanitizer.c fault.c)
   target_link_libraries(test_${name} PRIVATE evr_internal PkgConfig::CMOCKA Threads::Threads)
+  if(EVR_TEST_FAULT_WRAP)
+    target_compile_definitions(test_${name} PRIVATE EVR_TEST_FAULT=1)
+    target_link_options(test_${name} PRIVATE ${EVR_TEST_FAULT_WRAP})
+  endif()
   target_compile_definitions(test_${name} PRIVATE EVR_BIN_DIR="${CMAKE_RUNTIME_OUTPUT_DIRECTORY}")
   if(T_BACKEND_DEPENDENT)
     foreach(b IN LISTS EVR_BUILT_BACKENDS)

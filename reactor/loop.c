@@ -65,23 +65,23 @@ int evr_loop_new(evr_loop_t **out, const evr_loop_options_t *opts) {
       if (rc == 0) break;
     }
   }
-  if (rc == 0) {
-    rc = evr__timers_init(loop);
-    if (rc) loop->backend->destroy(loop);
-  }
-  if (rc == 0) {
-    rc = evr__async_loop_init(loop);
-    if (rc) {
-      evr__timers_destroy(loop);
-      loop->backend->destroy(loop);
-    }
-  }
-  if (rc) {
-    free(loop);
-    return rc;
-  }
+  if (rc) goto fail_loop;
+  rc = evr__timers_init(loop);
+  if (rc) goto fail_backend;
+  /* Registers the wake-up watcher: may grow the fd map. */
+  rc = evr__async_loop_init(loop);
+  if (rc) goto fail_timers;
   *out = loop;
   return 0;
+
+fail_timers:
+  evr__timers_destroy(loop);
+fail_backend:
+  loop->backend->destroy(loop);
+  evr__io_free_map(loop);
+fail_loop:
+  free(loop);
+  return rc;
 }
 
 int evr_loop_free(evr_loop_t *loop) {

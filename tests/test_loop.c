@@ -2,10 +2,12 @@
  * stop, ref/unref, hooks, close callbacks, walk, metrics and error paths. */
 /* evr-test: backends */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "fault.h"
 #include "helpers.h"
 
 /* ---- a trace of phases ---- */
@@ -409,9 +411,54 @@ static void test_loop_time_is_cached_and_monotonic(void **state) {
   assert_true(evr_hrtime() >= h0);
 }
 
+/* Every error path of evr_loop_new() frees what it allocated and closes
+ * what it opened: the nth wrapped call (allocation, epoll_create1,
+ * epoll_ctl, eventfd, pipe) is made to fail, for n = 1, 2, ... until
+ * evr_loop_new() gets through; each failure must leave the allocation and
+ * descriptor counts where they were, and report the injected error. */
+static void test_loop_new_error_paths_free_everything(void **state) {
+  (void)state;
+  if (!FAULT_AVAILABLE) skip(); /* no -Wl,--wrap on this linker */
+  const int errs[] = {EMFILE, ENFILE, ENOMEM};
+  for (size_t e = 0; e < sizeof errs / sizeof errs[0]; e++) {
+    unsigned long n;
+    int failures = 0;
+    for (n = 1; n < 200; n++) {
+      int fds = count_open_fds();
+      long blocks = fault_live_blocks();
+      evr_loop_t *l = NULL;
+      fault_arm(NULL, n, errs[e], 1);
+      int rc = evr_loop_new(&l, NULL);
+      unsigned long injected = fault_injected();
+      fault_disarm();
+      if (rc == 0) {
+        /* Past the last wrapped call, or a failure evr recovered from
+         * (eventfd falls back to a pipe). */
+        assert_evr_ok(evr_loop_free(l));
+        assert_int_equal(fault_live_blocks(), blocks);
+        assert_int_equal(count_open_fds(), fds);
+        if (injected == 0) break;
+        continue;
+      }
+      failures++;
+      assert_int_equal(injected, 1);
+      assert_true(rc == -errs[e] || rc == EVR_ENOMEM || rc == EVR_ENOTSUP);
+      if (fault_live_blocks() != blocks)
+        fail_msg("call %lu failing with %s: %ld block(s) leaked", n, evr_err_name(-errs[e]),
+                 fault_live_blocks() - blocks);
+      if (count_open_fds() != fds)
+        fail_msg("call %lu failing with %s: %d descriptor(s) leaked", n, evr_err_name(-errs[e]),
+                 count_open_fds() - fds);
+    }
+    assert_true(n < 200);
+    assert_true(failures >= 3); /* the loop, the backend, the wake-up channel */
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       EVR_TEST(test_loop_new_rejects_bad_arguments),
+      EVR_TEST(test_loop_new_error_paths_free_everything),
       EVR_TEST(test_loop_unknown_backend_is_enotsup_without_fallback),
       EVR_TEST(test_loop_backend_list_names_every_built_backend),
       EVR_TEST(test_loop_run_without_handles_returns_zero_in_every_mode),
