@@ -57,15 +57,28 @@ void usage_error(const char *fmt, ...) {
 }
 
 uint64_t parse_uint(const char *opt, const char *s, uint64_t min, uint64_t max) {
-  char *end;
-  errno = 0;
-  if (!s[0] || s[0] == '-') usage_error("%s: '%s' is not a non-negative number", opt, s);
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || *end) usage_error("%s: '%s' is not a number", opt, s);
-  if (v < min || v > max)
-    usage_error("%s: %llu is out of range [%llu, %llu]", opt, v, (unsigned long long)min,
+  /* Decimal digits only: strtoull() would also take leading white space, a
+   * sign (and wrap "-1" around) and a 0x prefix with base 0. */
+  if (!s[0]) usage_error("%s: a number is needed", opt);
+  uint64_t v = 0;
+  int too_big = 0;
+  for (const char *p = s; *p; p++) {
+    if (*p < '0' || *p > '9') usage_error("%s: '%s' is not a decimal number", opt, s);
+    unsigned d = (unsigned)(*p - '0');
+    if (v > (UINT64_MAX - d) / 10) too_big = 1;
+    else v = v * 10 + d;
+  }
+  if (too_big || v < min || v > max)
+    usage_error("%s: '%s' is out of range [%llu, %llu]", opt, s, (unsigned long long)min,
                 (unsigned long long)max);
   return v;
+}
+
+const char *parse_choice(const char *opt, const char *s, const char *const *choices,
+                         const char *hint) {
+  for (const char *const *c = choices; *c; c++)
+    if (strcmp(*c, s) == 0) return s;
+  usage_error("%s: '%s' is not %s", opt, s, hint);
 }
 
 const char *option_value(int argc, char **argv, int *i) {

@@ -27,8 +27,15 @@ int log_level_parse(const char *s);
 /* ---- command line ---- */
 /* Print "prog: message" and a hint to stderr, exit with status 2. */
 void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-/* Parse a decimal integer in [min, max] for option `opt`; exits 2 on error. */
+/* Parse a decimal integer in [min, max] for option `opt`: ASCII digits only
+ * (no sign, no white space, no prefix; leading zeros are fine). Exits 2 on
+ * error. */
 uint64_t parse_uint(const char *opt, const char *s, uint64_t min, uint64_t max);
+/* Return s if it is one of the NULL-terminated `choices`, else exit 2 with
+ * "opt: 's' is not <hint>". For --backend: parse_choice(opt, s,
+ * evr_backends(), "built in (see --version)"). */
+const char *parse_choice(const char *opt, const char *s, const char *const *choices,
+                         const char *hint);
 /* Fetch the value of option argv[*i], advancing *i; exits 2 if missing. */
 const char *option_value(int argc, char **argv, int *i);
 

@@ -401,12 +401,6 @@ static void version(void) {
   printf(")\n");
 }
 
-static int backend_built(const char *name) {
-  for (const char *const *b = evr_backends(); *b; b++)
-    if (strcmp(*b, name) == 0) return 1;
-  return 0;
-}
-
 int main(int argc, char **argv) {
   log_prog = "evr-echo";
   cfg.drain_timeout_s = 30;
@@ -428,9 +422,8 @@ int main(int argc, char **argv) {
     } else if (!strcmp(a, "--workers")) {
       cfg.workers = (int)parse_uint(a, option_value(argc, argv, &i), 1, 1024);
     } else if (!strcmp(a, "--backend")) {
-      cfg.backend = option_value(argc, argv, &i);
-      if (!backend_built(cfg.backend))
-        usage_error("--backend: '%s' is not built in (see --version)", cfg.backend);
+      cfg.backend =
+          parse_choice(a, option_value(argc, argv, &i), evr_backends(), "built in (see --version)");
     } else if (!strcmp(a, "--idle-timeout")) {
       cfg.idle_timeout_s = parse_uint(a, option_value(argc, argv, &i), 0, 86400 * 365);
     } else if (!strcmp(a, "--max-conns")) {
