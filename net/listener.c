@@ -9,7 +9,10 @@
  * spare descriptor to shed pending connections, reports the condition once
  * per episode and watches nothing for a short back-off, so it never spins.
  * No allocation happens per accept; the only allocation is the record of a
- * Unix socket file to remove at close.
+ * Unix socket file to remove at close. That file is removed only by the
+ * process that bound it, and only while the path still names the same file:
+ * a forked child closing its copy of the listener, or a file put in its
+ * place meanwhile, leaves the path alone.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -30,10 +33,12 @@
 
 /* The Unix socket file a listener created. unlink_path points at path[], so
  * the record is found again from it; dev/ino tell whether the file at that
- * path is still ours when the listener closes. */
+ * path is still ours when the listener closes, pid which process made it
+ * (a forked child inherits the record along with the listener). */
 struct unix_file {
   dev_t dev;
   ino_t ino;
+  pid_t pid;
   char path[];
 };
 
@@ -41,14 +46,22 @@ static struct unix_file *unix_file_of(char *path) {
   return (struct unix_file *)(void *)(path - offsetof(struct unix_file, path));
 }
 
-static void remove_unix_file(evr_listener_t *l) {
-  if (!l->unlink_path) return;
-  struct unix_file *uf = unix_file_of(l->unlink_path);
+/* Remove the socket file if this process bound it and the path still names
+ * it. A forked child must leave it: the parent (or another child) may still
+ * be listening there. Another process may also have replaced the file, with
+ * a socket of its own or anything else: that one stays too. */
+static void unlink_own_file(const struct unix_file *uf) {
   struct stat st;
-  /* Another process may have replaced the file since: leave that one. */
+  if (uf->pid != getpid()) return;
   if (lstat(uf->path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == uf->dev &&
       st.st_ino == uf->ino)
     (void)unlink(uf->path);
+}
+
+static void remove_unix_file(evr_listener_t *l) {
+  if (!l->unlink_path) return;
+  struct unix_file *uf = unix_file_of(l->unlink_path);
+  unlink_own_file(uf);
   free(uf);
   l->unlink_path = NULL;
 }
@@ -370,6 +383,7 @@ int evr_listen(evr_listener_t *l, const evr_addr_t *addr,
       if (rc) goto fail;
       uf->dev = st.st_dev;
       uf->ino = st.st_ino;
+      uf->pid = getpid();
     } else {
       rc = bind_fd(fd, addr);
       if (rc) goto fail;
@@ -398,7 +412,7 @@ int evr_listen(evr_listener_t *l, const evr_addr_t *addr,
   return 0;
 
 fail_bound:
-  if (uf) (void)unlink(uf->path); /* the file was created just now */
+  if (uf) unlink_own_file(uf); /* the file was created just now */
 fail:
   free(uf);
   evr__close_fd(fd);

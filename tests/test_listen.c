@@ -1,6 +1,8 @@
 /* tests/test_listen.c: listeners on real loopback and Unix sockets: accept
  * from plain client sockets, port 0, SO_REUSEPORT, address in use, the
- * Unix stale-socket policy, adopting a listening descriptor, pause/resume,
+ * Unix stale-socket policy, who removes a socket file at close (only the
+ * binding process, only if the path still names it), adopting a listening
+ * descriptor, pause/resume,
  * closing from the accept callback, descriptor exhaustion (EMFILE) and its
  * recovery, and batch accepting. Every test ends with the descriptor count
  * back at its start. */
@@ -17,6 +19,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include "helpers.h"
@@ -478,6 +481,127 @@ static void test_listen_unix_close_keeps_a_replaced_file(void **state) {
   end();
 }
 
+/* A forked child cannot use cmocka: a failed check exits with 20 plus the
+ * line number modulo 200, and the parent asserts a clean exit. */
+#define CHILD_CHECK(c)                    \
+  do {                                    \
+    if (!(c)) _exit(20 + __LINE__ % 200); \
+  } while (0)
+
+static void assert_child_ok(pid_t pid) {
+  int st;
+  pid_t r;
+  do
+    r = waitpid(pid, &st, 0);
+  while (r < 0 && errno == EINTR);
+  assert_int_equal(r, pid);
+  assert_true(WIFEXITED(st));
+  if (WEXITSTATUS(st) != 0)
+    fail_msg("child failed at a check on line %d (mod 200)", WEXITSTATUS(st) - 20);
+}
+
+static int child_closed;
+static void child_close_cb(evr_handle_t *h) {
+  (void)h;
+  child_closed = 1;
+}
+
+/* A forked child that closes its copy of the listener leaves the socket
+ * file to the process that bound it: the parent goes on accepting on the
+ * path, and removes the file when it closes. */
+static void test_listen_unix_forked_child_close_keeps_the_file(void **state) {
+  (void)state;
+  begin();
+  char path[200];
+  path_in_tmp(path, sizeof path, "fork.sock");
+  acc_t a;
+  acc_init(&a);
+  a.keep = 1;
+  evr_addr_t addr;
+  assert_evr_ok(evr_addr_from_path(&addr, path));
+  assert_evr_ok(evr_listen(&a.l, &addr, NULL, on_accept));
+  struct stat before;
+  assert_int_equal(lstat(path, &before), 0);
+
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    /* The child's loop gets its own backend state first, so closing the
+     * listener's watcher cannot touch the parent's registration. */
+    CHILD_CHECK(evr_loop_fork(test_loop) == 0);
+    child_closed = 0;
+    CHILD_CHECK(evr_close(&a.l.base, child_close_cb) == 0);
+    for (int i = 0; i < 100 && !child_closed; i++)
+      CHILD_CHECK(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+    CHILD_CHECK(child_closed);
+    _exit(0);
+  }
+  assert_child_ok(pid);
+
+  struct stat after;
+  if (lstat(path, &after) != 0)
+    fail_msg("%s is gone after the child closed its listener: %s", path,
+             strerror(errno));
+  assert_true(S_ISSOCK(after.st_mode));
+  assert_true(after.st_ino == before.st_ino);
+  /* The parent still accepts through the path. */
+  int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(c >= 0);
+  if (connect(c, &addr.u.sa, addr.len) != 0)
+    fail_msg("connect %s: %s", path, strerror(errno));
+  run_until_accepted(&a, 1);
+  assert_linked(c, a.fds[0]);
+  close(c);
+  acc_close(&a);
+  /* The binder's close removes the file. */
+  assert_int_equal(lstat(path, &after), -1);
+  assert_int_equal(errno, ENOENT);
+  end();
+}
+
+/* The path no longer names the listener's socket at close: replaced by a
+ * regular file, by a symbolic link to the socket (moved away), or by
+ * another socket while the first one is still around (so the inode number
+ * cannot be recycled). None of them is removed. */
+static void test_listen_unix_close_keeps_a_file_put_in_its_place(void **state) {
+  (void)state;
+  begin();
+  char path[200], moved[220];
+  path_in_tmp(path, sizeof path, "swap.sock");
+  snprintf(moved, sizeof moved, "%s.moved", path);
+  evr_addr_t addr;
+  assert_evr_ok(evr_addr_from_path(&addr, path));
+  struct stat st, now;
+
+  for (int kind = 0; kind < 3; kind++) {
+    acc_t a;
+    acc_init(&a);
+    assert_evr_ok(evr_listen(&a.l, &addr, NULL, on_accept));
+    assert_int_equal(rename(path, moved), 0);
+    if (kind == 0) {
+      FILE *f = fopen(path, "w");
+      assert_non_null(f);
+      assert_true(fputs("not a socket", f) >= 0);
+      assert_int_equal(fclose(f), 0);
+    } else if (kind == 1) {
+      assert_int_equal(symlink(moved, path), 0);
+    } else {
+      make_stale_socket(path);
+    }
+    assert_int_equal(lstat(path, &st), 0);
+    acc_close(&a);
+    if (lstat(path, &now) != 0)
+      fail_msg("replacement %d removed by the listener's close", kind);
+    assert_true(now.st_ino == st.st_ino);
+    assert_int_equal(unlink(path), 0);
+    /* The original socket file, under its new name, is not touched. */
+    assert_int_equal(lstat(moved, &now), 0);
+    assert_true(S_ISSOCK(now.st_mode));
+    assert_int_equal(unlink(moved), 0);
+  }
+  end();
+}
+
 static void test_listen_open_adopts_a_listening_fd(void **state) {
   (void)state;
   begin();
@@ -835,6 +959,8 @@ int main(void) {
       EVR_TEST(test_listen_unix_live_socket_refused),
       EVR_TEST(test_listen_unix_regular_file_left_alone),
       EVR_TEST(test_listen_unix_close_keeps_a_replaced_file),
+      EVR_TEST(test_listen_unix_forked_child_close_keeps_the_file),
+      EVR_TEST(test_listen_unix_close_keeps_a_file_put_in_its_place),
       EVR_TEST(test_listen_open_adopts_a_listening_fd),
       EVR_TEST(test_listen_pause_and_resume),
       EVR_TEST(test_listen_close_inside_accept_callback),

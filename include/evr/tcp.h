@@ -258,7 +258,10 @@ EVR_API int evr_listener_init(evr_loop_t *loop, evr_listener_t *l);
  *  stale file from a dead process) it is removed and replaced, unless
  *  EVR_LISTEN_NO_UNLINK; if a process listens on it, EVR_EADDRINUSE; if it
  *  is not a socket, EVR_EADDRINUSE and the file is left alone. The file is
- *  removed when the listener closes.
+ *  removed when the listener closes, but only by the process that called
+ *  evr_listen() and only if the path still names that same file (device and
+ *  inode): a forked child closing its copy of the listener, or a file put
+ *  at the path meanwhile, leaves the path as it is.
  *  @return 0; EVR_EINVAL; EVR_EADDRINUSE; EVR_EACCES; EVR_ENOTSUP
  *          (REUSEPORT unsupported); socket errors. */
 EVR_API int evr_listen(evr_listener_t *l, const evr_addr_t *addr,
