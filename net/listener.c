@@ -442,9 +442,20 @@ int evr_listener_open(evr_listener_t *l, int fd,
                                    EVR_LISTEN_DUALSTACK | EVR_LISTEN_NO_UNLINK)))
       return EVR_EINVAL;
   }
+  /* Every check passed; a refusal from here on (the watcher cannot start,
+   * e.g. EVR_EEXIST when the loop already watches fd) hands the descriptor
+   * back with the flags it came with. */
+  int old_fl = fcntl(fd, F_GETFL);
+  int old_fd = fcntl(fd, F_GETFD);
+  if (old_fl < 0 || old_fd < 0) return -errno;
   int rc = evr__sock_prepare(fd);
   if (rc) return rc;
-  return start_listening(l, fd, opts, cb);
+  rc = start_listening(l, fd, opts, cb);
+  if (rc) {
+    (void)fcntl(fd, F_SETFL, old_fl);
+    (void)fcntl(fd, F_SETFD, old_fd);
+  }
+  return rc;
 }
 
 int evr_listener_pause(evr_listener_t *l) {

@@ -78,21 +78,30 @@ int evr__accept(int fd) {
   }
 }
 
+/* The descriptor belongs to the caller until this succeeds: a failure part
+ * way puts its flags back as they were. */
 int evr__sock_prepare(int fd) {
+  int old_fd = fcntl(fd, F_GETFD);
+  if (old_fd < 0) return -errno;
+  int old_fl = fcntl(fd, F_GETFL);
+  if (old_fl < 0) return -errno;
   int rc = evr__cloexec(fd);
-  if (rc < 0) return rc;
-  rc = evr__nonblock(fd, 1);
-  if (rc < 0) return rc;
+  if (rc == 0) rc = evr__nonblock(fd, 1);
 #ifdef SO_NOSIGPIPE
-  {
+  if (rc == 0) {
     int type;
     socklen_t len = sizeof type;
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0)
-      return no_sigpipe(fd);
-    if (errno != ENOTSOCK) return -errno;
+      rc = no_sigpipe(fd);
+    else if (errno != ENOTSOCK)
+      rc = -errno;
   }
 #endif
-  return 0;
+  if (rc < 0) {
+    (void)fcntl(fd, F_SETFL, old_fl);
+    (void)fcntl(fd, F_SETFD, old_fd);
+  }
+  return rc;
 }
 
 int evr__sock_error(int fd) {

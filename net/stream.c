@@ -182,17 +182,26 @@ int evr_stream_init(evr_loop_t *loop, evr_stream_t *s) {
 int evr_stream_open(evr_stream_t *s, int fd) {
   if (!evr__stream_usable(s) || fd < 0) return EVR_EINVAL;
   if (s->fd >= 0 || (s->sflags & EVR__S_CONNECTING)) return EVR_EBUSY;
-  int rc = evr__sock_prepare(fd);
-  if (rc < 0) return rc;
+  /* Every check comes before the first change: a refused descriptor is
+   * still the caller's, with the flags it had. */
   int type;
   socklen_t len = sizeof type;
   unsigned sock = 0;
   if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0) {
     if (type != SOCK_STREAM) return EVR_EINVAL;
+#ifdef SO_ACCEPTCONN
+    int listening = 0;
+    len = sizeof listening;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 &&
+        listening)
+      return EVR_EINVAL;
+#endif
     sock = EVR__S_SOCKET;
   } else if (errno != ENOTSOCK) {
-    return -errno;
+    return -errno; /* EVR_EBADF for a closed descriptor */
   }
+  int rc = evr__sock_prepare(fd); /* changes nothing when it fails */
+  if (rc < 0) return rc;
   evr__stream_io_attach(s, fd);
   s->fd = fd;
   s->sflags = sock;

@@ -2,7 +2,7 @@
  * from plain client sockets, port 0, SO_REUSEPORT, address in use, the
  * Unix stale-socket policy, who removes a socket file at close (only the
  * binding process, only if the path still names it), adopting a listening
- * descriptor, pause/resume,
+ * descriptor (a refused one keeps its flags), pause/resume,
  * closing from the accept callback, descriptor exhaustion (EMFILE) and its
  * recovery, and batch accepting. Every test ends with the descriptor count
  * back at its start. */
@@ -153,6 +153,12 @@ static int have_ipv6(void) {
 static void path_in_tmp(char *out, size_t size, const char *name) {
   int n = snprintf(out, size, "%s/%s", tmpdir, name);
   assert_true(n > 0 && (size_t)n < size);
+}
+
+static int flag_closed;
+static void io_closed_cb(evr_handle_t *h) {
+  (void)h;
+  flag_closed = 1;
 }
 
 static int begin(void) { return fd_base = count_open_fds(); }
@@ -602,6 +608,64 @@ static void test_listen_unix_close_keeps_a_file_put_in_its_place(void **state) {
   end();
 }
 
+/* A descriptor evr_listener_open() refuses keeps its flags: blocking and
+ * inheritable stay so, whatever the reason of the refusal. */
+static void assert_fd_flags(int fd, int fl, int fdfl) {
+  assert_int_equal(fcntl(fd, F_GETFL), fl);
+  assert_int_equal(fcntl(fd, F_GETFD), fdfl);
+}
+
+static void on_io_unused(evr_io_t *io, unsigned events) {
+  (void)io;
+  (void)events;
+}
+
+static void test_listen_open_refused_fd_keeps_its_flags(void **state) {
+  (void)state;
+  begin();
+  acc_t a;
+  acc_init(&a);
+  /* Not a stream socket; a stream socket not listening. */
+  int d = socket(AF_INET, SOCK_DGRAM, 0);
+  assert_true(d >= 0);
+  int fl = fcntl(d, F_GETFL), fdfl = fcntl(d, F_GETFD);
+  assert_int_equal(fl & O_NONBLOCK, 0);
+  assert_int_equal(fdfl & FD_CLOEXEC, 0);
+  assert_int_equal(evr_listener_open(&a.l, d, NULL, on_accept), EVR_EINVAL);
+  assert_fd_flags(d, fl, fdfl);
+  close(d);
+  int t = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(t >= 0);
+  fl = fcntl(t, F_GETFL);
+  fdfl = fcntl(t, F_GETFD);
+  assert_int_equal(evr_listener_open(&a.l, t, NULL, on_accept), EVR_EINVAL);
+  assert_fd_flags(t, fl, fdfl);
+
+  /* A listening socket the loop already watches: refused late, when the
+   * listener's own watcher cannot start; the flags are put back. */
+  evr_addr_t addr;
+  assert_evr_ok(evr_addr_parse(&addr, "127.0.0.1:0"));
+  assert_int_equal(bind(t, &addr.u.sa, addr.len), 0);
+  assert_int_equal(listen(t, 4), 0);
+  static evr_io_t io;
+  assert_evr_ok(evr_io_init(test_loop, &io, t));
+  assert_evr_ok(evr_io_start(&io, EVR_READ, on_io_unused));
+  assert_int_equal(evr_listener_open(&a.l, t, NULL, on_accept), EVR_EEXIST);
+  assert_fd_flags(t, fl, fdfl);
+  assert_int_equal(a.l.fd, -1);
+  assert_int_equal(evr_is_active(&a.l.base), 0);
+  flag_closed = 0;
+  assert_evr_ok(evr_close(&io.base, io_closed_cb));
+  run_until(test_loop, &flag_closed, 10);
+  /* Now it can be adopted, and works. */
+  assert_evr_ok(evr_listener_open(&a.l, t, NULL, on_accept));
+  assert_true(fcntl(t, F_GETFL) & O_NONBLOCK);
+  assert_true(fcntl(t, F_GETFD) & FD_CLOEXEC);
+  check_accepts(&a, 1);
+  acc_close(&a);
+  end();
+}
+
 static void test_listen_open_adopts_a_listening_fd(void **state) {
   (void)state;
   begin();
@@ -961,6 +1025,7 @@ int main(void) {
       EVR_TEST(test_listen_unix_close_keeps_a_replaced_file),
       EVR_TEST(test_listen_unix_forked_child_close_keeps_the_file),
       EVR_TEST(test_listen_unix_close_keeps_a_file_put_in_its_place),
+      EVR_TEST(test_listen_open_refused_fd_keeps_its_flags),
       EVR_TEST(test_listen_open_adopts_a_listening_fd),
       EVR_TEST(test_listen_pause_and_resume),
       EVR_TEST(test_listen_close_inside_accept_callback),

@@ -262,6 +262,64 @@ static void test_stream_api_errors(void **state) {
   assert_fds_back_to(base);
 }
 
+/* evr_stream_open() refuses what is not a connected byte stream, and a
+ * refused descriptor is left exactly as the caller had it: still blocking
+ * and inheritable when it was. */
+static void assert_open_refused_untouched(int fd, int expect) {
+  int fl = fcntl(fd, F_GETFL), fdfl = fcntl(fd, F_GETFD);
+  assert_true(fl >= 0 && fdfl >= 0);
+  assert_int_equal(fl & O_NONBLOCK, 0);
+  assert_int_equal(fdfl & FD_CLOEXEC, 0);
+  static evr_stream_t s; /* outlives a failed check: teardown closes it */
+  assert_evr_ok(evr_stream_init(test_loop, &s));
+  assert_int_equal(evr_stream_open(&s, fd), expect);
+  assert_int_equal(s.fd, -1);
+  assert_int_equal(fcntl(fd, F_GETFL), fl);
+  assert_int_equal(fcntl(fd, F_GETFD), fdfl);
+  flag = 0;
+  assert_evr_ok(evr_close(&s.base, set_flag_close_cb));
+  run_until(test_loop, &flag, 10);
+  assert_true(fcntl(fd, F_GETFD) >= 0); /* still open: still the caller's */
+}
+
+static void test_stream_open_refused_fd_keeps_its_flags(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  int udp = socket(AF_INET, SOCK_DGRAM, 0);
+  assert_true(udp >= 0);
+  assert_open_refused_untouched(udp, EVR_EINVAL);
+  close(udp);
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+  assert_open_refused_untouched(sv[0], EVR_EINVAL);
+  close(sv[0]);
+  close(sv[1]);
+  /* A listening socket is no stream either. */
+  int l = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(l >= 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+  assert_int_equal(listen(l, 1), 0);
+  assert_open_refused_untouched(l, EVR_EINVAL);
+  close(l);
+  /* Accepted: a blocking, inheritable stream socket is made non-blocking
+   * and close-on-exec. */
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  evr_stream_t s;
+  assert_evr_ok(evr_stream_init(test_loop, &s));
+  assert_evr_ok(evr_stream_open(&s, sv[0]));
+  assert_true(fcntl(sv[0], F_GETFL) & O_NONBLOCK);
+  assert_true(fcntl(sv[0], F_GETFD) & FD_CLOEXEC);
+  flag = 0;
+  assert_evr_ok(evr_close(&s.base, set_flag_close_cb));
+  run_until(test_loop, &flag, 10);
+  close(sv[1]);
+  assert_fds_back_to(base);
+}
+
 static void test_stream_tcp_options_and_names(void **state) {
   (void)state;
   int fds[2];
@@ -1093,6 +1151,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       EVR_TEST(test_stream_socketpair_roundtrip),
       EVR_TEST(test_stream_api_errors),
+      EVR_TEST(test_stream_open_refused_fd_keeps_its_flags),
       EVR_TEST(test_stream_tcp_options_and_names),
       EVR_TEST(test_stream_over_pipes),
       EVR_TEST(test_stream_partial_writes_tiny_buffers),

@@ -117,9 +117,11 @@ EVR_API int evr_stream_init(evr_loop_t *loop, evr_stream_t *s);
 
 /** Adopt a connected stream descriptor (a socket from accept, a socketpair
  *  end, a pipe): it is made non-blocking and close-on-exec, and from now on
- *  the stream owns it (closing the stream closes it).
- *  @return 0; EVR_EINVAL (NULL, fd < 0); EVR_EBUSY (already has an fd);
- *          EVR_EBADF. */
+ *  the stream owns it (closing the stream closes it). The descriptor is
+ *  checked before anything is changed: on error it is still the caller's,
+ *  its flags as they were.
+ *  @return 0; EVR_EINVAL (NULL, fd < 0, a socket that is not SOCK_STREAM,
+ *          a listening socket); EVR_EBUSY (already has an fd); EVR_EBADF. */
 EVR_API int evr_stream_open(evr_stream_t *s, int fd);
 
 /** Connect to addr (IPv4, IPv6 or Unix). timeout_ms 0 means no timeout.
@@ -268,9 +270,12 @@ EVR_API int evr_listen(evr_listener_t *l, const evr_addr_t *addr,
                        const evr_listen_options_t *opts, evr_accept_cb cb);
 
 /** Adopt a descriptor that is already bound and listening (systemd socket
- *  activation, a parent process). It is made non-blocking; the listener owns
- *  it from now on. @return 0; EVR_EINVAL (not a listening stream socket);
- *  EVR_EBADF. */
+ *  activation, a parent process). It is made non-blocking and close-on-exec;
+ *  the listener owns it from now on. On error the caller still owns it and
+ *  its flags are as they were. A Unix socket file behind it is never
+ *  removed by evr.
+ *  @return 0; EVR_EINVAL (not a listening stream socket); EVR_EBADF;
+ *          EVR_EEXIST (the loop already watches fd); EVR_ENOMEM. */
 EVR_API int evr_listener_open(evr_listener_t *l, int fd,
                               const evr_listen_options_t *opts, evr_accept_cb cb);
 
