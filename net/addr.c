@@ -2,7 +2,8 @@
  *
  * Parsing is strict and never touches the network: a host part that is not
  * a numeric literal is reported as EVR_EAI_NONAME (it is a name, resolve it)
- * when it looks like a host name, and as EVR_EINVAL otherwise. Every
+ * when it is a host name as RFC 1123 spells one, and as EVR_EINVAL
+ * otherwise, so a malformed name never reaches a resolver. Every
  * evr_addr_t built here has u zero-filled beyond len, so two addresses of
  * the same text compare equal with memcmp.
  */
@@ -33,24 +34,43 @@ static int parse_port(const char *s, size_t n, uint16_t *out) {
   return 0;
 }
 
-static int is_name_char(unsigned char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-         (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
-         c >= 0x80; /* internationalised names in UTF-8 */
+static int is_alnum(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+/* A host name as RFC 1123 (2.1) spells it, h[0..n): labels of 1 to 63
+ * letters, digits and hyphens, none starting or ending with a hyphen,
+ * joined by dots; at most 253 characters, not counting one optional
+ * trailing dot (the root). No underscore, no raw UTF-8: an internationalised
+ * name goes in its ASCII form ("xn--..."), which is what DNS carries. */
+static int is_host_name(const char *h, size_t n) {
+  if (n > 0 && h[n - 1] == '.') n--;
+  if (n == 0 || n > 253) return 0;
+  size_t label = 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)h[i];
+    if (c == '.') {
+      if (label == 0 || h[i - 1] == '-') return 0;
+      label = 0;
+    } else if (is_alnum(c) || (c == '-' && label > 0)) {
+      if (++label > 63) return 0;
+    } else {
+      return 0;
+    }
+  }
+  return label > 0 && h[n - 1] != '-';
 }
 
 /* What a host part that is not a literal is: a name (EVR_EAI_NONAME), or
  * garbage (EVR_EINVAL). Digits and dots alone are a malformed IPv4 literal,
  * not a name. */
 static int classify_non_literal(const char *h, size_t n) {
-  int only_digits_dots = 1;
-  if (n == 0) return EVR_EINVAL;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)h[i];
-    if (!is_name_char(c)) return EVR_EINVAL;
-    if (!((c >= '0' && c <= '9') || c == '.')) only_digits_dots = 0;
-  }
-  return only_digits_dots ? EVR_EINVAL : EVR_EAI_NONAME;
+  size_t digits_dots = 0;
+  while (digits_dots < n && ((h[digits_dots] >= '0' && h[digits_dots] <= '9') ||
+                             h[digits_dots] == '.'))
+    digits_dots++;
+  if (digits_dots == n) return EVR_EINVAL;
+  return is_host_name(h, n) ? EVR_EAI_NONAME : EVR_EINVAL;
 }
 
 static void set_v4(evr_addr_t *out, const struct in_addr *a, uint16_t port) {
@@ -186,8 +206,10 @@ int evr_addr_split(const char *text, char *host, size_t hostsz,
     rc = parse_v6(&tmp, h, hl, p);
     if (rc) return EVR_EINVAL;
   } else {
-    for (size_t i = 0; i < hl; i++)
-      if (!is_name_char((unsigned char)h[i])) return EVR_EINVAL;
+    /* An IPv4 literal or a host name: what evr_addr_parse() takes. */
+    evr_addr_t tmp;
+    rc = from_host(&tmp, h, hl, p);
+    if (rc != 0 && rc != EVR_EAI_NONAME) return EVR_EINVAL;
   }
   if (hl >= hostsz) {
     if (hostsz > 0) host[0] = '\0';

@@ -169,10 +169,95 @@ static void test_addr_names_are_refused_with_eai_noname(void **state) {
   evr_addr_t a;
   assert_int_equal(evr_addr_parse(&a, "localhost:80"), EVR_EAI_NONAME);
   assert_int_equal(evr_addr_parse(&a, "host.example:443"), EVR_EAI_NONAME);
-  assert_int_equal(evr_addr_parse(&a, "a-b_c.d1:1"), EVR_EAI_NONAME);
+  assert_int_equal(evr_addr_parse(&a, "a-b-c.d1:1"), EVR_EAI_NONAME);
   /* A bad port wins over the name. */
   assert_int_equal(evr_addr_parse(&a, "localhost:x"), EVR_EINVAL);
   assert_int_equal(evr_addr_from_ip(&a, "localhost", 1), EVR_EAI_NONAME);
+}
+
+/* "<n labels of `len` x's joined by dots><tail>:1" into buf. */
+static const char *long_name(char *buf, int labels, int len, const char *tail) {
+  size_t n = 0;
+  for (int i = 0; i < labels; i++) {
+    if (i) buf[n++] = '.';
+    memset(buf + n, 'x', (size_t)len);
+    n += (size_t)len;
+  }
+  strcpy(buf + n, tail);
+  strcat(buf, ":1");
+  return buf;
+}
+
+static int expect_rc(const char *fn, const char *arg, int rc, int want) {
+  if (rc == want) return 0;
+  print_error("%s \"%s\": %s, want %s\n", fn, arg, evr_err_name(rc), evr_err_name(want));
+  return 1;
+}
+
+/* A host part that is not a literal is a name only if it is a host name
+ * as RFC 1123 spells one: dot-separated labels of 1 to 63 letters, digits
+ * and hyphens, no label starting or ending with a hyphen, at most 253
+ * characters, one optional trailing dot. Anything else is EVR_EINVAL, from
+ * every function that takes a host, and never reaches a resolver. */
+static void test_addr_host_names_follow_rfc1123(void **state) {
+  (void)state;
+  static char b[10][320];
+  const char *const good[] = {
+      "localhost:80",
+      "a:1",
+      "A-Z.Example.ORG:443",
+      "example.org.:80", /* fully qualified, trailing dot */
+      "1a.2-b.example:1", /* RFC 1123 allows a leading digit */
+      "xn--bcher-kva.example:1", /* an internationalised name, ASCII form */
+      "a--b.example:1",
+      long_name(b[0], 1, 63, ".example"),   /* longest label */
+      long_name(b[1], 4, 62, ""),           /* 4 * 62 + 3 = 251 */
+      long_name(b[2], 125, 1, ".xyz"),      /* 249 + 4 = 253 characters */
+      long_name(b[3], 125, 1, ".xyz."),     /* 253, and a trailing dot */
+  };
+  const char *const bad[] = {
+      "a..b:80",  "-bad-:80",     "_:80",           "a_b.example:80",
+      "-a:1",     "a-:1",         "a.-b:1",         "a.b-:1",
+      ".a:1",     ".:1",          "..:1",           "a..:1",
+      "a.b..:1",  "ex\xc3\xa4mple:1", "a*b:1",    "a%b:1",
+      "a+b:1",    "1.2.3.256:80", "1.2.3:80",       "123:80",
+      long_name(b[4], 1, 64, ".example"),   /* label of 64 */
+      long_name(b[5], 1, 64, ""),
+      long_name(b[6], 125, 1, ".wxyz"),     /* 254 characters */
+      long_name(b[7], 125, 1, ".wxyz."),    /* 254, and a trailing dot */
+      long_name(b[8], 127, 1, ".."),        /* 253, then an empty label */
+  };
+  evr_addr_t a;
+  char host[320], ip[320];
+  uint16_t port;
+  int failed = 0;
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    const char *t = good[i];
+    size_t hl = (size_t)(strrchr(t, ':') - t);
+    int rc = evr_addr_parse(&a, t);
+    failed += expect_rc("parse", t, rc, EVR_EAI_NONAME);
+    rc = evr_addr_split(t, host, sizeof host, &port);
+    if (expect_rc("split", t, rc, 0)) failed++;
+    else if (strlen(host) != hl || memcmp(host, t, hl) != 0) {
+      print_error("split \"%s\": host \"%s\"\n", t, host);
+      failed++;
+    }
+    rc = evr_addr_from_ip(&a, host, 1);
+    failed += expect_rc("from_ip", host, rc, EVR_EAI_NONAME);
+  }
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    const char *t = bad[i];
+    size_t hl = (size_t)(strrchr(t, ':') - t);
+    int rc = evr_addr_parse(&a, t);
+    failed += expect_rc("parse", t, rc, EVR_EINVAL);
+    rc = evr_addr_split(t, host, sizeof host, &port);
+    failed += expect_rc("split", t, rc, EVR_EINVAL);
+    memcpy(ip, t, hl);
+    ip[hl] = '\0';
+    rc = evr_addr_from_ip(&a, ip, 1);
+    failed += expect_rc("from_ip", ip, rc, EVR_EINVAL);
+  }
+  assert_int_equal(failed, 0);
 }
 
 static void test_addr_split_host_and_port(void **state) {
@@ -329,6 +414,7 @@ int main(void) {
       cmocka_unit_test(test_addr_unix_abstract),
       cmocka_unit_test(test_addr_parse_errors),
       cmocka_unit_test(test_addr_names_are_refused_with_eai_noname),
+      cmocka_unit_test(test_addr_host_names_follow_rfc1123),
       cmocka_unit_test(test_addr_split_host_and_port),
       cmocka_unit_test(test_addr_from_ip),
       cmocka_unit_test(test_addr_from_path_errors),

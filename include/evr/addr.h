@@ -8,6 +8,10 @@
  *   host.example:80     a host name: evr_addr_parse() refuses it with
  *                       EVR_EAI_NONAME; use evr_resolve() or
  *                       evr_stream_connect_host().
+ * A host name is checked as RFC 1123 spells one: dot-separated labels of 1
+ * to 63 ASCII letters, digits and hyphens, no label starting or ending with
+ * a hyphen, at most 253 characters plus one optional trailing dot. Any other
+ * host part ("a..b", "-x", "_", raw UTF-8) is EVR_EINVAL.
  */
 #ifndef EVR_ADDR_H
 #define EVR_ADDR_H
@@ -39,20 +43,24 @@ typedef struct evr_addr {
 
 /** Parse a numeric address in one of the forms above into *out.
  *  @return 0; EVR_EINVAL (NULL, empty, no port, port not in 0..65535,
- *          unbalanced brackets, garbage); EVR_EAI_NONAME (the host part is
- *          a name, not a literal); EVR_ENAMETOOLONG (Unix path too long for
+ *          unbalanced brackets, a host part that is neither a literal nor a
+ *          well-formed host name); EVR_EAI_NONAME (the host part is a host
+ *          name, not a literal); EVR_ENAMETOOLONG (Unix path too long for
  *          sun_path); EVR_ENOTSUP (abstract socket where not supported). */
 EVR_API int evr_addr_parse(evr_addr_t *out, const char *text);
 
 /** Split "host:port" or "[v6]:port" into its host (without brackets, written
- *  NUL-terminated to host[0..hostsz)) and port. Unix forms are refused.
+ *  NUL-terminated to host[0..hostsz)) and port. The host is an IPv4 or
+ *  (bracketed) IPv6 literal or a well-formed host name. Unix forms are
+ *  refused.
  *  @return 0; EVR_EINVAL (malformed, as for evr_addr_parse);
  *          EVR_ENAMETOOLONG (host does not fit in hostsz). */
 EVR_API int evr_addr_split(const char *text, char *host, size_t hostsz,
                            uint16_t *port);
 
 /** Build an address from a numeric host ("1.2.3.4", "::1") and a port.
- *  @return 0; EVR_EINVAL; EVR_EAI_NONAME (not a literal). */
+ *  @return 0; EVR_EINVAL (neither a literal nor a well-formed host name);
+ *          EVR_EAI_NONAME (a host name, not a literal). */
 EVR_API int evr_addr_from_ip(evr_addr_t *out, const char *ip, uint16_t port);
 
 /** Build a Unix-domain address ("@name" for an abstract one on Linux).
