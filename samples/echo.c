@@ -10,9 +10,9 @@
  * the backlog falls to ECHO_LOW_WATER. A client's FIN is answered, after
  * the backlog is flushed, with our FIN.
  *
- * SIGTERM/SIGINT: the listeners close at once, open connections go on for
- * at most --drain-timeout seconds, then are closed; the process exits 0.
- * A second signal closes every connection at once.
+ * SIGTERM/SIGINT/SIGHUP: the listeners close at once, open connections go
+ * on for at most --drain-timeout seconds, then are closed; the process
+ * exits 0. A second signal closes every connection at once.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -389,7 +389,8 @@ static void usage(void) {
          "  --backend NAME        event backend: %s\n"
          "  --idle-timeout SEC    close connections idle for SEC seconds (default 0: never)\n"
          "  --max-conns N         refuse connections beyond N open ones (default 0: no limit)\n"
-         "  --drain-timeout SEC   on SIGTERM/SIGINT, wait SEC seconds for clients (default 30)\n"
+         "  --drain-timeout SEC   on SIGTERM/SIGINT/SIGHUP, wait SEC seconds for clients\n"
+         "                        (default 30)\n"
          "  --log-level LEVEL     error, warn, info (default) or debug\n"
          "  --help, --version\n",
          "epoll, kqueue or poll (built here: see --version)");

@@ -1,7 +1,7 @@
 /* tests/test_echo.c: evr-echo end to end, under every backend (EVR_BACKEND
  * is inherited by the daemon): byte-exact echo on 1,000 connections,
- * half-close, drain on SIGTERM (with and without workers), worker restart,
- * command-line errors. */
+ * half-close, drain on SIGTERM and SIGHUP (with and without workers), worker
+ * restart, command-line errors. */
 /* evr-test: backends novalgrind needs=evr-echo timeout=600 */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -87,15 +87,15 @@ static void test_echo_large_transfer_with_half_close(void **state) {
   expect_clean_exit(pid, SIGINT);
 }
 
-static void test_echo_drains_on_sigterm(void **state) {
-  (void)state;
+/* SIGTERM, SIGINT and SIGHUP all start the graceful stop. */
+static void check_drain_on(int sig) {
   pid_t pid = start_echo("--drain-timeout", "30", NULL, NULL);
   int fd = e2e_connect(port);
   assert_true(fd >= 0);
   assert_int_equal(send(fd, "ping", 4, 0), 4);
   char buf[16];
   assert_int_equal(recv(fd, buf, 4, MSG_WAITALL), 4);
-  kill(pid, SIGTERM);
+  kill(pid, sig);
   /* Listening stops; the open connection keeps working. */
   int refused = 0;
   for (int i = 0; i < 500 && !refused; i++) {
@@ -114,6 +114,16 @@ static void test_echo_drains_on_sigterm(void **state) {
   close(fd);
   int st = e2e_wait_exit(pid, 20000);
   assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static void test_echo_drains_on_sigterm(void **state) {
+  (void)state;
+  check_drain_on(SIGTERM);
+}
+
+static void test_echo_drains_on_sighup(void **state) {
+  (void)state;
+  check_drain_on(SIGHUP);
 }
 
 static void test_echo_drain_timeout_closes_idle_clients(void **state) {
@@ -274,6 +284,7 @@ int main(void) {
       T(test_echo_byte_exact_on_1000_connections),
       T(test_echo_large_transfer_with_half_close),
       T(test_echo_drains_on_sigterm),
+      T(test_echo_drains_on_sighup),
       T(test_echo_drain_timeout_closes_idle_clients),
       T(test_echo_workers_restart_killed_worker),
       T(test_echo_workers_refuse_new_connections_while_draining),
