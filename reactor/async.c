@@ -69,6 +69,9 @@ static void wake_close(evr_loop_t *loop) {
 }
 
 void evr__wake(evr_loop_t *loop) {
+  /* In a forked child before evr_loop_fork() the channel is the parent's;
+   * the new channel starts triggered (evr__async_wake_reset). */
+  if (evr__loop_inherited(loop)) return;
   if (atomic_exchange(&loop->wake_pending, 1)) return; /* already written */
   int saved = errno; /* async-signal-safe callers keep their errno */
   if (loop->backend->wake) {

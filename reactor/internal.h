@@ -60,6 +60,8 @@ struct evr_loop {
   evr_defer_t net_task;        /* runs net_done in the deferred phase */
 
   evr_loop_metrics_t metrics;
+  unsigned fork_gen;           /* evr__fork_gen when the loop's kernel
+                                  objects were made (evr__loop_inherited) */
   _Atomic int stop_flag;       /* evr_loop_stop() is thread-safe */
   int running;
 
@@ -109,6 +111,9 @@ static inline evr_io_t *evr__io_lookup(const evr_loop_t *loop, int fd) {
 void evr__io_free_map(evr_loop_t *loop);
 /* Apply the removals that evr_io_stop() put off (before each poll). */
 void evr__io_flush(evr_loop_t *loop);
+/* In a forked child: forget the pending removals without making them (the
+ * registrations are in the parent's set; evr_loop_fork builds a new one). */
+void evr__io_drop_lingering(evr_loop_t *loop);
 /* Stop io and remove its registration now: before its fd is closed. */
 void evr__io_release(evr_io_t *io);
 
@@ -150,6 +155,14 @@ void evr__pool_loop_detach(evr_loop_t *loop);   /* pool.c: loop is freed */
 void evr__pool_loop_fork(evr_loop_t *loop);     /* pool.c: in a child */
 int evr__async_wake_reset(evr_loop_t *loop);    /* async.c: new wake fd */
 int evr__fork_register(void);   /* fork.c: install the atfork handlers once */
+/* Bumped in the child by every fork() (the atfork child handler). */
+extern atomic_uint evr__fork_gen;
+/* 1 in a forked child until evr_loop_fork(): the loop's epoll set, kqueue
+ * and wake-up descriptor are then the parent's, and the loop must make no
+ * control call on them (reactor/fork.c). Async-signal-safe. */
+static inline int evr__loop_inherited(const evr_loop_t *loop) {
+  return loop->fork_gen != atomic_load_explicit(&evr__fork_gen, memory_order_relaxed);
+}
 /* pthread_atfork() handlers of pool.c and signal.c, run in this order
  * (prepare: signal, then pool; parent and child: pool, then signal). */
 void evr__signal_fork_prepare(void);

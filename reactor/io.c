@@ -23,9 +23,18 @@
 #include <stdlib.h>
 #include "reactor/internal.h"
 
+/* The backend's update(), unless the loop was inherited through fork() and
+ * not yet given its own kernel objects: then the change is made in memory
+ * only, and evr_loop_fork() registers the watchers as they are by then. */
+static int backend_update(evr_loop_t *loop, evr_io_t *io, unsigned old_mask,
+                          unsigned new_mask) {
+  if (evr__loop_inherited(loop)) return 0;
+  return loop->backend->update(loop, io, old_mask, new_mask);
+}
+
 static void unlinger(evr_loop_t *loop, evr_io_t *io) {
   /* Errors are ignored: the fd may be closed already (see above). */
-  (void)loop->backend->update(loop, io, io->registered, 0);
+  (void)backend_update(loop, io, io->registered, 0);
   io->registered = 0;
   io->base.flags &= ~(EVR__H_LINGER | EVR__H_LQUEUED);
   if (loop->fds[io->fd] == io) loop->fds[io->fd] = NULL;
@@ -45,6 +54,19 @@ void evr__io_flush(evr_loop_t *loop) {
       unlinger(loop, io);
     else
       io->base.flags &= ~EVR__H_LQUEUED; /* restarted since */
+  }
+  loop->nlinger = 0;
+}
+
+void evr__io_drop_lingering(evr_loop_t *loop) {
+  for (unsigned i = 0; i < loop->nlinger; i++) {
+    evr_io_t *io = evr__io_lookup(loop, loop->linger[i]);
+    if (!io || !(io->base.flags & EVR__H_LQUEUED)) continue;
+    io->base.flags &= ~EVR__H_LQUEUED;
+    if (!(io->base.flags & EVR__H_LINGER)) continue;
+    io->registered = 0;
+    io->base.flags &= ~EVR__H_LINGER;
+    loop->fds[io->fd] = NULL;
   }
   loop->nlinger = 0;
 }
@@ -101,7 +123,7 @@ int evr_io_start(evr_io_t *io, unsigned events, evr_io_cb cb) {
   if (cur == io) {
     /* Stopped in this iteration and still registered: adjust, if needed. */
     if (io->registered != events) {
-      int rc = loop->backend->update(loop, io, io->registered, events);
+      int rc = backend_update(loop, io, io->registered, events);
       if (rc) return rc;
       io->registered = events;
     }
@@ -117,7 +139,7 @@ int evr_io_start(evr_io_t *io, unsigned events, evr_io_cb cb) {
   }
   int rc = fds_reserve(loop, io->fd);
   if (rc) return rc;
-  rc = loop->backend->update(loop, io, 0, events);
+  rc = backend_update(loop, io, 0, events);
   if (rc) return rc;
   io->registered = events;
   io->events = events;
@@ -133,7 +155,7 @@ int evr_io_set(evr_io_t *io, unsigned events) {
   if (!evr__handle_active(&io->base)) return EVR_EINVAL;
   if (events == io->events) return 0;
   evr_loop_t *loop = io->base.loop;
-  int rc = loop->backend->update(loop, io, io->registered, events);
+  int rc = backend_update(loop, io, io->registered, events);
   if (rc) return rc;
   io->registered = events;
   io->events = events;

@@ -50,6 +50,7 @@ int evr_loop_new(evr_loop_t **out, const evr_loop_options_t *opts) {
   evr__list_init(&loop->check_hooks);
   evr__list_init(&loop->deferred);
   evr_update_time(loop);
+  loop->fork_gen = atomic_load(&evr__fork_gen);
 
   int rc;
   if (want) {
@@ -150,6 +151,12 @@ int evr_loop_run(evr_loop_t *loop, evr_run_mode_t mode) {
       mode != EVR_RUN_NOWAIT)
     return EVR_EINVAL;
   if (loop->running) return EVR_EBUSY;
+  if (evr__loop_inherited(loop)) {
+    /* A forked child that did not call evr_loop_fork(): it must not poll
+     * the parent's set. */
+    int rc = evr_loop_fork(loop);
+    if (rc) return rc;
+  }
   loop->running = 1;
 
   int alive = evr_loop_alive(loop);

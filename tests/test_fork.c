@@ -11,6 +11,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "helpers.h"
@@ -277,12 +279,109 @@ static void test_fork_grandchild_loop_works(void **state) {
   assert_int_equal(timer_fired, 1);
 }
 
+/* ---- the parent keeps hearing its watchers whatever the child does ---- */
+
+static int accepted;
+static void on_accept(evr_listener_t *l, int fd) {
+  (void)l;
+  if (fd >= 0) {
+    accepted++;
+    (void)close(fd);
+  }
+}
+
+static void on_guard(evr_timer_t *t) {
+  (void)t;
+  evr_loop_stop(t->base.loop);
+}
+
+/* Connect a blocking client to l and run the parent's loop until the
+ * accept callback ran or a 10 s guard timer fired (a deafened listener). */
+static void assert_parent_accepts(evr_listener_t *l) {
+  evr_addr_t a;
+  static evr_timer_t guard;
+  assert_evr_ok(evr_listener_sockname(l, &a));
+  int c = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(c >= 0);
+  assert_int_equal(connect(c, (const struct sockaddr *)&a, sizeof(struct sockaddr_in)), 0);
+  assert_evr_ok(evr_timer_init(test_loop, &guard));
+  assert_evr_ok(evr_timer_start(&guard, on_guard, 10000, 0));
+  accepted = 0;
+  while (!accepted && evr_is_active(&guard.base))
+    assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  int got = accepted;
+  assert_evr_ok(evr_close(&guard.base, NULL));
+  assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+  (void)close(c);
+  assert_int_equal(got, 1);
+}
+
+static void listen_loopback(evr_listener_t *l) {
+  evr_addr_t a;
+  assert_evr_ok(evr_addr_parse(&a, "127.0.0.1:0"));
+  assert_evr_ok(evr_listener_init(test_loop, l));
+  assert_evr_ok(evr_listen(l, &a, NULL, on_accept));
+  assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+}
+
+/* The parent pauses its listener, forks, and resumes it with the same
+ * interest in the same iteration (no system call under epoll's lazy
+ * removal) after the child called evr_loop_fork(): the child must not
+ * have applied the pending removal to the epoll set it shares with the
+ * parent, or the parent never hears of a connection again. */
+static void test_fork_child_never_changes_parents_watchers(void **state) {
+  (void)state;
+  static evr_listener_t l;
+  listen_loopback(&l);
+  assert_evr_ok(evr_listener_pause(&l));
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    CHILD_CHECK(evr_loop_fork(test_loop) == 0);
+    _exit(0);
+  }
+  assert_child_ok(pid);
+  assert_evr_ok(evr_listener_resume(&l));
+  assert_parent_accepts(&l);
+}
+
+/* The same when the child does not call evr_loop_fork() and closes every
+ * handle it inherited (what a child about to exec or exit may do): closing
+ * touches no kernel object of the parent. */
+static void test_fork_child_closing_inherited_handles_leaves_parent_alone(void **state) {
+  (void)state;
+  static evr_listener_t l;
+  listen_loopback(&l);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    evr_loop_walk(test_loop, close_all, NULL);
+    _exit(0);
+  }
+  assert_child_ok(pid);
+  assert_parent_accepts(&l);
+  /* Pause in the parent, the child closes everything, resume. */
+  assert_evr_ok(evr_listener_pause(&l));
+  pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    evr_loop_walk(test_loop, close_all, NULL);
+    CHILD_CHECK(evr_loop_run(test_loop, EVR_RUN_NOWAIT) == 0);
+    _exit(0);
+  }
+  assert_child_ok(pid);
+  assert_evr_ok(evr_listener_resume(&l));
+  assert_parent_accepts(&l);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       EVR_TEST(test_fork_rejects_null),
       EVR_TEST(test_fork_child_and_parent_loops_both_work),
       EVR_TEST(test_fork_grandchild_loop_works),
       EVR_TEST(test_fork_pending_work_is_cancelled_in_child_only),
+      EVR_TEST(test_fork_child_never_changes_parents_watchers),
+      EVR_TEST(test_fork_child_closing_inherited_handles_leaves_parent_alone),
   };
   return cmocka_run_group_tests_name("fork", tests, NULL, NULL);
 }

@@ -168,6 +168,25 @@ EVR_API void evr_loop_walk(evr_loop_t *loop, evr_walk_cb cb, void *arg);
 
 /* ---- prepare and check hooks ---- */
 
+/** Make a loop inherited through fork() usable in the child: give it its own
+ *  backend state (a new epoll or kqueue set with every active watcher
+ *  registered again) and a new wake-up descriptor. Call it in the child,
+ *  before starting threads there; evr_loop_run() calls it first if the child
+ *  has not. The parent's loop is unaffected: a child never makes a control
+ *  call on a kernel object it inherited (before this call, watcher changes
+ *  and closes in the child are made in the child's memory only, and
+ *  wake-ups wait for the new descriptor), so a child may also just close the
+ *  inherited handles and exit or exec.
+ *  In the child, the thread pool starts afresh at the next submit. Work
+ *  requests of this loop that were queued or running at the fork complete in
+ *  the child with EVR_ECANCELED (work does not run there); they complete
+ *  normally in the parent. Callbacks posted, sends and signals caught before
+ *  the fork but not yet run are run in both processes. Loop thread only.
+ *  @return 0; EVR_EINVAL (NULL); or the error of rebuilding the backend or
+ *          creating the descriptor: the loop then cannot be run in the child
+ *          (it may still be left unfreed until exit or exec). */
+EVR_API int evr_loop_fork(evr_loop_t *loop);
+
 typedef struct evr_hook evr_prepare_t;
 typedef struct evr_hook evr_check_t;
 typedef void (*evr_hook_cb)(struct evr_hook *hook);

@@ -1,4 +1,4 @@
-/* evr/signal.h: POSIX signals as loop callbacks, and fork().
+/* evr/signal.h: POSIX signals as loop callbacks.
  *
  * Signals. While at least one signal handle of any loop watches a signal,
  * evr installs a process-wide sigaction() handler for it (SA_RESTART, every
@@ -17,8 +17,8 @@
  * EVR_EPIPE instead; writes of your own to a closed pipe or socket can still
  * raise it unless you ignore SIGPIPE yourself.
  *
- * Fork. After fork(), call evr_loop_fork() in the child for each loop it goes
- * on using (the parent needs nothing).
+ * Signal handles stay active in a child made with fork(); see evr_loop_fork()
+ * in evr/loop.h.
  */
 #ifndef EVR_SIGNAL_H
 #define EVR_SIGNAL_H
@@ -60,22 +60,6 @@ EVR_API int evr_signal_start(evr_signal_t *sig, int signum, evr_signal_cb cb);
  *  Idempotent. Loop thread only. @return 0 or EVR_EINVAL. */
 EVR_API int evr_signal_stop(evr_signal_t *sig);
 
-/** Make a loop inherited through fork() usable in the child: give it its own
- *  backend state (a new epoll or kqueue set with every active watcher
- *  registered again) and a new wake-up descriptor. Call it in the child,
- *  before running the loop there and before starting threads. The parent's
- *  loop is unaffected.
- *  In the child, the thread pool starts afresh at the next submit. Work
- *  requests of this loop that were queued or running at the fork complete in
- *  the child with EVR_ECANCELED (work does not run there); they complete
- *  normally in the parent. Callbacks posted, sends and signals caught before
- *  the fork but not yet run are run in both processes. Loop thread only.
- *  In a child that does not call it, do not use or free an inherited loop
- *  (with epoll, stopping its watchers would change the parent's set).
- *  @return 0; EVR_EINVAL (NULL); or the error of rebuilding the backend or
- *          creating the descriptor: the loop then cannot be used in the child
- *          (it may still be left unfreed until exit or exec). */
-EVR_API int evr_loop_fork(evr_loop_t *loop);
 
 #ifdef __cplusplus
 }
