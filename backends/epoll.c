@@ -120,8 +120,12 @@ static int ep_poll(evr_loop_t *loop, int timeout_ms) {
     evr__io_dispatch(loop, fd, m);
   }
   st->n = st->cur = 0;
-  /* Only a failure to create the new set is worth reporting here. */
-  if (stale && ep_rebuild(loop) == EVR_ENOMEM) return EVR_ENOMEM;
+  /* A set that cannot be rebuilt would report the stale file again at once:
+   * the loop must stop with the error, not spin on it. */
+  if (stale) {
+    int rc = ep_rebuild(loop);
+    if (rc) return rc;
+  }
   return n;
 }
 
@@ -133,24 +137,27 @@ static void ep_forget(evr_loop_t *loop, int fd) {
 }
 
 /* A new set holding the registrations of the current watchers (lingering
- * ones included: their removal, due before the next wait, then finds them). */
+ * ones included: their removal, due before the next wait, then finds them),
+ * each under a new generation: no event of the old set can match them.
+ * 0, or the error that kept the new set from being created (the old one is
+ * then kept). A watcher whose fd was closed under it stays out: its user's
+ * fault must not cost the others. */
 static int ep_rebuild(evr_loop_t *loop) {
   struct epoll_state *st = loop->backend_state;
-  int fd = epoll_create1(EPOLL_CLOEXEC), first_err = 0;
+  int fd = epoll_create1(EPOLL_CLOEXEC);
   if (fd < 0) return -errno;
   for (unsigned i = 0; i < loop->nfds; i++) {
     evr_io_t *io = loop->fds[i];
     if (!io || !io->registered) continue;
+    if (++st->gen == 0) st->gen = 1;
+    io->backend_slot = st->gen;
     struct epoll_event ev = {.events = to_epoll(io->registered),
                              .data.u64 = ev_data(io->fd, io->backend_slot)};
-    /* A watcher whose fd was closed under it stays out; its user's fault
-     * must not cost the others. */
-    if (epoll_ctl(fd, EPOLL_CTL_ADD, io->fd, &ev) < 0 && !first_err)
-      first_err = -errno;
+    (void)epoll_ctl(fd, EPOLL_CTL_ADD, io->fd, &ev);
   }
   (void)close(st->epfd);
   st->epfd = fd;
-  return first_err;
+  return 0;
 }
 
 /* A forked child shares the parent's epoll set: build a private one. */

@@ -4,6 +4,7 @@
  * many-descriptor random workload. */
 /* evr-test: backends timeout=300 */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include "fault.h"
 #include "helpers.h"
 
 static unsigned last_ev;
@@ -581,6 +583,65 @@ static void test_io_many_descriptors_random_activity(void **state) {
   assert_fds_back_to(fds0);
 }
 
+/* The epoll set cannot be rebuilt (epoll_create1 fails with EMFILE while
+ * the backend repairs a stale registration, as in the test above): the
+ * loop must return the error, not spin on the stale file's events. Under
+ * the other backends nothing is stale and the loop just waits for its
+ * timer. A check hook counts iterations and stops a spinning loop. */
+static int spin_iterations;
+static void spin_check_cb(struct evr_hook *h) {
+  if (++spin_iterations >= 1000) evr_loop_stop(h->base.loop);
+}
+static void stop_timer_cb(evr_timer_t *t) { evr_loop_stop(t->base.loop); }
+
+static void test_io_failed_repair_is_an_error_not_a_spin(void **state) {
+  (void)state;
+  if (!FAULT_AVAILABLE) skip(); /* no -Wl,--wrap on this linker */
+  int old[2];
+  /* static: a failed check leaves them open for the fixture's teardown */
+  static evr_io_t io;
+  static evr_timer_t t;
+  static evr_check_t chk;
+  make_socketpair(old);
+  assert_evr_ok(evr_io_init(test_loop, &io, old[0]));
+  assert_evr_ok(evr_io_start(&io, EVR_READ, count_cb));
+  assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+  int num = old[0], keep = dup(old[0]);
+  assert_true(keep >= 0);
+  assert_evr_ok(evr_io_stop(&io));
+  assert_int_equal(close(num), 0);
+  assert_evr_ok(evr_close(&io.base, NULL));
+  assert_int_equal(write(old[1], "old", 3), 3); /* readable for good */
+  assert_evr_ok(evr_timer_init(test_loop, &t));
+  assert_evr_ok(evr_timer_start(&t, stop_timer_cb, 200, 0));
+  assert_evr_ok(evr_check_init(test_loop, &chk));
+  assert_evr_ok(evr_check_start(&chk, spin_check_cb));
+  spin_iterations = 0;
+  fault_arm("epoll_create1", 1, EMFILE, 0);
+  int rc = evr_loop_run(test_loop, EVR_RUN_DEFAULT);
+  unsigned long failed = fault_injected();
+  fault_disarm();
+  assert_true(spin_iterations < 1000);
+  if (!strcmp(evr_loop_backend(test_loop), "epoll")) {
+    assert_true(failed >= 1);
+    assert_int_equal(rc, EVR_EMFILE);
+    /* With descriptors back, the next run repairs the set and sleeps until
+     * the timer. */
+    spin_iterations = 0;
+    assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 1);
+    assert_true(spin_iterations < 1000);
+  } else {
+    assert_int_equal(failed, 0);
+    assert_int_equal(rc, 1);
+  }
+  assert_false(evr_is_active(&t.base)); /* it stopped the loop */
+  assert_evr_ok(evr_close(&t.base, NULL));
+  assert_evr_ok(evr_close(&chk.base, NULL));
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), 0);
+  close(keep);
+  close(old[1]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       EVR_TEST(test_io_readable_only_when_data),
@@ -596,6 +657,7 @@ int main(void) {
       EVR_TEST(test_io_stop_after_fd_closed),
       EVR_TEST(test_io_stop_restart_and_takeover),
       EVR_TEST(test_io_closed_file_open_elsewhere),
+      EVR_TEST(test_io_failed_repair_is_an_error_not_a_spin),
       EVR_TEST(test_io_many_descriptors_random_activity),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
