@@ -7,6 +7,9 @@
  *    inside evr_stream_write(): completed requests go to the loop's net_done
  *    list, which a loop-level deferred task drains (phase 5). Requests of one
  *    stream complete in submission order, so their callbacks run in order.
+ *    A request is pending (W_PENDING) from its submission until just
+ *    before its callback, wherever it waits, and cannot be submitted again
+ *    meanwhile.
  *  - On close, what is due runs before the close callback: the stream puts
  *    its embedded watcher's handle on the loop's closing list just ahead of
  *    itself as a "finisher"; the close phase, which runs that list in order,
@@ -42,10 +45,17 @@
 #define IOV_BATCH 64
 #endif
 
-/* evr_write_t.flags */
-#define W_QUEUED 0x1u /* submitted; its callback has not run yet */
-#define W_OWNED 0x2u  /* evr_stream_write_copy()'s allocation: freed here */
-#define W_ARR 0x4u    /* req->bufs is a copy allocated here */
+/* evr_write_t.flags. Pending is a whole tag in the upper bits rather than
+ * one bit: requests need no initialisation before their first submission,
+ * and stray memory matches one bit far too easily. */
+#define W_TAG_MASK 0xffffff00u
+#define W_PENDING 0x9e7a5100u /* submitted; its callback has not run yet */
+#define W_OWNED 0x2u          /* evr_stream_write_copy()'s allocation: freed here */
+#define W_ARR 0x4u            /* req->bufs is a copy allocated here */
+
+static inline int req_pending(const evr_write_t *req) {
+  return (req->flags & W_TAG_MASK) == W_PENDING;
+}
 
 static void stream_close(evr_handle_t *h);
 const evr__handle_vt_t evr__stream_vt = {"stream", stream_close};
@@ -93,9 +103,10 @@ static void req_complete(evr_write_t *req, int status) {
     (void)evr_defer(loop, &loop->net_task, net_task_cb);
 }
 
-/* Run a request's callback now (it is off every list). */
+/* Run a request's callback now (it is off every list). The callback may
+ * submit it again. */
 static void req_deliver(evr_loop_t *loop, evr_write_t *req, int status) {
-  req->flags &= ~W_QUEUED;
+  req->flags = 0;
   evr__req_unregister(loop);
   if (req->cb) req->cb(req, status);
 }
@@ -462,6 +473,9 @@ static int queue_req(evr_stream_t *s, evr_write_t *req) {
 int evr_stream_write(evr_write_t *req, evr_stream_t *s, const evr_buf_t bufs[],
                      unsigned nbufs, evr_write_cb cb) {
   if (!req || !bufs || nbufs == 0) return EVR_EINVAL;
+  /* Submitted and its callback not run yet, on this stream or another, in a
+   * queue or among the completed requests: its node is in use. */
+  if (req_pending(req)) return EVR_EINVAL;
   int rc = write_check(s);
   if (rc) return rc;
   size_t total = 0;
@@ -470,10 +484,6 @@ int evr_stream_write(evr_write_t *req, evr_stream_t *s, const evr_buf_t bufs[],
       return EVR_EINVAL;
     total += bufs[i].len;
   }
-  /* A request still in this stream's queue cannot be submitted again. */
-  for (evr__list_t *q = evr__list_first(&s->writes); q != &s->writes;
-       q = q->next)
-    if (q == &req->node) return EVR_EINVAL;
 
   req->stream = s;
   req->cb = cb;
@@ -483,7 +493,7 @@ int evr_stream_write(evr_write_t *req, evr_stream_t *s, const evr_buf_t bufs[],
   req->off = 0;
   req->left = total;
   req->status = 0;
-  req->flags = W_QUEUED;
+  req->flags = 0;
   evr__list_init(&req->node);
 
   size_t sent = 0;
@@ -502,7 +512,10 @@ int evr_stream_write(evr_write_t *req, evr_stream_t *s, const evr_buf_t bufs[],
       touch(s);
     }
   }
+  /* Accepted: from here on the callback is due (the fail path below undoes
+   * this only while nothing was sent). */
   evr__req_register(s->base.loop);
+  req->flags = W_PENDING;
   if (req->left == 0) {
     req->bufs = NULL;
     req_complete(req, 0);
@@ -581,7 +594,7 @@ int evr_stream_write_copy(evr_stream_t *s, const void *data, size_t len) {
   w->off = 0;
   w->left = tail;
   w->status = 0;
-  w->flags = W_QUEUED | W_OWNED;
+  w->flags = W_PENDING | W_OWNED;
   evr__list_init(&w->node);
   rc = queue_req(s, w);
   if (rc) {

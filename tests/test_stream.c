@@ -435,6 +435,122 @@ static void test_stream_partial_writes_tiny_buffers(void **state) {
   assert_fds_back_to(base);
 }
 
+/* The loop has nothing left: a bounded run comes back with 0 and the loop
+ * can be freed (the fixture then has nothing to tear down). */
+static void assert_loop_settles_and_frees(void) {
+  int rc = 1;
+  for (int i = 0; i < 100 && rc > 0; i++) rc = evr_loop_run(test_loop, EVR_RUN_NOWAIT);
+  if (rc != 0) fail_msg("the loop is still alive after 100 iterations");
+  assert_int_equal(evr_loop_free(test_loop), 0);
+  test_loop = NULL;
+}
+
+static int resubmits; /* how many times wcb_resubmit submits again */
+static evr_stream_t *resubmit_to;
+
+static void wcb_resubmit(evr_write_t *req, int status) {
+  wcb(req, status);
+  if (resubmits > 0) {
+    resubmits--;
+    evr_buf_t b = {"again", 5};
+    /* From its own callback the request is free again. */
+    assert_evr_ok(evr_stream_write(req, resubmit_to, &b, 1, wcb_resubmit));
+  }
+}
+
+/* A write request whose callback has not run yet cannot be submitted again,
+ * wherever it waits (the loop's list of completed requests, or a stream's
+ * queue): EVR_EINVAL, and the first submission still ends with exactly one
+ * callback. */
+static void test_stream_write_resubmitted_while_pending_is_refused(void **state) {
+  (void)state;
+  int sv[2];
+  make_socketpair(sv);
+  static evr_stream_t s;
+  assert_evr_ok(evr_stream_init(test_loop, &s));
+  assert_evr_ok(evr_stream_open(&s, sv[0]));
+  static evr_write_t w;
+  evr_buf_t b = {"hello", 5};
+  nwdone = 0;
+  w.data = (void *)(intptr_t)1;
+  assert_evr_ok(evr_stream_write(&w, &s, &b, 1, wcb));
+  assert_int_equal(evr_stream_write_queue_size(&s), 0); /* sent, cb due */
+  assert_int_equal(evr_stream_write(&w, &s, &b, 1, wcb), EVR_EINVAL);
+  for (int i = 0; i < 10; i++) assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+  assert_int_equal(nwdone, 1);
+  assert_int_equal(wdone_status[0], 0);
+  /* Its callback ran: the request may be submitted again, also from the
+   * callback itself. */
+  resubmits = 1;
+  resubmit_to = &s;
+  assert_evr_ok(evr_stream_write(&w, &s, &b, 1, wcb_resubmit));
+  for (int i = 0; i < 10 && nwdone < 3; i++)
+    assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+  assert_int_equal(nwdone, 3);
+  char got[32];
+  assert_int_equal(read(sv[1], got, sizeof got), 15);
+  assert_memory_equal(got, "hellohelloagain", 15);
+  flag = 0;
+  assert_evr_ok(evr_close(&s.base, set_flag_close_cb));
+  run_until(test_loop, &flag, 10);
+  close(sv[1]);
+  assert_int_equal(nwdone, 3);
+
+  /* A refused submission leaves the request free: after an error of the
+   * immediate attempt, the next submission reports the stream's error. And
+   * a first submission needs no initialised request, whatever its bytes. */
+  make_socketpair(sv);
+  assert_evr_ok(evr_stream_init(test_loop, &s));
+  assert_evr_ok(evr_stream_open(&s, sv[0]));
+  close(sv[1]);
+  memset(&w, 0xff, sizeof w);
+  assert_int_equal(evr_stream_write(&w, &s, &b, 1, wcb), EVR_EPIPE);
+  assert_int_equal(evr_stream_write(&w, &s, &b, 1, wcb), EVR_EPIPE);
+  flag = 0;
+  assert_evr_ok(evr_close(&s.base, set_flag_close_cb));
+  run_until(test_loop, &flag, 10);
+  assert_int_equal(nwdone, 3);
+  assert_loop_settles_and_frees();
+}
+
+static void test_stream_write_queued_on_one_stream_refused_on_another(void **state) {
+  (void)state;
+  int fds[2], sv[2];
+  tcp_pair(fds, 1);
+  make_socketpair(sv);
+  static evr_stream_t a, b;
+  assert_evr_ok(evr_stream_init(test_loop, &a));
+  assert_evr_ok(evr_stream_open(&a, fds[0]));
+  assert_evr_ok(evr_stream_init(test_loop, &b));
+  assert_evr_ok(evr_stream_open(&b, sv[0]));
+  static unsigned char data[1 << 20];
+  static evr_write_t w;
+  nwdone = 0;
+  assert_evr_ok(do_write(&w, &a, data, sizeof data, 1));
+  assert_true(evr_stream_write_queue_size(&a) > 0);
+  evr_buf_t x = {"x", 1};
+  assert_int_equal(evr_stream_write(&w, &a, &x, 1, wcb), EVR_EINVAL);
+  assert_int_equal(evr_stream_write(&w, &b, &x, 1, wcb), EVR_EINVAL);
+  assert_int_equal(evr_stream_write_queue_size(&b), 0);
+  flag = 0;
+  assert_evr_ok(evr_close(&a.base, set_flag_close_cb));
+  run_until(test_loop, &flag, 10);
+  assert_int_equal(nwdone, 1);
+  assert_int_equal(wdone_status[0], EVR_ECANCELED);
+  flag = 0;
+  assert_evr_ok(evr_close(&b.base, set_flag_close_cb));
+  run_until(test_loop, &flag, 10);
+  close(fds[1]);
+  close(sv[1]);
+  assert_int_equal(nwdone, 1);
+  assert_loop_settles_and_frees();
+}
+
+/* A shutdown request is one per stream: a second one (or an end) while the
+ * first is pending is refused with EVR_EALREADY, and the first still gets
+ * exactly one callback, after the write queued before it. */
+static void test_stream_shutdown_resubmitted_while_pending_is_refused(void **state);
+
 static int water_events[16], nwater;
 static void water_cb(evr_stream_t *s, int above) {
   (void)s;
@@ -537,6 +653,39 @@ static void shut_cb(evr_stream_t *s, int status) {
   (void)s;
   assert_true(nshut < 2);
   shut_status[nshut++] = status;
+}
+
+static void test_stream_shutdown_resubmitted_while_pending_is_refused(void **state) {
+  (void)state;
+  int fds[2];
+  tcp_pair(fds, 1);
+  static evr_stream_t s;
+  assert_evr_ok(evr_stream_init(test_loop, &s));
+  assert_evr_ok(evr_stream_open(&s, fds[0]));
+  static unsigned char data[1 << 20];
+  static evr_write_t w;
+  nwdone = 0;
+  nshut = 0;
+  assert_evr_ok(do_write(&w, &s, data, sizeof data, 1));
+  assert_true(evr_stream_write_queue_size(&s) > 0);
+  assert_evr_ok(evr_stream_shutdown(&s, shut_cb));
+  assert_int_equal(evr_stream_shutdown(&s, shut_cb), EVR_EALREADY);
+  assert_int_equal(evr_stream_end(&s, NULL), EVR_EALREADY);
+  static struct sink rx;
+  sink_open(&rx, fds[1]);
+  while (!rx.eof) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  while (nshut < 1) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(nwdone, 1);
+  assert_int_equal(shut_status[0], 0);
+  /* Done, but still one per stream. */
+  assert_int_equal(evr_stream_shutdown(&s, shut_cb), EVR_EALREADY);
+  flag = 0;
+  assert_evr_ok(evr_close(&s.base, set_flag_close_cb));
+  run_until(test_loop, &flag, 10);
+  sink_close(&rx);
+  assert_int_equal(nshut, 1);
+  assert_int_equal(nwdone, 1);
+  assert_loop_settles_and_frees();
 }
 
 /* A shuts down while data is queued: B reads it all, then EOF, and can
@@ -1155,6 +1304,9 @@ int main(void) {
       EVR_TEST(test_stream_tcp_options_and_names),
       EVR_TEST(test_stream_over_pipes),
       EVR_TEST(test_stream_partial_writes_tiny_buffers),
+      EVR_TEST(test_stream_write_resubmitted_while_pending_is_refused),
+      EVR_TEST(test_stream_write_queued_on_one_stream_refused_on_another),
+      EVR_TEST(test_stream_shutdown_resubmitted_while_pending_is_refused),
       EVR_TEST(test_stream_water_marks_fire),
       EVR_TEST(test_stream_write_copy_copies_only_the_tail),
       EVR_TEST(test_stream_read_max_bounds_each_callback),

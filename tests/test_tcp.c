@@ -3,7 +3,8 @@
  * directions at once through tiny kernel buffers, thousands of concurrent
  * connections, connect refused, connect timeout against a listener whose
  * accept queue is full, connect_host("localhost"), IPv6 and Unix sockets,
- * and closing during a pending connect. */
+ * a second connect while one is pending, and closing during a pending
+ * connect. */
 /* evr-test: backends timeout=600 */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -400,6 +401,64 @@ static void test_tcp_connect_refused(void **state) {
   assert_fds_back_to(base);
 }
 
+/* A connect is one request per stream: while its callback has not run,
+ * another connect, connect_host or open is refused with EVR_EBUSY and the
+ * pending one still ends with exactly one callback; once it has run (with
+ * an error) the stream may connect again. Nothing is left behind: the loop
+ * runs out of work and can be freed. */
+static void test_tcp_connect_resubmitted_while_pending_is_refused(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(fd >= 0);
+  evr_addr_t refused;
+  assert_evr_ok(evr_addr_parse(&refused, "127.0.0.1:0"));
+  assert_int_equal(bind(fd, &refused.u.sa, refused.len), 0);
+  socklen_t len = sizeof refused.u;
+  assert_int_equal(getsockname(fd, &refused.u.sa, &len), 0);
+  refused.len = len;
+  close(fd); /* nobody listens there now */
+  static evr_stream_t s;
+  assert_evr_ok(evr_stream_init(test_loop, &s));
+  conn_done = 0;
+  assert_evr_ok(evr_stream_connect(&s, &refused, 5000, conn_cb));
+  assert_int_equal(evr_stream_connect(&s, &refused, 5000, conn_cb), EVR_EBUSY);
+  assert_int_equal(evr_stream_connect_host(&s, "localhost", 9, 0, conn_cb), EVR_EBUSY);
+  int sv[2];
+  make_socketpair(sv);
+  assert_int_equal(evr_stream_open(&s, sv[0]), EVR_EBUSY);
+  run_until(test_loop, &conn_done, 100);
+  assert_int_equal(conn_status, EVR_ECONNREFUSED);
+  for (int i = 0; i < 5; i++) assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+  assert_int_equal(conn_done, 1);
+  /* Its callback ran: the stream may connect again, here to a server. */
+  int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(l >= 0);
+  evr_addr_t at;
+  assert_evr_ok(evr_addr_parse(&at, "127.0.0.1:0"));
+  assert_int_equal(bind(l, &at.u.sa, at.len), 0);
+  len = sizeof at.u;
+  assert_int_equal(getsockname(l, &at.u.sa, &len), 0);
+  at.len = len;
+  assert_int_equal(listen(l, 4), 0);
+  assert_evr_ok(evr_stream_connect(&s, &at, 5000, conn_cb));
+  assert_int_equal(evr_stream_connect(&s, &at, 5000, conn_cb), EVR_EBUSY);
+  while (conn_done < 2) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(conn_status, 0);
+  assert_int_equal(evr_stream_connect(&s, &at, 5000, conn_cb), EVR_EBUSY);
+  close_and_wait(&s.base);
+  assert_int_equal(conn_done, 2);
+  close(l);
+  close(sv[0]);
+  close(sv[1]);
+  int rc = 1;
+  for (int i = 0; i < 100 && rc > 0; i++) rc = evr_loop_run(test_loop, EVR_RUN_NOWAIT);
+  assert_int_equal(rc, 0);
+  assert_fds_back_to(base);
+  assert_int_equal(evr_loop_free(test_loop), 0);
+  test_loop = NULL;
+}
+
 /* A listener whose accept queue is full and who never accepts: Linux drops
  * further SYNs, so a connect stays pending until its timeout. The queue is
  * filled with raw clients until one does not complete its handshake. */
@@ -655,6 +714,7 @@ int main(void) {
       EVR_TEST(test_tcp_connect_host_localhost),
       EVR_TEST(test_tcp_close_during_connect_host_resolution),
       EVR_TEST(test_tcp_connect_refused),
+      EVR_TEST(test_tcp_connect_resubmitted_while_pending_is_refused),
       EVR_TEST(test_tcp_connect_times_out_when_syns_are_dropped),
       EVR_TEST(test_tcp_many_concurrent_connections),
       EVR_TEST(test_tcp_bulk_transfer_both_ways_tiny_buffers),

@@ -156,10 +156,14 @@ EVR_API int evr_stream_read_stop(evr_stream_t *s);
 /** Queue bufs[0..nbufs) for writing, without copying: the memory they point
  *  to must stay valid and unchanged until cb runs (the bufs array itself
  *  may be reused at once). cb may be NULL.
+ *  req needs no initialisation. It is pending from a successful call until
+ *  just before its callback runs, and may be submitted again from then on
+ *  (also from inside the callback), not before.
  *  @return 0 (cb runs exactly once, never inside this call); EVR_EINVAL
- *          (NULL, nbufs 0, req already queued); EVR_ENOTCONN; EVR_EPIPE
- *          (after shutdown/end); a socket error already known (e.g.
- *          EVR_ECONNRESET). On error the request is not queued. */
+ *          (NULL, nbufs 0, req still pending, on this stream or another);
+ *          EVR_ENOTCONN; EVR_EPIPE (after shutdown/end); a socket error
+ *          already known (e.g. EVR_ECONNRESET). On error the request is not
+ *          queued and a pending one is left as it was. */
 EVR_API int evr_stream_write(evr_write_t *req, evr_stream_t *s,
                              const evr_buf_t bufs[], unsigned nbufs,
                              evr_write_cb cb);
