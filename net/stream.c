@@ -6,8 +6,9 @@
  *  - A write request's callback runs exactly once, from the loop, never
  *    inside evr_stream_write(): completed requests go to the loop's net_done
  *    list, which a loop-level deferred task drains (phase 5). Requests of one
- *    stream complete in submission order, so their callbacks run in order.
- *    A request is pending (W_PENDING) from its submission until just
+ *    stream complete in submission order, so their callbacks run in order;
+ *    that is why a request with nothing to send still queues behind the
+ *    others. A request is pending (W_PENDING) from its submission until just
  *    before its callback, wherever it waits, and cannot be submitted again
  *    meanwhile.
  *  - On close, what is due runs before the close callback: the stream puts
@@ -420,7 +421,8 @@ static void do_write(evr_stream_t *s) {
     for (evr__list_t *q = evr__list_first(&s->writes);
          q != &s->writes && n < IOV_BATCH; q = q->next)
       total += req_fill_iov(EVR_CONTAINER_OF(q, evr_write_t, node), iov, &n);
-    ssize_t r = stream_writev(s, iov, n);
+    /* Nothing to send (only empty requests are left): no system call. */
+    ssize_t r = n ? stream_writev(s, iov, n) : 0;
     if (r == EVR_EAGAIN) break;
     if (r < 0) {
       stream_error(s, (int)r);
@@ -428,7 +430,7 @@ static void do_write(evr_stream_t *s) {
     }
     size_t sent = (size_t)r;
     s->write_queue_size -= sent;
-    progress = 1;
+    if (sent) progress = 1;
     while (!evr__list_empty(&s->writes)) {
       evr_write_t *req =
           EVR_CONTAINER_OF(evr__list_first(&s->writes), evr_write_t, node);
@@ -497,7 +499,8 @@ int evr_stream_write(evr_write_t *req, evr_stream_t *s, const evr_buf_t bufs[],
   evr__list_init(&req->node);
 
   size_t sent = 0;
-  if (evr__list_empty(&s->writes) && total) {
+  int queue_empty = evr__list_empty(&s->writes);
+  if (queue_empty && total) {
     struct iovec iov[IOV_BATCH];
     int n = 0;
     (void)req_fill_iov(req, iov, &n);
@@ -518,7 +521,17 @@ int evr_stream_write(evr_write_t *req, evr_stream_t *s, const evr_buf_t bufs[],
   req->flags = W_PENDING;
   if (req->left == 0) {
     req->bufs = NULL;
-    req_complete(req, 0);
+    req->nbufs = 0;
+    req->idx = 0;
+    /* All sent, or nothing to send, and nothing ahead of it: done. An empty
+     * request behind queued ones waits in the queue instead (its callback
+     * must not overtake theirs) and completes with the one before it. */
+    if (queue_empty) {
+      req_complete(req, 0);
+      return 0;
+    }
+    rc = queue_req(s, req);
+    if (rc) goto fail;
     return 0;
   }
   /* Keep the unsent tail of the caller's array: the array may be reused as

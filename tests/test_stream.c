@@ -435,6 +435,92 @@ static void test_stream_partial_writes_tiny_buffers(void **state) {
   assert_fds_back_to(base);
 }
 
+/* Write callbacks run in submission order whatever the sizes: an empty
+ * write (zero-length buffers) queued behind a large one that the peer does
+ * not take waits for it. */
+static void test_stream_empty_write_completes_in_submission_order(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  int fds[2];
+  tcp_pair(fds, 1);
+  /* Static handles: a failed check leaves them to the fixture's teardown. */
+  static evr_stream_t tx;
+  assert_evr_ok(evr_stream_init(test_loop, &tx));
+  assert_evr_ok(evr_stream_open(&tx, fds[0]));
+  static unsigned char data[1 << 20];
+  fill_pattern(data, sizeof data, 5);
+  static evr_write_t w[4];
+  nwdone = 0;
+  assert_evr_ok(do_write(&w[0], &tx, data, sizeof data, 1));
+  size_t queued = evr_stream_write_queue_size(&tx);
+  assert_true(queued > 0); /* the peer does not read: it stays queued */
+  assert_evr_ok(do_write(&w[1], &tx, data, 0, 2));
+  evr_buf_t empty[2] = {{NULL, 0}, {data, 0}};
+  w[2].data = (void *)(intptr_t)3;
+  in_write_call = 1;
+  assert_evr_ok(evr_stream_write(&w[2], &tx, empty, 2, wcb));
+  in_write_call = 0;
+  assert_evr_ok(do_write(&w[3], &tx, data, 10, 4));
+  assert_int_equal(evr_stream_write_queue_size(&tx), queued + 10);
+  for (int i = 0; i < 5; i++)
+    assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+  if (nwdone != 0)
+    fail_msg("%d callback(s) ran while the first write was stuck, first id %d",
+             nwdone, wdone_order[0]);
+  /* The peer reads: everything completes, in order. */
+  static struct sink rx;
+  sink_open(&rx, fds[1]);
+  while (nwdone < 4) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  for (int i = 0; i < 4; i++) {
+    if (wdone_order[i] != i + 1)
+      fail_msg("callback order: %d %d %d %d", wdone_order[0], wdone_order[1],
+               wdone_order[2], wdone_order[3]);
+    assert_int_equal(wdone_status[i], 0);
+  }
+  assert_int_equal(evr_stream_write_queue_size(&tx), 0);
+  while (rx.len < sizeof data + 10)
+    assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_memory_equal(rx.buf, data, sizeof data);
+
+  /* Alone on an idle stream, an empty write completes from the loop, never
+   * inside the call; behind a write that went out at once, after it. */
+  nwdone = 0;
+  assert_evr_ok(do_write(&w[0], &tx, data, 0, 1));
+  assert_int_equal(nwdone, 0);
+  assert_int_equal(evr_stream_write_queue_size(&tx), 0);
+  while (nwdone < 1) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(wdone_status[0], 0);
+  nwdone = 0;
+  assert_evr_ok(do_write(&w[0], &tx, "abc", 3, 1));
+  assert_evr_ok(do_write(&w[1], &tx, data, 0, 2));
+  assert_int_equal(nwdone, 0);
+  while (nwdone < 2) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(wdone_order[0], 1);
+  assert_int_equal(wdone_order[1], 2);
+
+  /* Queued behind a write_copy tail, and cancelled in order by a close. */
+  nwdone = 0;
+  assert_evr_ok(evr_stream_read_stop(&rx.s));
+  assert_evr_ok(evr_stream_write_copy(&tx, data, sizeof data));
+  assert_true(evr_stream_write_queue_size(&tx) > 0);
+  assert_evr_ok(do_write(&w[0], &tx, data, 0, 1));
+  assert_evr_ok(do_write(&w[1], &tx, data, 5, 2));
+  assert_evr_ok(do_write(&w[2], &tx, data, 0, 3));
+  for (int i = 0; i < 5; i++)
+    assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+  assert_int_equal(nwdone, 0);
+  flag = 0;
+  assert_evr_ok(evr_close(&tx.base, set_flag_close_cb));
+  run_until(test_loop, &flag, 10);
+  assert_int_equal(nwdone, 3);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(wdone_order[i], i + 1);
+    assert_int_equal(wdone_status[i], EVR_ECANCELED);
+  }
+  sink_close(&rx);
+  assert_fds_back_to(base);
+}
+
 /* The loop has nothing left: a bounded run comes back with 0 and the loop
  * can be freed (the fixture then has nothing to tear down). */
 static void assert_loop_settles_and_frees(void) {
@@ -1304,6 +1390,7 @@ int main(void) {
       EVR_TEST(test_stream_tcp_options_and_names),
       EVR_TEST(test_stream_over_pipes),
       EVR_TEST(test_stream_partial_writes_tiny_buffers),
+      EVR_TEST(test_stream_empty_write_completes_in_submission_order),
       EVR_TEST(test_stream_write_resubmitted_while_pending_is_refused),
       EVR_TEST(test_stream_write_queued_on_one_stream_refused_on_another),
       EVR_TEST(test_stream_shutdown_resubmitted_while_pending_is_refused),

@@ -155,7 +155,9 @@ EVR_API int evr_stream_read_stop(evr_stream_t *s);
 
 /** Queue bufs[0..nbufs) for writing, without copying: the memory they point
  *  to must stay valid and unchanged until cb runs (the bufs array itself
- *  may be reused at once). cb may be NULL.
+ *  may be reused at once). cb may be NULL. Callbacks of one stream run in
+ *  submission order whatever the sizes: a write of zero bytes (every
+ *  buffer empty) completes after the writes submitted before it.
  *  req needs no initialisation. It is pending from a successful call until
  *  just before its callback runs, and may be submitted again from then on
  *  (also from inside the callback), not before.
