@@ -24,11 +24,14 @@
 #include "reactor/internal.h"
 
 /* The backend's update(), unless the loop was inherited through fork() and
- * not yet given its own kernel objects: then the change is made in memory
- * only, and evr_loop_fork() registers the watchers as they are by then. */
+ * its backend state is a kernel object not yet replaced: then the change is
+ * made in memory only, and evr_loop_fork() registers the watchers as they
+ * are by then. (The poll backend's state is all in memory: it is kept up to
+ * date as usual.) */
 static int backend_update(evr_loop_t *loop, evr_io_t *io, unsigned old_mask,
                           unsigned new_mask) {
-  if (evr__loop_inherited(loop)) return 0;
+  if ((loop->backend->caps & EVR__CAP_REINIT_AFTER_FORK) && evr__loop_inherited(loop))
+    return 0;
   return loop->backend->update(loop, io, old_mask, new_mask);
 }
 

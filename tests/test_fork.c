@@ -290,6 +290,12 @@ static void on_accept(evr_listener_t *l, int fd) {
   }
 }
 
+static int iterations;
+static void count_iteration(struct evr_hook *h) {
+  (void)h;
+  iterations++;
+}
+
 static void on_guard(evr_timer_t *t) {
   (void)t;
   evr_loop_stop(t->base.loop);
@@ -345,30 +351,58 @@ static void test_fork_child_never_changes_parents_watchers(void **state) {
   assert_parent_accepts(&l);
 }
 
+/* In a child that did not call evr_loop_fork(): close every inherited
+ * handle, then go on with the loop as if it were new. */
+static void child_closes_all_and_goes_on(void) {
+  evr_loop_walk(test_loop, close_all, NULL);
+  CHILD_CHECK(evr_loop_run(test_loop, EVR_RUN_NOWAIT) == 0);
+  /* The child's loop still works: a new watcher, likely on the number
+   * the listener had. */
+  static evr_io_t io;
+  int p[2];
+  CHILD_CHECK(pipe(p) == 0);
+  CHILD_CHECK(evr_io_init(test_loop, &io, p[0]) == 0);
+  CHILD_CHECK(evr_io_start(&io, EVR_READ, on_io) == 0);
+  CHILD_CHECK(write(p[1], "x", 1) == 1);
+  RUN_UNTIL(test_loop, io_fired == 1);
+  CHILD_CHECK(io_fired == 1);
+  CHILD_CHECK(evr_close(&io.base, NULL) == 0);
+  CHILD_CHECK(close(p[0]) == 0 && close(p[1]) == 0);
+  /* Nothing is left registered: the loop sleeps until its timer, it
+   * does not spin on a descriptor that is gone. */
+  static evr_timer_t t;
+  static evr_check_t chk;
+  CHILD_CHECK(evr_timer_init(test_loop, &t) == 0);
+  CHILD_CHECK(evr_timer_start(&t, on_timer, 20, 0) == 0);
+  CHILD_CHECK(evr_check_init(test_loop, &chk) == 0);
+  CHILD_CHECK(evr_check_start(&chk, count_iteration) == 0);
+  evr_unref(&chk.base);
+  CHILD_CHECK(evr_loop_run(test_loop, EVR_RUN_DEFAULT) == 0);
+  CHILD_CHECK(timer_fired == 1 && iterations < 100);
+  CHILD_CHECK(evr_close(&chk.base, NULL) == 0 && evr_close(&t.base, NULL) == 0);
+  CHILD_CHECK(evr_loop_run(test_loop, EVR_RUN_DEFAULT) == 0);
+  CHILD_CHECK(evr_loop_free(test_loop) == 0);
+  _exit(0);
+}
+
 /* The same when the child does not call evr_loop_fork() and closes every
  * handle it inherited (what a child about to exec or exit may do): closing
  * touches no kernel object of the parent. */
 static void test_fork_child_closing_inherited_handles_leaves_parent_alone(void **state) {
   (void)state;
   static evr_listener_t l;
+  reset();
   listen_loopback(&l);
   pid_t pid = fork();
   assert_true(pid >= 0);
-  if (pid == 0) {
-    evr_loop_walk(test_loop, close_all, NULL);
-    _exit(0);
-  }
+  if (pid == 0) child_closes_all_and_goes_on();
   assert_child_ok(pid);
   assert_parent_accepts(&l);
   /* Pause in the parent, the child closes everything, resume. */
   assert_evr_ok(evr_listener_pause(&l));
   pid = fork();
   assert_true(pid >= 0);
-  if (pid == 0) {
-    evr_loop_walk(test_loop, close_all, NULL);
-    CHILD_CHECK(evr_loop_run(test_loop, EVR_RUN_NOWAIT) == 0);
-    _exit(0);
-  }
+  if (pid == 0) child_closes_all_and_goes_on();
   assert_child_ok(pid);
   assert_evr_ok(evr_listener_resume(&l));
   assert_parent_accepts(&l);
