@@ -52,7 +52,10 @@ int run_threads(int n, serve_fn fn, void *arg);
  * At the first SIGTERM/SIGINT/SIGHUP the supervisor calls on_stop(stop_arg)
  * (if not NULL), forwards the signal to the workers, waits for them to exit,
  * sends SIGKILL after kill_after_s seconds, and returns 0 if every worker
- * exited with 0. */
+ * exited with 0. A worker starts with a copy of every descriptor the
+ * supervisor holds: a listening socket stays open (and the kernel completes
+ * connections on it) while any copy is, so fn must take over or close the
+ * copies it inherits, and on_stop must close the supervisor's own. */
 int supervise(int n, serve_fn fn, void *arg, unsigned kill_after_s,
               void (*on_stop)(void *stop_arg), void *stop_arg);
 
