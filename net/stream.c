@@ -46,9 +46,11 @@
 #define IOV_BATCH 64
 #endif
 
-/* evr_write_t.flags. Pending is a whole tag in the upper bits rather than
- * one bit: requests need no initialisation before their first submission,
- * and stray memory matches one bit far too easily. */
+/* evr_write_t.flags. A request is zeroed by its owner before its first
+ * submission and evr keeps the word from then on. Pending is a whole tag in
+ * the upper bits rather than one bit, so that a request the caller forgot
+ * to zero is most unlikely to pass for a pending one (memcheck reports the
+ * read of such a request). */
 #define W_TAG_MASK 0xffffff00u
 #define W_PENDING 0x9e7a5100u /* submitted; its callback has not run yet */
 #define W_OWNED 0x2u          /* evr_stream_write_copy()'s allocation: freed here */

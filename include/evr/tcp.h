@@ -66,7 +66,9 @@ typedef void (*evr_water_cb)(evr_stream_t *s, int above);
  * is left as it is: close it, or do nothing to wait another period. */
 typedef void (*evr_idle_cb)(evr_stream_t *s);
 
-/* A write request, caller-owned (or internal, for evr_stream_write_copy). */
+/* A write request, caller-owned (or internal, for evr_stream_write_copy).
+ * Zero it before its first submission (= {0}, calloc, memset); evr keeps
+ * its state from then on. */
 struct evr_write {
   /* public */
   void *data;
@@ -158,9 +160,10 @@ EVR_API int evr_stream_read_stop(evr_stream_t *s);
  *  may be reused at once). cb may be NULL. Callbacks of one stream run in
  *  submission order whatever the sizes: a write of zero bytes (every
  *  buffer empty) completes after the writes submitted before it.
- *  req needs no initialisation. It is pending from a successful call until
- *  just before its callback runs, and may be submitted again from then on
- *  (also from inside the callback), not before.
+ *  req must be zeroed before its first submission. It is pending from a
+ *  successful call until just before its callback runs, and may be
+ *  submitted again from then on (also from inside the callback), not
+ *  before; it needs no zeroing again.
  *  @return 0 (cb runs exactly once, never inside this call); EVR_EINVAL
  *          (NULL, nbufs 0, req still pending, on this stream or another);
  *          EVR_ENOTCONN; EVR_EPIPE (after shutdown/end); a socket error
