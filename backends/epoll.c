@@ -85,6 +85,19 @@ static int ep_update(evr_loop_t *loop, evr_io_t *io, unsigned old_mask,
   if (op == EPOLL_CTL_ADD && err == EEXIST &&
       epoll_ctl(st->epfd, EPOLL_CTL_MOD, io->fd, &ev) == 0)
     return 0;
+  /* A restarted watcher whose descriptor was closed and its number given to
+   * a new file (reactor/io.c): the set holds no registration for that file.
+   * Add it under a new generation; events of the old file, if it is still
+   * open elsewhere, carry the old one and make us repair. */
+  if (op == EPOLL_CTL_MOD && err == ENOENT) {
+    if (++st->gen == 0) st->gen = 1;
+    ev.data.u64 = ev_data(io->fd, st->gen);
+    if (epoll_ctl(st->epfd, EPOLL_CTL_ADD, io->fd, &ev) == 0) {
+      io->backend_slot = st->gen;
+      return 0;
+    }
+    err = errno;
+  }
   return -err;
 }
 
@@ -101,7 +114,7 @@ static int ep_poll(evr_loop_t *loop, int timeout_ms) {
     int fd = (int)(uint32_t)e->data.u64;
     if (fd < 0) continue; /* forgotten during this batch */
     evr_io_t *io = evr__io_lookup(loop, fd);
-    if (!io) {
+    if (!io || !io->registered) {
       /* No watcher: left by an ADD that met EEXIST (see ep_update); drop
        * it so it cannot wake us again. If that fails, the registration
        * belongs to a closed file that is still open elsewhere. */

@@ -1,23 +1,30 @@
 /* reactor/io.c: I/O watchers and the single dispatch point for backends.
  *
- * Invariant: loop->fds[fd] is the active watcher of fd or NULL, and an event
- * reaches a user callback only through evr__io_dispatch(), which re-checks
- * that map and the watcher's current interest. Stopping a watcher calls the
+ * Invariant: loop->fds[fd] is the open watcher last started on fd (active,
+ * stopped with its registration lingering, or stopped and unregistered:
+ * io->registered tells) or NULL; it leaves the map when it closes or when
+ * another watcher starts on the number. An event reaches a user callback
+ * only through evr__io_dispatch(), which re-checks that map and the
+ * watcher's current interest (0 when stopped). Keeping stopped watchers in
+ * the map lets evr_io_init() recognise an open watcher it is given again
+ * from the loop's memory alone. Stopping a watcher calls the
  * backend's forget() so events harvested earlier in the same batch die, even
  * if the fd number is reused by a new watcher before the batch ends.
  *
  * Lazy removal: evr_io_stop() does not tell the backend. The watcher keeps
- * its registration (io->registered) and its loop->fds entry, flagged
- * EVR__H_LINGER with io->events == 0 so nothing is dispatched to it, until
- * the next poll phase removes it (evr__io_flush). Restarting it before then
- * with the same interest costs no system call: stop-and-restart re-arming
- * is free. A watcher closed with evr_close(), or a different watcher started
- * on the same fd, removes the lingering registration at once. A user who
- * closes the fd of a stopped watcher before the next poll leaves the removal
- * to fail; the kernel dropped the registration itself unless the file is
- * still open elsewhere (dup, fork), a case the epoll backend detects and
- * repairs (backends/epoll.c). Backends without EVR__CAP_LAZY_REMOVE get
- * every removal at once.
+ * its registration (io->registered), flagged EVR__H_LINGER with
+ * io->events == 0 so nothing is dispatched to it, until the next poll phase
+ * removes it (evr__io_flush): a watcher stopped and never restarted costs
+ * one system call, not two. Restarting it before then costs one call too,
+ * which also checks that the descriptor still names the registered file (it
+ * may have been closed and its number reused). A watcher closed with
+ * evr_close(), or a different watcher started on the same fd, removes the
+ * lingering registration at once. A user who closes the fd of a stopped
+ * watcher before the next poll leaves the removal to fail; the kernel
+ * dropped the registration itself unless the file is still open elsewhere
+ * (dup, fork), a case the epoll backend detects and repairs
+ * (backends/epoll.c). Backends without EVR__CAP_LAZY_REMOVE get every
+ * removal at once.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -35,18 +42,20 @@ static int backend_update(evr_loop_t *loop, evr_io_t *io, unsigned old_mask,
   return loop->backend->update(loop, io, old_mask, new_mask);
 }
 
+/* Remove io's registration (it stays in the fd map: see above). */
 static void unlinger(evr_loop_t *loop, evr_io_t *io) {
   /* Errors are ignored: the fd may be closed already (see above). */
   (void)backend_update(loop, io, io->registered, 0);
   io->registered = 0;
   io->base.flags &= ~(EVR__H_LINGER | EVR__H_LQUEUED);
-  if (loop->fds[io->fd] == io) loop->fds[io->fd] = NULL;
 }
 
 void evr__io_release(evr_io_t *io) {
   if (!(io->base.flags & EVR__H_INIT)) return;
   (void)evr_io_stop(io);
-  if (io->base.flags & EVR__H_LINGER) unlinger(io->base.loop, io);
+  evr_loop_t *loop = io->base.loop;
+  if (io->base.flags & EVR__H_LINGER) unlinger(loop, io);
+  if (evr__io_lookup(loop, io->fd) == io) loop->fds[io->fd] = NULL;
 }
 
 void evr__io_flush(evr_loop_t *loop) {
@@ -69,7 +78,6 @@ void evr__io_drop_lingering(evr_loop_t *loop) {
     if (!(io->base.flags & EVR__H_LINGER)) continue;
     io->registered = 0;
     io->base.flags &= ~EVR__H_LINGER;
-    loop->fds[io->fd] = NULL;
   }
   loop->nlinger = 0;
 }
@@ -84,7 +92,17 @@ int evr_io_init(evr_loop_t *loop, evr_io_t *io, int fd) {
   if (!loop || !io) return EVR_EINVAL;
   if (fd < 0) return EVR_EBADF;
   if (fcntl(fd, F_GETFD) < 0) return -errno;
-  evr__handle_init(loop, &io->base, &io_vt);
+  if (evr__io_lookup(loop, fd) == io) {
+    /* An open watcher of this loop, last started on this number (only the
+     * loop's own map is read to know it: io may be fresh memory). Re-init
+     * it in place: it is on the handle list already. */
+    if (evr__handle_active(&io->base)) return EVR_EBUSY;
+    if (io->registered) unlinger(loop, io); /* the old file's, if any */
+    io->base.flags = (io->base.flags & EVR__H_REF) | EVR__H_INIT;
+    io->base.close_cb = NULL;
+  } else {
+    evr__handle_init(loop, &io->base, &io_vt);
+  }
   io->fd = fd;
   io->events = 0;
   io->registered = 0;
@@ -123,22 +141,26 @@ int evr_io_start(evr_io_t *io, unsigned events, evr_io_cb cb) {
   if (evr__handle_active(&io->base)) return EVR_EALREADY;
   evr_loop_t *loop = io->base.loop;
   evr_io_t *cur = evr__io_lookup(loop, io->fd);
-  if (cur == io) {
-    /* Stopped in this iteration and still registered: adjust, if needed. */
-    if (io->registered != events) {
-      int rc = backend_update(loop, io, io->registered, events);
-      if (rc) return rc;
-      io->registered = events;
-    }
+  if (cur == io && io->registered) {
+    /* Stopped in this iteration and still registered (lazy removal). The
+     * descriptor may have been closed since, and its number given to a new
+     * file: the backend checks the registration (epoll: one EPOLL_CTL_MOD,
+     * which fails for a file it does not hold, and then adds the new one)
+     * and applies the new interest in the same call. */
+    int rc = backend_update(loop, io, io->registered, events);
+    if (rc) return rc;
+    io->registered = events;
     io->base.flags &= ~EVR__H_LINGER;
     io->events = events;
     io->cb = cb;
     evr__handle_start(&io->base);
     return 0;
   }
-  if (cur) {
-    if (!(cur->base.flags & EVR__H_LINGER)) return EVR_EEXIST;
-    unlinger(loop, cur);
+  if (cur && cur != io) {
+    /* Another open watcher on this number: it may be taken over unless it
+     * is active; it stays open, out of the map. */
+    if (evr__handle_active(&cur->base)) return EVR_EEXIST;
+    if (cur->registered) unlinger(loop, cur);
   }
   int rc = fds_reserve(loop, io->fd);
   if (rc) return rc;

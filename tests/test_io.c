@@ -642,6 +642,133 @@ static void test_io_failed_repair_is_an_error_not_a_spin(void **state) {
   close(old[1]);
 }
 
+/* Counts and consumes what is readable. */
+static void drain_cb(evr_io_t *io, unsigned ev) {
+  char buf[16];
+  calls++;
+  last_ev = ev;
+  if (ev & EVR_READ) assert_true(read(io->fd, buf, sizeof buf) > 0);
+}
+
+/* Put a new socket pair's first end on descriptor number num (closed by
+ * the caller just before); returns its peer. */
+static int socketpair_on(int num) {
+  int fresh[2];
+  make_socketpair(fresh);
+  if (fresh[1] == num) {
+    int t = fresh[0];
+    fresh[0] = fresh[1];
+    fresh[1] = t;
+  }
+  if (fresh[0] != num) {
+    assert_int_equal(dup2(fresh[0], num), num);
+    assert_int_equal(close(fresh[0]), 0);
+  }
+  return fresh[1];
+}
+
+/* Run ONCE iterations until calls reaches want, with a 10 s guard timer
+ * that stops the loop (a watcher that never fires). */
+static void run_until_calls(int want) {
+  static evr_timer_t guard;
+  assert_evr_ok(evr_timer_init(test_loop, &guard));
+  assert_evr_ok(evr_timer_start(&guard, stop_timer_cb, 10000, 0));
+  while (calls < want && evr_is_active(&guard.base))
+    assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_evr_ok(evr_close(&guard.base, NULL));
+  assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+  assert_int_equal(calls, want);
+}
+
+/* A watcher stopped, its descriptor closed and the number reused by a new
+ * file, then restarted with the same interest: it watches the new file,
+ * whether the restart comes in the iteration of the stop or later. */
+static void test_io_restart_after_fd_closed_and_reused(void **state) {
+  (void)state;
+  for (int later = 0; later < 2; later++) {
+    int fds[2];
+    static evr_io_t io;
+    make_socketpair(fds);
+    calls = 0;
+    assert_evr_ok(evr_io_init(test_loop, &io, fds[0]));
+    assert_evr_ok(evr_io_start(&io, EVR_READ, drain_cb));
+    assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+    assert_evr_ok(evr_io_stop(&io));
+    if (later) assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+    int num = fds[0];
+    assert_int_equal(close(num), 0);
+    close(fds[1]);
+    int peer = socketpair_on(num);
+    assert_evr_ok(evr_io_start(&io, EVR_READ, drain_cb));
+    assert_int_equal(write(peer, "x", 1), 1);
+    run_until_calls(1);
+    assert_evr_ok(evr_close(&io.base, NULL));
+    assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), 0);
+    close(num);
+    close(peer);
+  }
+}
+
+static int walk_count;
+static void count_walk(evr_handle_t *h, void *arg) {
+  (void)h;
+  (void)arg;
+  walk_count++;
+}
+
+static int handles_open(void) {
+  walk_count = 0;
+  evr_loop_walk(test_loop, count_walk, NULL);
+  return walk_count;
+}
+
+/* evr_io_init() on a watcher that is open but stopped (in this iteration,
+ * or earlier) re-initialises it in place: the handle list stays whole and
+ * the watcher works, on a new file that got the same number too. On an
+ * active watcher it is EVR_EBUSY and changes nothing. */
+static void test_io_reinit_of_stopped_watcher(void **state) {
+  (void)state;
+  int a[2], b[2];
+  static evr_io_t ia, ib;
+  make_socketpair(a);
+  make_socketpair(b);
+  int base = handles_open();
+  assert_evr_ok(evr_io_init(test_loop, &ia, a[0]));
+  assert_evr_ok(evr_io_init(test_loop, &ib, b[0]));
+  assert_evr_ok(evr_io_start(&ia, EVR_READ, drain_cb));
+  assert_evr_ok(evr_io_start(&ib, EVR_READ, drain_cb));
+  assert_int_equal(handles_open(), base + 2);
+  assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+  calls = 0;
+  for (int later = 0; later < 2; later++) {
+    assert_evr_ok(evr_io_stop(&ia));
+    if (later) assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+    /* The documented way to watch a new file on the same number. */
+    int num = a[0];
+    assert_int_equal(close(num), 0);
+    close(a[1]);
+    a[1] = socketpair_on(num);
+    assert_evr_ok(evr_io_init(test_loop, &ia, num));
+    assert_int_equal(handles_open(), base + 2);
+    assert_evr_ok(evr_io_start(&ia, EVR_READ, drain_cb));
+    assert_int_equal(write(a[1], "x", 1), 1);
+    run_until_calls(later + 1);
+  }
+  /* ia is active again: re-init is refused and changes nothing. */
+  assert_int_equal(evr_io_init(test_loop, &ia, a[0]), EVR_EBUSY);
+  assert_int_equal(handles_open(), base + 2);
+  assert_true(evr_is_active(&ia.base));
+  /* Both still close cleanly: the fixture's teardown checks the rest. */
+  assert_evr_ok(evr_close(&ia.base, NULL));
+  assert_evr_ok(evr_close(&ib.base, NULL));
+  assert_int_equal(handles_open(), base);
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), 0);
+  close(a[0]);
+  close(a[1]);
+  close(b[0]);
+  close(b[1]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       EVR_TEST(test_io_readable_only_when_data),
@@ -658,6 +785,8 @@ int main(void) {
       EVR_TEST(test_io_stop_restart_and_takeover),
       EVR_TEST(test_io_closed_file_open_elsewhere),
       EVR_TEST(test_io_failed_repair_is_an_error_not_a_spin),
+      EVR_TEST(test_io_restart_after_fd_closed_and_reused),
+      EVR_TEST(test_io_reinit_of_stopped_watcher),
       EVR_TEST(test_io_many_descriptors_random_activity),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -37,10 +37,19 @@ struct evr_io {
 };
 
 /** Initialise a watcher for fd. Does not register anything yet.
- *  @return 0; EVR_EINVAL (NULL); EVR_EBADF (fd < 0 or not open). */
+ *  May be called again on an open watcher of the same loop that was last
+ *  started on the same descriptor number, e.g. to watch a new file that got
+ *  the number after the old one was closed: if the watcher is stopped it is
+ *  re-initialised in place (still open, once on the loop's handle list),
+ *  if it is active the call is refused. Any other open watcher must be
+ *  closed (and its close callback run) before its memory is initialised
+ *  again. @return 0; EVR_EINVAL (NULL); EVR_EBADF (fd < 0 or not open);
+ *  EVR_EBUSY (an active watcher). */
 EVR_API int evr_io_init(evr_loop_t *loop, evr_io_t *io, int fd);
 
-/** Start watching for `events` (EVR_READ, EVR_WRITE or both).
+/** Start watching for `events` (EVR_READ, EVR_WRITE or both). A stopped
+ *  watcher may be restarted after its descriptor was closed and the number
+ *  reused by a new file: it then watches the new file, under every backend.
  *  @return 0; EVR_EINVAL (NULL, no cb, empty or unknown mask, closing
  *          handle); EVR_EALREADY (already active: use evr_io_set());
  *          EVR_EEXIST (another watcher of this loop is active on the fd);
