@@ -39,7 +39,8 @@ struct evr_loop {
   evr__list_t handles;         /* every open handle */
   evr__list_t closing;         /* handles whose close_cb is due */
 
-  /* fd -> watcher map, grown when a watcher starts on a larger fd */
+  /* fd -> the open watcher last started on it (active or stopped; see
+   * reactor/io.c), grown when a watcher starts on a larger fd */
   evr_io_t **fds;
   unsigned nfds;
   int *linger;                 /* fds whose stopped watcher awaits removal */
@@ -104,7 +105,8 @@ static inline void evr__req_unregister(evr_loop_t *loop) {
  * EVR_WRITE, EVR_ERR and EVR_HUP. Drops the event if fd has no active
  * watcher or the watcher no longer wants it. */
 void evr__io_dispatch(evr_loop_t *loop, int fd, unsigned revents);
-/* The active watcher of fd, or NULL. */
+/* The open watcher last started on fd (active if io->events, registered
+ * with the backend if io->registered), or NULL. */
 static inline evr_io_t *evr__io_lookup(const evr_loop_t *loop, int fd) {
   return (fd >= 0 && (unsigned)fd < loop->nfds) ? loop->fds[fd] : NULL;
 }

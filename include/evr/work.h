@@ -41,7 +41,7 @@ struct evr_work {
   evr_work_fn work;
   evr_work_done_fn done;
   evr__qnode_t node;  /* pool queue, then the loop's completion list */
-  int state;          /* EVR__WORK_* in reactor/pool.c; guarded by the pool lock */
+  int state;          /* W_* in reactor/pool.c; guarded by the pool lock */
   int status;
 };
 
