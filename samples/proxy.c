@@ -286,17 +286,28 @@ static void on_idle(evr_stream_t *s) {
 
 /* ---- PROXY protocol ---- */
 
+/* The header for the session's client into out (128 bytes suffice: the
+ * longest v1 line is 116); returns its length, or -1. A client without TCP
+ * addresses (a Unix socket client, or addresses that cannot be read) gets
+ * "PROXY UNKNOWN" in v1 and the LOCAL command in v2: version 2 + LOCAL
+ * (0x20), family and transport unspecified (0x00), no address block. The
+ * receiver then uses the connection's own addresses; a PROXY command with
+ * the unspecified family may be refused instead (HAProxy resets the
+ * connection). */
 static int proxy_header(struct session *ses, char *out, size_t size) {
   evr_addr_t src, dst;
   if (evr_stream_peername(&ses->client.s, &src) != 0 ||
       evr_stream_sockname(&ses->client.s, &dst) != 0 ||
-      evr_addr_family(&src) != evr_addr_family(&dst) || evr_addr_family(&src) == AF_UNIX) {
-    if (cfg.send_proxy == PP_V1) return snprintf(out, size, "PROXY UNKNOWN\r\n");
-    /* v2 LOCAL-free form: PROXY command with an unspecified family */
+      evr_addr_family(&src) != evr_addr_family(&dst) ||
+      (evr_addr_family(&src) != AF_INET && evr_addr_family(&src) != AF_INET6)) {
+    if (cfg.send_proxy == PP_V1) {
+      int n = snprintf(out, size, "PROXY UNKNOWN\r\n");
+      return n > 0 && (size_t)n < size ? n : -1;
+    }
     memcpy(out, "\r\n\r\n\0\r\nQUIT\n", 12);
-    out[12] = 0x21;
-    out[13] = 0x00;
-    out[14] = 0;
+    out[12] = 0x20; /* version 2, LOCAL */
+    out[13] = 0x00; /* AF_UNSPEC, UNSPEC */
+    out[14] = 0;    /* no addresses follow */
     out[15] = 0;
     return 16;
   }
@@ -310,8 +321,9 @@ static int proxy_header(struct session *ses, char *out, size_t size) {
       inet_ntop(AF_INET, &src.u.in.sin_addr, a, sizeof a);
       inet_ntop(AF_INET, &dst.u.in.sin_addr, b, sizeof b);
     }
-    return snprintf(out, size, "PROXY %s %s %s %u %u\r\n", v6 ? "TCP6" : "TCP4", a, b,
-                    evr_addr_port(&src), evr_addr_port(&dst));
+    int n = snprintf(out, size, "PROXY %s %s %s %u %u\r\n", v6 ? "TCP6" : "TCP4", a, b,
+                     evr_addr_port(&src), evr_addr_port(&dst));
+    return n > 0 && (size_t)n < size ? n : -1;
   }
   unsigned char *p = (unsigned char *)out;
   memcpy(p, "\r\n\r\n\0\r\nQUIT\n", 12);

@@ -2,7 +2,8 @@
  * is inherited by the daemons): byte-exact relay to evr-echo on 100
  * connections, half-close both ways, upstream failures and resets, abort
  * propagation, bounded memory with a client that never reads, PROXY
- * protocol headers, /metrics, drain on SIGTERM, --splice, command line. */
+ * protocol headers (exact bytes, and HAProxy accepting them), /metrics,
+ * drain on SIGTERM, --splice, command line. */
 /* evr-test: backends novalgrind needs=evr-proxy,evr-echo timeout=900 */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "e2e.h"
@@ -24,6 +26,15 @@
 static char proxy_log[64], echo_log[64];
 static pid_t echo_pid, proxy_pid;
 static int echo_port, proxy_port, metrics_port;
+static pid_t haproxy_pid;
+static char haproxy_cfg[64], haproxy_log[64];
+
+static void stop_haproxy(void) {
+  if (haproxy_pid > 0) e2e_stop(haproxy_pid, SIGKILL, 5000);
+  haproxy_pid = 0;
+  if (haproxy_cfg[0]) unlink(haproxy_cfg);
+  if (haproxy_log[0]) unlink(haproxy_log);
+}
 
 static int setup(void **state) {
   (void)state;
@@ -49,6 +60,7 @@ static int teardown(void **state) {
   (void)state;
   if (proxy_pid > 0) e2e_stop(proxy_pid, SIGKILL, 5000);
   if (echo_pid > 0) e2e_stop(echo_pid, SIGKILL, 5000);
+  stop_haproxy();
   unlink(proxy_log);
   unlink(echo_log);
   return 0;
@@ -68,12 +80,16 @@ static void start_echo(void) {
   }
 }
 
-/* Start evr-proxy on a fresh port with --metrics, the given upstream ports
- * (127.0.0.1) and extra arguments (NULL-terminated). */
-static void start_proxy(const int *ups, int nups, const char *const *extra) {
-  static char listen[64], metrics[64], up[8][64];
-  char *argv[48];
-  int n = 0;
+/* Start evr-proxy on a fresh port with --metrics, the given upstreams
+ * (their text as on the command line) and extra arguments (both
+ * NULL-terminated lists may be NULL). */
+static void start_proxy_texts(const char *const *ups, const char *const *extra) {
+  char listen[64], metrics[64];
+  size_t cap = 16, n = 0;
+  for (int i = 0; ups && ups[i]; i++) cap += 2;
+  for (int i = 0; extra && extra[i]; i++) cap++;
+  char **argv = calloc(cap, sizeof *argv);
+  assert_non_null(argv);
   proxy_port = e2e_free_port();
   metrics_port = e2e_free_port();
   snprintf(listen, sizeof listen, "127.0.0.1:%d", proxy_port);
@@ -85,14 +101,14 @@ static void start_proxy(const int *ups, int nups, const char *const *extra) {
   argv[n++] = metrics;
   argv[n++] = "--log-level";
   argv[n++] = "debug";
-  for (int i = 0; i < nups && i < 8; i++) {
-    snprintf(up[i], sizeof up[i], "127.0.0.1:%d", ups[i]);
+  for (int i = 0; ups && ups[i]; i++) {
     argv[n++] = "--upstream";
-    argv[n++] = up[i];
+    argv[n++] = (char *)ups[i];
   }
-  for (int i = 0; extra && extra[i] && n < 46; i++) argv[n++] = (char *)extra[i];
+  for (int i = 0; extra && extra[i]; i++) argv[n++] = (char *)extra[i];
   argv[n] = NULL;
   proxy_pid = e2e_spawn(argv, proxy_log);
+  free(argv);
   /* All listeners are bound before any loop runs, the metrics one last, so
    * probing the metrics port alone is enough; probing the proxy port would
    * open an upstream connection that a test's own fake upstream then sees. */
@@ -100,6 +116,19 @@ static void start_proxy(const int *ups, int nups, const char *const *extra) {
     dump_logs();
     fail_msg("evr-proxy did not listen");
   }
+}
+
+/* The same with upstreams 127.0.0.1:ups[i]. */
+static void start_proxy(const int *ups, int nups, const char *const *extra) {
+  char text[8][32];
+  const char *list[9];
+  int n = 0;
+  for (; n < nups && n < 8; n++) {
+    snprintf(text[n], sizeof text[n], "127.0.0.1:%d", ups[n]);
+    list[n] = text[n];
+  }
+  list[n] = NULL;
+  start_proxy_texts(list, extra);
 }
 
 static void expect_clean_exit(pid_t *pid, int sig) {
@@ -411,6 +440,277 @@ static void test_proxy_send_proxy_v2_header_exact(void **state) {
   check_proxy_header("v2");
 }
 
+/* A Unix socket path for this test process. */
+static const char *unix_path(const char *tag) {
+  static char path[2][96];
+  static int next;
+  char *p = path[next++ % 2];
+  snprintf(p, sizeof path[0], "/tmp/evr-proxy-test-%ld-%s.sock", (long)getpid(), tag);
+  return p;
+}
+
+/* A blocking connected Unix stream socket, or -1. */
+static int connect_unix(const char *path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* A client of a proxy listening on a Unix socket has no address a PROXY
+ * header can carry: v1 says UNKNOWN, v2 uses the LOCAL command (0x20) with
+ * the unspecified family and no address block. */
+static void check_unix_client_proxy_header(const char *version) {
+  int up_port, lfd = listen_local(&up_port);
+  const char *path = unix_path("pp");
+  unlink(path);
+  char listen[128];
+  snprintf(listen, sizeof listen, "unix:%s", path);
+  const char *extra[] = {"--listen", listen, "--send-proxy", version, NULL};
+  start_proxy(&up_port, 1, extra);
+  int c = connect_unix(path);
+  assert_true(c >= 0);
+  int u = accept_within(lfd, 10000);
+  assert_true(u >= 0);
+  assert_int_equal(send(c, "PAYLOAD", 7, 0), 7);
+  unsigned char want[64];
+  size_t wlen;
+  if (strcmp(version, "v1") == 0) {
+    wlen = 15;
+    memcpy(want, "PROXY UNKNOWN\r\n", wlen);
+  } else {
+    memcpy(want, "\r\n\r\n\0\r\nQUIT\n", 12);
+    want[12] = 0x20; /* version 2, LOCAL */
+    want[13] = 0x00; /* AF_UNSPEC, UNSPEC */
+    want[14] = 0;
+    want[15] = 0; /* no addresses */
+    wlen = 16;
+  }
+  memcpy(want + wlen, "PAYLOAD", 7);
+  unsigned char got[64];
+  size_t n = recv_all(u, got, wlen + 7, 10000);
+  if (n != wlen + 7 || memcmp(got, want, wlen + 7) != 0) {
+    fprintf(stderr, "header for a Unix client with %s: got", version);
+    for (size_t i = 0; i < n; i++) fprintf(stderr, " %02x", got[i]);
+    fprintf(stderr, "\n  expected");
+    for (size_t i = 0; i < wlen + 7; i++) fprintf(stderr, " %02x", want[i]);
+    fprintf(stderr, "\n");
+  }
+  assert_int_equal(n, wlen + 7);
+  assert_memory_equal(got, want, wlen + 7);
+  close(c);
+  close(u);
+  close(lfd);
+  expect_clean_exit(&proxy_pid, SIGTERM);
+  unlink(path);
+}
+
+static void test_proxy_send_proxy_v1_for_unix_client_is_unknown(void **state) {
+  (void)state;
+  check_unix_client_proxy_header("v1");
+}
+
+static void test_proxy_send_proxy_v2_for_unix_client_is_local(void **state) {
+  (void)state;
+  check_unix_client_proxy_header("v2");
+}
+
+/* ---- PROXY protocol against HAProxy ---- */
+
+/* Path of the haproxy program, or NULL. */
+static const char *find_haproxy(void) {
+  static const char *const cand[] = {"/usr/sbin/haproxy", "/usr/bin/haproxy",
+                                     "/usr/local/sbin/haproxy", "/usr/local/bin/haproxy"};
+  for (size_t i = 0; i < sizeof cand / sizeof cand[0]; i++)
+    if (access(cand[i], X_OK) == 0) return cand[i];
+  return NULL;
+}
+
+/* A free TCP port on ::1, or -1 when IPv6 loopback is not available. */
+static int free_port6(void) {
+  int fd = socket(AF_INET6, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+  socklen_t len = sizeof sa;
+  int port = -1;
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+      getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+    port = ntohs(sa.sin6_port);
+  close(fd);
+  return port;
+}
+
+/* Send a line through fd and expect it back (the echo behind HAProxy).
+ * 0, or -1 after printing what went wrong: HAProxy resets a connection
+ * whose PROXY header it rejects. */
+static int echo_once(int fd, const char *what) {
+  char msg[96], got[96];
+  int n = snprintf(msg, sizeof msg, "hello through evr-proxy and haproxy (%s)\n", what);
+  if (send(fd, msg, (size_t)n, MSG_NOSIGNAL) != n) {
+    fprintf(stderr, "%s: send: %s\n", what, strerror(errno));
+    return -1;
+  }
+  size_t got_n = 0;
+  while (got_n < (size_t)n) {
+    ssize_t r = recv_within(fd, got + got_n, (size_t)n - got_n, 20000);
+    if (r <= 0) {
+      fprintf(stderr, "%s: %s after %zu of %d bytes of echo\n", what,
+              r == 0 ? "EOF" : r == -2 ? "no answer" : strerror(errno), got_n, n);
+      return -1;
+    }
+    got_n += (size_t)r;
+  }
+  if (memcmp(got, msg, (size_t)n) != 0) {
+    fprintf(stderr, "%s: echo differs\n", what);
+    return -1;
+  }
+  return 0;
+}
+
+static int count_in(const char *text, const char *what) {
+  int n = 0;
+  for (const char *p = text; p && (p = strstr(p, what)) != NULL; p += strlen(what)) n++;
+  return n;
+}
+
+/* HAProxy logs each session when it ends, with the addresses it took from
+ * the PROXY header: wait (bounded) for at least `times` lines with `line`. */
+static int haproxy_logged(const char *line, int times) {
+  for (int i = 0; i < 500; i++) {
+    char *log = e2e_read_file(haproxy_log);
+    int found = log && count_in(log, line) >= times;
+    free(log);
+    if (found) return 1;
+    usleep(10000);
+  }
+  char *log = e2e_read_file(haproxy_log);
+  fprintf(stderr, "haproxy log lacks \"%s\":\n%s\n", line, log ? log : "(none)");
+  free(log);
+  return 0;
+}
+
+/* client -> evr-proxy --send-proxy v1|v2 -> HAProxy (accept-proxy) ->
+ * evr-echo, for a client on 127.0.0.1, on ::1 and on a Unix socket. HAProxy
+ * resets the connection when it rejects the header; it logs the client and
+ * destination addresses it took from the header. */
+static void test_proxy_send_proxy_accepted_by_haproxy(void **state) {
+  (void)state;
+  const char *haproxy = find_haproxy();
+  if (!haproxy) {
+    fprintf(stderr,
+            "SKIP test_proxy_send_proxy_accepted_by_haproxy: haproxy is not installed "
+            "(Debian/Ubuntu package 'haproxy'); it is the reference PROXY protocol "
+            "receiver this test checks evr-proxy's headers against\n");
+    skip();
+  }
+  start_echo();
+  int ha_port = e2e_free_port();
+  snprintf(haproxy_cfg, sizeof haproxy_cfg, "/tmp/evr-proxy-test-%ld.haproxy.cfg",
+           (long)getpid());
+  snprintf(haproxy_log, sizeof haproxy_log, "/tmp/evr-proxy-test-%ld.haproxy.log",
+           (long)getpid());
+  FILE *f = fopen(haproxy_cfg, "w");
+  assert_non_null(f);
+  fprintf(f,
+          "global\n"
+          "    log stderr format raw local0 info\n"
+          "defaults\n"
+          "    mode tcp\n"
+          "    log global\n"
+          "    log-format \"evr-test client=%%ci:%%cp dst=%%fi:%%fp\"\n"
+          "    timeout connect 10s\n"
+          "    timeout client 60s\n"
+          "    timeout server 60s\n"
+          "frontend fe\n"
+          "    bind 127.0.0.1:%d accept-proxy\n"
+          "    default_backend be\n"
+          "backend be\n"
+          "    server echo 127.0.0.1:%d\n",
+          ha_port, echo_port);
+  fclose(f);
+  char *hargv[] = {(char *)haproxy, "-db", "-f", haproxy_cfg, NULL};
+  haproxy_pid = e2e_spawn(hargv, haproxy_log);
+  if (e2e_wait_listening(ha_port, 10000) != 0) {
+    char *log = e2e_read_file(haproxy_log);
+    fprintf(stderr, "---- haproxy log ----\n%s\n", log ? log : "(none)");
+    free(log);
+    stop_haproxy();
+    fail_msg("haproxy did not listen");
+  }
+  int port6 = free_port6();
+  if (port6 < 0) fprintf(stderr, "note: no IPv6 loopback here: the ::1 client is not tried\n");
+  const char *path = unix_path("ha");
+  static const char *const versions[] = {"v1", "v2"};
+  int failed = 0;
+  for (int v = 0; v < 2; v++) {
+    unlink(path);
+    char listen6[64], listenu[128];
+    snprintf(listen6, sizeof listen6, "[::1]:%d", port6);
+    snprintf(listenu, sizeof listenu, "unix:%s", path);
+    const char *extra[] = {"--send-proxy", versions[v], "--threads", "1", "--listen", listenu,
+                           port6 > 0 ? "--listen" : NULL, listen6, NULL};
+    start_proxy(&ha_port, 1, extra);
+    char what[64], line[160];
+
+    /* IPv4: HAProxy sees the client's own address and port. */
+    int c = e2e_connect(proxy_port);
+    assert_true(c >= 0);
+    struct sockaddr_in me4;
+    socklen_t len = sizeof me4;
+    assert_int_equal(getsockname(c, (struct sockaddr *)&me4, &len), 0);
+    snprintf(what, sizeof what, "%s, IPv4 client", versions[v]);
+    if (echo_once(c, what) != 0) failed++;
+    close(c);
+    snprintf(line, sizeof line, "client=127.0.0.1:%u dst=127.0.0.1:%d", ntohs(me4.sin_port),
+             proxy_port);
+    if (!failed && !haproxy_logged(line, 1)) failed++;
+
+    /* IPv6. */
+    if (port6 > 0) {
+      c = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      assert_true(c >= 0);
+      struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT,
+                                .sin6_port = htons((uint16_t)port6)};
+      assert_int_equal(connect(c, (struct sockaddr *)&sa, sizeof sa), 0);
+      struct sockaddr_in6 me6;
+      len = sizeof me6;
+      assert_int_equal(getsockname(c, (struct sockaddr *)&me6, &len), 0);
+      snprintf(what, sizeof what, "%s, IPv6 client", versions[v]);
+      if (echo_once(c, what) != 0) failed++;
+      close(c);
+      snprintf(line, sizeof line, "client=::1:%u dst=::1:%d", ntohs(me6.sin6_port), port6);
+      if (!failed && !haproxy_logged(line, 1)) failed++;
+    }
+
+    /* Unix: no address to pass on; HAProxy keeps the real connection's. */
+    c = connect_unix(path);
+    assert_true(c >= 0);
+    snprintf(what, sizeof what, "%s, Unix-socket client", versions[v]);
+    if (echo_once(c, what) != 0) failed++;
+    close(c);
+    snprintf(line, sizeof line, "dst=127.0.0.1:%d", ha_port);
+    if (!failed && !haproxy_logged(line, v + 1)) failed++;
+
+    if (failed) {
+      dump_logs();
+      char *log = e2e_read_file(haproxy_log);
+      fprintf(stderr, "---- haproxy log ----\n%s\n", log ? log : "(none)");
+      free(log);
+    }
+    expect_clean_exit(&proxy_pid, SIGTERM);
+    unlink(path);
+    if (failed) break;
+  }
+  stop_haproxy();
+  assert_int_equal(failed, 0);
+  expect_clean_exit(&echo_pid, SIGTERM);
+}
+
 static void test_proxy_metrics_parse(void **state) {
   (void)state;
   start_echo();
@@ -536,6 +836,8 @@ static void test_proxy_command_line(void **state) {
 
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
+  const char *only = getenv("EVR_TEST_FILTER"); /* e.g. "*metrics*" */
+  if (only && *only) cmocka_set_test_filter(only);
   const struct CMUnitTest tests[] = {
       T(test_proxy_command_line),
       T(test_proxy_relays_64_mib_on_100_connections),
@@ -547,6 +849,9 @@ int main(void) {
       T(test_proxy_memory_bounded_with_client_that_never_reads),
       T(test_proxy_send_proxy_v1_header_exact),
       T(test_proxy_send_proxy_v2_header_exact),
+      T(test_proxy_send_proxy_v1_for_unix_client_is_unknown),
+      T(test_proxy_send_proxy_v2_for_unix_client_is_local),
+      T(test_proxy_send_proxy_accepted_by_haproxy),
       T(test_proxy_metrics_parse),
       T(test_proxy_drains_on_sigterm),
       T(test_proxy_splice_relays_exactly),
