@@ -22,6 +22,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,8 @@
 #define MAX_UPSTREAMS 64
 #define DOWN_MS 5000
 #define NBUCKETS 12
+#define METRICS_MAX_CONNS 64  /* metrics connections held at once */
+#define METRICS_IDLE_MS 10000 /* a metrics request must be complete by then */
 
 /* ---- configuration ---- */
 
@@ -44,6 +47,7 @@ enum { PP_NONE, PP_V1, PP_V2 };
 
 struct upstream {
   const char *text;        /* as given */
+  char *label;             /* text escaped for a /metrics label value */
   int numeric;             /* addr is valid; else host/port are resolved */
   evr_addr_t addr;
   char host[256];
@@ -84,6 +88,7 @@ static size_t read_chunk, high_mark, low_mark;
 
 static struct {
   atomic_ullong active, total, refused, bytes_in, bytes_out, queued_max;
+  atomic_ullong metrics_refused; /* metrics connections beyond METRICS_MAX_CONNS */
   atomic_ullong rr;
 } stats;
 
@@ -139,6 +144,7 @@ struct server {
   int nlisteners;
   evr_listener_t metrics;
   int has_metrics;
+  int nmconns; /* metrics connections open (first loop only) */
   evr_async_t wake;
   atomic_int command;
   atomic_int finished;
@@ -700,25 +706,86 @@ static void on_accept(evr_listener_t *l, int fd) {
   connect_next(ses);
 }
 
-/* ---- metrics: GET /metrics, Prometheus text format ---- */
+/* ---- metrics: GET /metrics, Prometheus text format ----
+ * The endpoint lives on the first loop. At most METRICS_MAX_CONNS
+ * connections are held at once (more are answered 503 and closed at
+ * accept); a request must be complete within METRICS_IDLE_MS, hold no NUL
+ * byte (400 at once) and fit in req[] (431 at once). The body is built in a
+ * buffer that grows as needed, so it is never cut, and sent without a
+ * terminator. */
+
+/* A growing text buffer. */
+struct text {
+  char *p;
+  size_t len, cap;
+  int failed; /* out of memory: the text is incomplete */
+};
+
+static void text_printf(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void text_printf(struct text *t, const char *fmt, ...) {
+  while (!t->failed) {
+    size_t room = t->cap - t->len;
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(room ? t->p + t->len : NULL, room, fmt, ap);
+    va_end(ap);
+    if (k < 0) {
+      t->failed = 1;
+      return;
+    }
+    if ((size_t)k < room) {
+      t->len += (size_t)k; /* the terminator stays outside len */
+      return;
+    }
+    size_t cap = t->cap ? t->cap : 16384;
+    while (cap < t->len + (size_t)k + 1) cap *= 2;
+    char *p = realloc(t->p, cap);
+    if (!p) {
+      t->failed = 1;
+      return;
+    }
+    t->p = p;
+    t->cap = cap;
+  }
+}
+
+/* A label value in the exposition format: backslash, double quote and
+ * newline escaped (a Unix socket path may hold any of them). */
+static char *label_escape(const char *s) {
+  char *out = malloc(2 * strlen(s) + 1), *q = out;
+  if (!out) return NULL;
+  for (; *s; s++) {
+    if (*s == '\\' || *s == '"') *q++ = '\\';
+    if (*s == '\n') {
+      *q++ = '\\';
+      *q++ = 'n';
+      continue;
+    }
+    *q++ = *s;
+  }
+  *q = '\0';
+  return out;
+}
 
 struct mconn {
   evr_stream_t s;
+  struct server *srv;
+  evr_write_t w;
+  struct text body;
+  char head[256];
   char req[2048];
   size_t len;
 };
 
-static void mconn_closed(evr_handle_t *h) { free(h); }
+static void mconn_closed(evr_handle_t *h) {
+  struct mconn *m = (struct mconn *)h;
+  m->srv->nmconns--;
+  free(m->body.p);
+  free(m);
+}
 
-static size_t metrics_text(char *out, size_t size) {
-  size_t n = 0;
-#define P(...)                                                                   \
-  do {                                                                           \
-    if (n < size) {                                                              \
-      int k = snprintf(out + n, size - n, __VA_ARGS__);                          \
-      if (k > 0) n += (size_t)k;                                                 \
-    }                                                                            \
-  } while (0)
+static void metrics_text(struct text *t) {
+#define P(...) text_printf(t, __VA_ARGS__)
   P("# HELP evr_proxy_connections_active Client connections open now.\n"
     "# TYPE evr_proxy_connections_active gauge\n"
     "evr_proxy_connections_active %llu\n",
@@ -745,11 +812,16 @@ static size_t metrics_text(char *out, size_t size) {
     "# TYPE evr_proxy_buffered_bytes_max_per_direction gauge\n"
     "evr_proxy_buffered_bytes_max_per_direction %llu\n",
     (unsigned long long)atomic_load(&stats.queued_max));
+  P("# HELP evr_proxy_metrics_connections_refused_total Metrics connections closed at once "
+    "because %d were open.\n"
+    "# TYPE evr_proxy_metrics_connections_refused_total counter\n"
+    "evr_proxy_metrics_connections_refused_total %llu\n",
+    METRICS_MAX_CONNS, (unsigned long long)atomic_load(&stats.metrics_refused));
   P("# HELP evr_proxy_upstream_up 1 if the upstream is not marked down.\n"
     "# TYPE evr_proxy_upstream_up gauge\n");
   uint64_t now = now_ms();
   for (int i = 0; i < cfg.nup; i++)
-    P("evr_proxy_upstream_up{upstream=\"%s\"} %d\n", cfg.up[i].text,
+    P("evr_proxy_upstream_up{upstream=\"%s\"} %d\n", cfg.up[i].label,
       atomic_load(&cfg.up[i].down_until) <= now);
   static const struct {
     const char *name, *type, *help;
@@ -771,7 +843,7 @@ static size_t metrics_text(char *out, size_t size) {
       counters[c].type);
     for (int i = 0; i < cfg.nup; i++) {
       atomic_ullong *v = (atomic_ullong *)((char *)&cfg.up[i] + counters[c].off);
-      P("%s{upstream=\"%s\"} %llu\n", counters[c].name, cfg.up[i].text,
+      P("%s{upstream=\"%s\"} %llu\n", counters[c].name, cfg.up[i].label,
         (unsigned long long)atomic_load(v));
     }
   }
@@ -780,40 +852,41 @@ static size_t metrics_text(char *out, size_t size) {
   for (int i = 0; i < cfg.nup; i++) {
     struct upstream *u = &cfg.up[i];
     for (int b = 0; b < NBUCKETS; b++)
-      P("evr_proxy_upstream_connect_seconds_bucket{upstream=\"%s\",le=\"%g\"} %llu\n", u->text,
+      P("evr_proxy_upstream_connect_seconds_bucket{upstream=\"%s\",le=\"%g\"} %llu\n", u->label,
         bucket_le[b], (unsigned long long)atomic_load(&u->latency_bucket[b]));
-    P("evr_proxy_upstream_connect_seconds_bucket{upstream=\"%s\",le=\"+Inf\"} %llu\n", u->text,
+    P("evr_proxy_upstream_connect_seconds_bucket{upstream=\"%s\",le=\"+Inf\"} %llu\n", u->label,
       (unsigned long long)atomic_load(&u->latency_count));
-    P("evr_proxy_upstream_connect_seconds_sum{upstream=\"%s\"} %.6f\n", u->text,
+    P("evr_proxy_upstream_connect_seconds_sum{upstream=\"%s\"} %.6f\n", u->label,
       (double)atomic_load(&u->latency_us_sum) / 1e6);
-    P("evr_proxy_upstream_connect_seconds_count{upstream=\"%s\"} %llu\n", u->text,
+    P("evr_proxy_upstream_connect_seconds_count{upstream=\"%s\"} %llu\n", u->label,
       (unsigned long long)atomic_load(&u->latency_count));
   }
 #undef P
-  return n < size ? n : size;
 }
 
-static void mconn_respond(struct mconn *m) {
-  evr_stream_read_stop(&m->s);
-  static char body[256 * 1024]; /* metrics live on one loop only */
-  size_t blen = 0;
-  const char *status = "200 OK";
-  if (strncmp(m->req, "GET /metrics ", 13) == 0 || strncmp(m->req, "GET /metrics?", 13) == 0) {
-    blen = metrics_text(body, sizeof body);
-  } else if (strncmp(m->req, "GET ", 4) != 0) {
-    status = "405 Method Not Allowed";
-    blen = (size_t)snprintf(body, sizeof body, "only GET /metrics\n");
-  } else {
-    status = "404 Not Found";
-    blen = (size_t)snprintf(body, sizeof body, "try /metrics\n");
+/* Answer and close: the head and body are written, then FIN. */
+static void mconn_respond(struct mconn *m, const char *status, const char *msg) {
+  evr_stream_read_stop(&m->s); /* the idle timeout still bounds the answer's drain */
+  if (!msg) {
+    metrics_text(&m->body);
+    if (m->body.failed) {
+      status = "500 Internal Server Error";
+      msg = "out of memory\n";
+    }
   }
-  char head[256];
-  int hlen = snprintf(head, sizeof head,
+  if (msg) {
+    m->body.len = 0;
+    m->body.failed = 0;
+    text_printf(&m->body, "%s", msg);
+  }
+  int hlen = snprintf(m->head, sizeof m->head,
                       "HTTP/1.0 %s\r\nContent-Type: text/plain; version=0.0.4\r\n"
                       "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                      status, blen);
-  if (evr_stream_write_copy(&m->s, head, (size_t)hlen) != 0 ||
-      evr_stream_write_copy(&m->s, body, blen) != 0 || evr_stream_end(&m->s, mconn_closed) != 0)
+                      status, m->body.len);
+  evr_buf_t bufs[2] = {{m->head, (size_t)hlen}, {m->body.p, m->body.len}};
+  if (m->body.failed || hlen <= 0 || (size_t)hlen >= sizeof m->head ||
+      evr_stream_write(&m->w, &m->s, bufs, m->body.len ? 2 : 1, NULL) != 0 ||
+      evr_stream_end(&m->s, mconn_closed) != 0)
     if (!evr_is_closing(&m->s.base)) evr_close(&m->s.base, mconn_closed);
 }
 
@@ -823,32 +896,60 @@ static void on_mconn_read(evr_stream_t *s, ssize_t nread, const char *buf) {
     evr_close(&s->base, mconn_closed);
     return;
   }
+  /* A NUL byte is never part of a request head: nothing more can make
+   * this one valid. */
+  if (memchr(buf, '\0', (size_t)nread)) {
+    mconn_respond(m, "400 Bad Request", "bad request: NUL byte\n");
+    return;
+  }
   size_t room = sizeof m->req - 1 - m->len;
   if ((size_t)nread > room) {
-    evr_close(&s->base, mconn_closed); /* request too large */
+    mconn_respond(m, "431 Request Header Fields Too Large", "request too large\n");
     return;
   }
   memcpy(m->req + m->len, buf, (size_t)nread);
   m->len += (size_t)nread;
   m->req[m->len] = 0;
-  if (strstr(m->req, "\r\n\r\n") || strstr(m->req, "\n\n")) mconn_respond(m);
+  if (!strstr(m->req, "\r\n\r\n") && !strstr(m->req, "\n\n")) return;
+  if (strncmp(m->req, "GET /metrics ", 13) == 0 || strncmp(m->req, "GET /metrics?", 13) == 0)
+    mconn_respond(m, "200 OK", NULL);
+  else if (strncmp(m->req, "GET ", 4) != 0)
+    mconn_respond(m, "405 Method Not Allowed", "only GET /metrics\n");
+  else
+    mconn_respond(m, "404 Not Found", "try /metrics\n");
 }
 
-static void mconn_idle(evr_stream_t *s) { evr_close(&s->base, mconn_closed); }
+static void mconn_idle(evr_stream_t *s) {
+  if (!evr_is_closing(&s->base)) evr_close(&s->base, mconn_closed);
+}
 
 static void on_metrics_accept(evr_listener_t *l, int fd) {
+  struct server *srv = l->base.data;
   if (fd < 0) return;
+  if (srv->nmconns >= METRICS_MAX_CONNS) {
+    /* Refused at once, with a best-effort answer; nothing is read. */
+    static const char busy[] =
+        "HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+        "Content-Length: 29\r\nConnection: close\r\n\r\ntoo many metrics connections\n";
+    ssize_t w = send(fd, busy, sizeof busy - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)w;
+    close(fd);
+    atomic_fetch_add(&stats.metrics_refused, 1);
+    return;
+  }
   struct mconn *m = calloc(1, sizeof *m);
   if (!m) {
     close(fd);
     return;
   }
+  m->srv = srv;
   if (evr_stream_init(l->base.loop, &m->s) != 0 || evr_stream_open(&m->s, fd) != 0) {
     close(fd);
     free(m);
     return;
   }
-  evr_stream_set_idle_timeout(&m->s, 10000, mconn_idle);
+  srv->nmconns++;
+  evr_stream_set_idle_timeout(&m->s, METRICS_IDLE_MS, mconn_idle);
   if (evr_stream_read_start(&m->s, on_mconn_read) != 0) evr_close(&m->s.base, mconn_closed);
 }
 
@@ -985,6 +1086,13 @@ static int serve(void) {
   signal(SIGPIPE, SIG_IGN);
   main_thread = pthread_self();
 
+  for (int i = 0; i < cfg.nup; i++) {
+    cfg.up[i].label = label_escape(cfg.up[i].text);
+    if (!cfg.up[i].label) {
+      log_error("out of memory");
+      return 1;
+    }
+  }
   struct server *srv = calloc((size_t)n, sizeof *srv);
   if (!srv) {
     log_error("out of memory");
@@ -1037,6 +1145,7 @@ static int serve(void) {
   log_info("evr-proxy stopped: %llu connections served",
            (unsigned long long)atomic_load(&stats.total));
   free(srv);
+  for (int i = 0; i < cfg.nup; i++) free(cfg.up[i].label);
   return status;
 }
 

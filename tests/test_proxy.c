@@ -2,8 +2,9 @@
  * is inherited by the daemons): byte-exact relay to evr-echo on 100
  * connections, half-close both ways, upstream failures and resets, abort
  * propagation, bounded memory with a client that never reads, PROXY
- * protocol headers (exact bytes, and HAProxy accepting them), /metrics,
- * drain on SIGTERM, --splice, command line. */
+ * protocol headers (exact bytes, and HAProxy accepting them), /metrics
+ * (never cut, escaped labels, hostile requests, connection cap), drain on
+ * SIGTERM, --splice, command line. */
 /* evr-test: backends novalgrind needs=evr-proxy,evr-echo timeout=900 */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -751,6 +752,287 @@ static void test_proxy_metrics_parse(void **state) {
   expect_clean_exit(&echo_pid, SIGTERM);
 }
 
+/* ---- /metrics: size, escaping, hostile requests, connection cap ---- */
+
+/* Send req (len bytes) to 127.0.0.1:port and read until EOF, a reset or
+ * ms without data. Returns the response (malloc'd, NUL-terminated after
+ * *got bytes; it may hold NUL bytes itself). */
+static char *http_exchange(int port, const void *req, size_t len, size_t *got, int ms) {
+  int fd = e2e_connect(port);
+  assert_true(fd >= 0);
+  assert_int_equal(send(fd, req, len, MSG_NOSIGNAL), (ssize_t)len);
+  size_t cap = 65536;
+  char *buf = malloc(cap);
+  assert_non_null(buf);
+  *got = 0;
+  for (;;) {
+    if (cap - *got < 4096) {
+      buf = realloc(buf, cap *= 2);
+      assert_non_null(buf);
+    }
+    ssize_t r = recv_within(fd, buf + *got, cap - *got - 1, ms);
+    if (r <= 0) break;
+    *got += (size_t)r;
+  }
+  buf[*got] = '\0';
+  close(fd);
+  return buf;
+}
+
+/* Split a response into its body (returned) and the Content-Length
+ * header's value (-1 if absent); fails the test without a header end. */
+static const char *http_body(const char *resp, size_t len, long *content_length) {
+  const char *end = memmem(resp, len, "\r\n\r\n", 4);
+  assert_non_null(end);
+  *content_length = -1;
+  const char *cl = memmem(resp, (size_t)(end - resp), "Content-Length: ", 16);
+  if (cl) *content_length = strtol(cl + 16, NULL, 10);
+  return end + 4;
+}
+
+/* Every line of a /metrics body is a comment or "name[{labels}] number",
+ * with label values quoted and escaped: returns the number of samples. */
+static int check_exposition_format(const char *body) {
+  char *copy = strdup(body);
+  assert_non_null(copy);
+  int samples = 0;
+  char *save = NULL;
+  for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    if (line[0] == '#') {
+      if (strncmp(line, "# HELP ", 7) != 0 && strncmp(line, "# TYPE ", 7) != 0)
+        fail_msg("bad comment line: %s", line);
+      continue;
+    }
+    const char *p = line;
+    while (*p == '_' || *p == ':' || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+           (p > line && *p >= '0' && *p <= '9'))
+      p++;
+    if (p == line) fail_msg("no metric name: %s", line);
+    if (*p == '{') {
+      p++;
+      while (*p != '}') {
+        while ((*p >= 'a' && *p <= 'z') || *p == '_') p++;
+        if (p[0] != '=' || p[1] != '"') fail_msg("bad label: %s", line);
+        p += 2;
+        while (*p && *p != '"') {
+          if (*p == '\\') {
+            if (p[1] != '\\' && p[1] != '"' && p[1] != 'n') fail_msg("bad escape: %s", line);
+            p++;
+          }
+          p++;
+        }
+        if (*p != '"') fail_msg("unterminated label value: %s", line);
+        p++;
+        if (*p == ',') p++;
+        else if (*p != '}') fail_msg("bad label list: %s", line);
+      }
+      p++;
+    }
+    if (*p != ' ') fail_msg("no value: %s", line);
+    char *end;
+    strtod(p + 1, &end);
+    if (end == p + 1 || *end != '\0') fail_msg("bad value: %s", line);
+    samples++;
+  }
+  free(copy);
+  return samples;
+}
+
+/* The per-upstream sample names: 21 lines for each upstream. */
+static const char *const upstream_series[] = {
+    "evr_proxy_upstream_up",
+    "evr_proxy_upstream_connections_active",
+    "evr_proxy_upstream_connections_total",
+    "evr_proxy_upstream_connect_failures_total",
+    "evr_proxy_upstream_bytes_sent_total",
+    "evr_proxy_upstream_bytes_received_total",
+    "evr_proxy_upstream_connect_seconds_sum",
+    "evr_proxy_upstream_connect_seconds_count",
+};
+
+/* 64 upstreams (the most evr-proxy takes) whose names are 140 characters
+ * long make a /metrics body of more than 256 KiB: it must come whole. The
+ * names are never resolved: no client connects. */
+static void test_proxy_metrics_complete_with_64_long_upstream_names(void **state) {
+  (void)state;
+  enum { NUP = 64, NAMELEN = 140 };
+  static char names[NUP][NAMELEN + 1];
+  const char *list[NUP + 1];
+  for (int i = 0; i < NUP; i++) {
+    /* "uNN-aaa...a.bbb...b.invalid:9999": DNS labels of at most 63 bytes */
+    char a[64], b[64];
+    memset(a, 'a', 59);
+    a[59] = '\0';
+    memset(b, 'b', 63);
+    b[63] = '\0';
+    int n = snprintf(names[i], sizeof names[i], "u%02d-%s.%s.invalid:9999", i, a, b);
+    assert_int_equal(n, NAMELEN);
+    list[i] = names[i];
+  }
+  list[NUP] = NULL;
+  const char *extra[] = {"--threads", "1", NULL};
+  start_proxy_texts(list, extra);
+  static const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
+  size_t len;
+  char *resp = http_exchange(metrics_port, req, sizeof req - 1, &len, 30000);
+  assert_non_null(strstr(resp, " 200 "));
+  long clen;
+  const char *body = http_body(resp, len, &clen);
+  size_t blen = len - (size_t)(body - resp);
+  fprintf(stderr, "/metrics: %zu body bytes, Content-Length %ld\n", blen, clen);
+  const char *nul = memchr(body, '\0', blen);
+  if (nul) fprintf(stderr, "NUL byte at body offset %zu\n", (size_t)(nul - body));
+  if (blen && body[blen - 1] != '\n') {
+    const char *last = body + blen - 1;
+    while (last > body && last[-1] != '\n') last--;
+    fprintf(stderr, "the body does not end with a newline; its last line starts \"%.60s\"\n",
+            last);
+  }
+  assert_true(clen >= 0 && (size_t)clen == blen);
+  assert_null(nul);
+  assert_true(blen > 256 * 1024);
+  assert_int_equal(body[blen - 1], '\n');
+  check_exposition_format(body);
+  /* Every line of every upstream is there. */
+  char want[256];
+  for (int i = 0; i < NUP; i++) {
+    for (size_t k = 0; k < sizeof upstream_series / sizeof upstream_series[0]; k++) {
+      int n = snprintf(want, sizeof want, "\n%s{upstream=\"%s\"} ", upstream_series[k],
+                       names[i]);
+      assert_true(n > 0 && (size_t)n < sizeof want);
+      if (!strstr(body, want)) fail_msg("missing: %s", want + 1);
+    }
+    int n = snprintf(want, sizeof want,
+                     "\nevr_proxy_upstream_connect_seconds_bucket{upstream=\"%s\",le=\"+Inf\"} ",
+                     names[i]);
+    assert_true(n > 0 && (size_t)n < sizeof want);
+    if (!strstr(body, want)) fail_msg("missing: %s", want + 1);
+    n = snprintf(want, sizeof want, "{upstream=\"%s\"", names[i]);
+    assert_true(n > 0 && (size_t)n < sizeof want);
+    assert_int_equal(count_in(body, want), 21);
+  }
+  free(resp);
+  expect_clean_exit(&proxy_pid, SIGTERM);
+}
+
+/* A Unix socket path may hold a quote, a backslash or a newline: in a label
+ * value they are escaped as \", \\ and \n. */
+static void test_proxy_metrics_escapes_label_values(void **state) {
+  (void)state;
+  const char *list[] = {"unix:/nonexistent/evr\"proxy\\test\nsock", NULL};
+  start_proxy_texts(list, NULL);
+  char *m = get_metrics();
+  check_exposition_format(m);
+  assert_true(metric(m, "evr_proxy_upstream_up"
+                        "{upstream=\"unix:/nonexistent/evr\\\"proxy\\\\test\\nsock\"}") == 1);
+  free(m);
+  expect_clean_exit(&proxy_pid, SIGTERM);
+}
+
+/* A NUL byte cannot be part of a request line: 400 at once, not silence
+ * until the idle close. The read below waits longer than that close (10 s),
+ * so "no answer" and "answer" are told apart without timing anything. */
+static void test_proxy_metrics_answers_400_to_a_nul_byte(void **state) {
+  (void)state;
+  int dead = dead_port();
+  start_proxy(&dead, 1, NULL);
+  static const char req[] = "GET /metrics\0 HTTP/1.0\r\n\r\n";
+  size_t len;
+  char *resp = http_exchange(metrics_port, req, sizeof req - 1, &len, 30000);
+  if (len == 0)
+    fprintf(stderr, "no answer to a request with a NUL byte: closed without a response\n");
+  else
+    fprintf(stderr, "answer: %.*s\n", (int)strcspn(resp, "\r\n"), resp);
+  assert_true(len > 0);
+  assert_true(strncmp(resp, "HTTP/1.0 400 ", 13) == 0);
+  free(resp);
+  char *m = get_metrics(); /* still serving */
+  free(m);
+  expect_clean_exit(&proxy_pid, SIGTERM);
+}
+
+/* At most 64 metrics connections are held at once; the excess is refused
+ * (503 and close) at once, and counted. */
+static void test_proxy_metrics_refuses_connections_beyond_the_cap(void **state) {
+  (void)state;
+  enum { CAP = 64, EXTRA = 16, N = CAP + EXTRA };
+  int dead = dead_port();
+  start_proxy(&dead, 1, NULL);
+  /* A whole exchange first: the start-up probe's connection is gone after
+   * it, so the cap is the only limit on what follows. */
+  free(get_metrics());
+  static const char part[] = "GET /metrics HTTP/1.0\r\n"; /* no blank line yet: parked */
+  int fd[N], closed_early[N];
+  for (int i = 0; i < N; i++) {
+    fd[i] = e2e_connect(metrics_port);
+    assert_true(fd[i] >= 0);
+    assert_int_equal(send(fd[i], part, sizeof part - 1, MSG_NOSIGNAL), (ssize_t)(sizeof part - 1));
+    closed_early[i] = 0;
+  }
+  /* The excess connections are closed (after a 503) without waiting for
+   * their requests. The bound below is a hang guard only. */
+  int closed = 0, refused_503 = 0;
+  struct pollfd pf[N];
+  while (closed < EXTRA) {
+    for (int i = 0; i < N; i++) {
+      pf[i].fd = closed_early[i] ? -1 : fd[i];
+      pf[i].events = POLLIN;
+      pf[i].revents = 0;
+    }
+    int n = poll(pf, N, 30000);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    for (int i = 0; i < N; i++) {
+      if (!pf[i].revents) continue;
+      char buf[512];
+      ssize_t r = recv(fd[i], buf, sizeof buf - 1, 0);
+      if (r > 0) {
+        buf[r] = '\0';
+        if (strstr(buf, " 503 ")) refused_503++;
+        continue; /* EOF follows */
+      }
+      if (r < 0 && errno == EAGAIN) continue;
+      closed_early[i] = 1;
+      closed++;
+    }
+  }
+  fprintf(stderr, "%d of %d parked metrics connections closed early (%d with a 503)\n", closed,
+          N, refused_503);
+  assert_int_equal(closed, EXTRA);
+  /* The others were held: each request completed now gets its answer. */
+  int served = 0;
+  char *last = NULL;
+  for (int i = 0; i < N; i++) {
+    if (closed_early[i]) {
+      close(fd[i]);
+      continue;
+    }
+    assert_int_equal(send(fd[i], "\r\n", 2, MSG_NOSIGNAL), 2);
+    size_t cap = 1 << 16, got = 0;
+    char *resp = malloc(cap);
+    assert_non_null(resp);
+    ssize_t r;
+    while ((r = recv_within(fd[i], resp + got, cap - got - 1, 30000)) > 0) {
+      got += (size_t)r;
+      if (cap - got < 2) {
+        resp = realloc(resp, cap *= 2);
+        assert_non_null(resp);
+      }
+    }
+    resp[got] = '\0';
+    close(fd[i]);
+    if (strstr(resp, " 200 ")) served++;
+    free(last);
+    last = resp;
+  }
+  assert_int_equal(served, CAP);
+  assert_non_null(last);
+  assert_true(metric(strstr(last, "\r\n\r\n") + 4, "evr_proxy_metrics_connections_refused_total") ==
+              EXTRA);
+  free(last);
+  expect_clean_exit(&proxy_pid, SIGTERM);
+}
+
 static void test_proxy_drains_on_sigterm(void **state) {
   (void)state;
   start_echo();
@@ -853,6 +1135,10 @@ int main(void) {
       T(test_proxy_send_proxy_v2_for_unix_client_is_local),
       T(test_proxy_send_proxy_accepted_by_haproxy),
       T(test_proxy_metrics_parse),
+      T(test_proxy_metrics_complete_with_64_long_upstream_names),
+      T(test_proxy_metrics_escapes_label_values),
+      T(test_proxy_metrics_answers_400_to_a_nul_byte),
+      T(test_proxy_metrics_refuses_connections_beyond_the_cap),
       T(test_proxy_drains_on_sigterm),
       T(test_proxy_splice_relays_exactly),
   };
