@@ -88,11 +88,102 @@ static size_t read_chunk, high_mark, low_mark;
 
 static struct {
   atomic_ullong active, total, refused, bytes_in, bytes_out, queued_max;
+  atomic_ullong local_errors;    /* connect attempts failed for lack of local resources */
   atomic_ullong metrics_refused; /* metrics connections beyond METRICS_MAX_CONNS */
   atomic_ullong rr;
 } stats;
 
 static uint64_t now_ms(void) { return evr_hrtime() / 1000000u; }
+
+/* ---- log episodes ----
+ * A failure that can repeat once per client (descriptors ran out, no
+ * upstream reachable) writes at most one line a second: the first
+ * occurrence in full, then "N more suppressed" summaries, the last one
+ * once the episode is over (the next success) and its count is due. A
+ * loop that counts an occurrence arms its episode timer, which writes the
+ * summary when it is due; exit writes what is left. Shared by every loop:
+ * atomics. */
+struct episode {
+  const char *what;          /* names the failure in the summaries */
+  atomic_int open;           /* an episode is under way */
+  atomic_int last_rc;        /* the latest error, 0 if none applies */
+  atomic_ullong suppressed;  /* occurrences not reported yet */
+  atomic_ullong last_ms;     /* when the last line about it was written */
+};
+
+static struct episode ep_local = {.what = "upstream connect: out of local resources"};
+static struct episode ep_connect = {.what = "upstream connect: could not start"};
+static struct episode ep_unreachable = {.what = "no upstream reachable"};
+static struct episode *const episodes[] = {&ep_local, &ep_connect, &ep_unreachable};
+#define NEPISODES (sizeof episodes / sizeof episodes[0])
+
+/* Claim the right to write a line about e now (one a second). */
+static int episode_claim(struct episode *e, uint64_t now) {
+  unsigned long long last = atomic_load(&e->last_ms);
+  return now - last >= 1000 && atomic_compare_exchange_strong(&e->last_ms, &last, now);
+}
+
+/* One occurrence. Returns 1 if it was only counted (a summary is due
+ * later), 0 if a line was written. */
+static int episode_hit(struct episode *e, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int episode_hit(struct episode *e, int rc, const char *fmt, ...) {
+  uint64_t now = now_ms();
+  atomic_store(&e->last_rc, rc);
+  int was_open = atomic_exchange(&e->open, 1);
+  if (!episode_claim(e, now)) {
+    atomic_fetch_add(&e->suppressed, 1);
+    return 1;
+  }
+  unsigned long long n = atomic_exchange(&e->suppressed, 0);
+  if (was_open) {
+    log_warn("%s: %llu more suppressed in the last second or more%s%s%s", e->what, n + 1,
+             rc ? " (" : "", rc ? evr_strerror(rc) : "", rc ? ")" : "");
+    return 0;
+  }
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (n)
+    log_warn("%s (%llu earlier ones suppressed; repeats are counted, reported at most once a "
+             "second)", msg, n);
+  else
+    log_warn("%s (repeats are counted, reported at most once a second)", msg);
+  return 0;
+}
+
+/* Write e's pending count if it is due (or force). Returns 1 if a count
+ * is still pending. */
+static int episode_flush(struct episode *e, int force) {
+  if (atomic_load(&e->suppressed) == 0) return 0;
+  uint64_t now = now_ms();
+  if (!episode_claim(e, now) && !force) return 1;
+  unsigned long long n = atomic_exchange(&e->suppressed, 0);
+  if (!n) return 0;
+  int rc = atomic_load(&e->last_rc);
+  const char *l = rc ? " (" : "", *err = rc ? evr_strerror(rc) : "", *r = rc ? ")" : "";
+  if (atomic_load(&e->open))
+    log_warn("%s: %llu more suppressed in the last second or more%s%s%s", e->what, n, l, err, r);
+  else
+    log_info("%s: over; %llu more suppressed since the last line%s%s%s", e->what, n, l, err, r);
+  return 0;
+}
+
+/* A success: the episode is over. Returns 1 if its count is still due. */
+static int episode_end(struct episode *e) {
+  if (!atomic_load_explicit(&e->open, memory_order_relaxed)) return 0;
+  if (!atomic_exchange(&e->open, 0)) return 0;
+  return episode_flush(e, 0);
+}
+
+/* Failures that are this host's, not the upstream's: they neither mark the
+ * upstream down nor count as its failures. */
+static int local_error(int rc) {
+  return rc == EVR_EMFILE || rc == EVR_ENFILE || rc == EVR_ENOBUFS || rc == EVR_ENOMEM ||
+         rc == EVR_EAI_MEMORY;
+}
 
 /* ---- sessions ---- */
 
@@ -150,10 +241,23 @@ struct server {
   atomic_int finished;
   int draining;
   evr_timer_t drain_timer;
+  evr_timer_t ep_timer; /* writes due episode summaries; unreferenced */
   struct session *sessions;
   int status;
   pthread_t thread;
 };
+
+static void on_episode_timer(evr_timer_t *t) {
+  int pending = 0;
+  for (size_t i = 0; i < NEPISODES; i++) pending |= episode_flush(episodes[i], 0);
+  if (pending) evr_timer_start(t, on_episode_timer, 1000, 0);
+}
+
+/* A count is pending: this loop writes it when it is due. */
+static void episode_later(struct server *srv) {
+  if (!evr_is_active(&srv->ep_timer.base) && !evr_is_closing(&srv->ep_timer.base))
+    evr_timer_start(&srv->ep_timer, on_episode_timer, 1000, 0);
+}
 
 /* The last handle of a session to close frees it. */
 static void session_unref(struct session *ses) {
@@ -568,10 +672,23 @@ static struct upstream *pick_upstream(struct session *ses) {
 
 static void on_upstream_connect(evr_stream_t *s, int status);
 
+/* The connect failed for lack of local resources: another upstream would
+ * fail the same way, and this one is not to blame. Close the client. */
+static void local_failure(struct session *ses, struct upstream *u, int rc) {
+  atomic_fetch_add(&stats.local_errors, 1);
+  atomic_fetch_add(&stats.refused, 1);
+  if (episode_hit(&ep_local, rc,
+                  "connect to %s: %s: closing the client; the upstream is not marked down",
+                  u->text, evr_strerror(rc)))
+    episode_later(ses->srv);
+  session_close(ses);
+}
+
 static void connect_next(struct session *ses) {
   struct upstream *u = ses->tried < cfg.nup ? pick_upstream(ses) : NULL;
   if (!u) {
-    log_warn("no upstream reachable: closing the client");
+    if (episode_hit(&ep_unreachable, 0, "no upstream reachable: closing the client"))
+      episode_later(ses->srv);
     atomic_fetch_add(&stats.refused, 1);
     session_close(ses);
     return;
@@ -591,7 +708,15 @@ static void connect_next(struct session *ses) {
                                               on_upstream_connect);
   }
   if (rc) {
-    log_error("connect to %s: %s", u->text, evr_strerror(rc));
+    /* Nothing was sent: socket() or the resolver's start failed here. */
+    if (local_error(rc)) {
+      local_failure(ses, u, rc);
+      return;
+    }
+    atomic_fetch_add(&stats.refused, 1);
+    if (episode_hit(&ep_connect, rc, "connect to %s: %s: closing the client", u->text,
+                    evr_strerror(rc)))
+      episode_later(ses->srv);
     session_close(ses);
   }
 }
@@ -614,6 +739,11 @@ static void on_upstream_connect(evr_stream_t *s, int status) {
   struct session *ses = sd->ses;
   struct upstream *u = ses->up;
   if (status == EVR_ECANCELED) return; /* the session is closing */
+  if (status && local_error(status)) {
+    if (ses->closing) side_close(sd);
+    else local_failure(ses, u, status);
+    return;
+  }
   if (status) {
     atomic_fetch_add(&u->failures, 1);
     atomic_store(&u->down_until, now_ms() + DOWN_MS);
@@ -632,6 +762,8 @@ static void on_upstream_connect(evr_stream_t *s, int status) {
   for (int i = 0; i < NBUCKETS; i++)
     if ((double)us / 1e6 <= bucket_le[i]) atomic_fetch_add(&u->latency_bucket[i], 1);
   atomic_store(&u->down_until, 0);
+  for (size_t i = 0; i < NEPISODES; i++)
+    if (episode_end(episodes[i])) episode_later(ses->srv);
   atomic_fetch_add(&u->active, 1);
   atomic_fetch_add(&u->total, 1);
   ses->connected = 1;
@@ -795,10 +927,15 @@ static void metrics_text(struct text *t) {
     "evr_proxy_connections_total %llu\n",
     (unsigned long long)atomic_load(&stats.total));
   P("# HELP evr_proxy_connections_refused_total Clients closed without an upstream "
-    "(none reachable, or --max-conns).\n"
+    "(none reachable, --max-conns, or local resources exhausted).\n"
     "# TYPE evr_proxy_connections_refused_total counter\n"
     "evr_proxy_connections_refused_total %llu\n",
     (unsigned long long)atomic_load(&stats.refused));
+  P("# HELP evr_proxy_local_connect_errors_total Upstream connects that failed for lack of "
+    "local resources (descriptors, buffers, memory); the upstream is not marked down.\n"
+    "# TYPE evr_proxy_local_connect_errors_total counter\n"
+    "evr_proxy_local_connect_errors_total %llu\n",
+    (unsigned long long)atomic_load(&stats.local_errors));
   P("# HELP evr_proxy_bytes_in_total Bytes received from clients.\n"
     "# TYPE evr_proxy_bytes_in_total counter\n"
     "evr_proxy_bytes_in_total %llu\n",
@@ -1030,12 +1167,14 @@ static int server_init(struct server *srv, int index, struct server *first) {
     return rc;
   }
   if ((rc = evr_async_init(srv->loop, &srv->wake, on_command)) != 0 ||
-      (rc = evr_timer_init(srv->loop, &srv->drain_timer)) != 0) {
+      (rc = evr_timer_init(srv->loop, &srv->drain_timer)) != 0 ||
+      (rc = evr_timer_init(srv->loop, &srv->ep_timer)) != 0) {
     log_error("loop set-up: %s", evr_strerror(rc));
     return rc;
   }
   srv->wake.base.data = srv;
   srv->drain_timer.base.data = srv;
+  evr_unref(&srv->ep_timer.base);
   for (int i = 0; i < cfg.nlisten; i++) {
     srv->nlisteners++;
     rc = listen_one(srv, &srv->listeners[i], &cfg.addrs[i], cfg.listen[i], first, i, on_accept);
@@ -1141,6 +1280,10 @@ static int serve(void) {
   for (int i = 0; i < n; i++) {
     if (srv[i].status) status = 1;
     server_free(&srv[i]);
+  }
+  for (size_t i = 0; i < NEPISODES; i++) {
+    atomic_store(&episodes[i]->open, 0);
+    episode_flush(episodes[i], 1);
   }
   log_info("evr-proxy stopped: %llu connections served",
            (unsigned long long)atomic_load(&stats.total));

@@ -4,10 +4,11 @@
  * propagation, bounded memory with a client that never reads, PROXY
  * protocol headers (exact bytes, and HAProxy accepting them), /metrics
  * (never cut, escaped labels, hostile requests, connection cap), drain on
- * SIGTERM, --splice, command line. */
+ * SIGTERM, descriptor exhaustion, --splice, command line. */
 /* evr-test: backends novalgrind needs=evr-proxy,evr-echo timeout=900 */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -20,6 +21,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include "e2e.h"
 #include "helpers.h"
@@ -1065,6 +1067,161 @@ static void test_proxy_drains_on_sigterm(void **state) {
   expect_clean_exit(&echo_pid, SIGTERM);
 }
 
+/* ---- descriptor exhaustion ---- */
+
+#ifdef __linux__
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Descriptors the proxy has open now. */
+static int proxy_fd_count(void) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%ld/fd", (long)proxy_pid);
+  DIR *d = opendir(path);
+  assert_non_null(d);
+  int n = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;)
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n;
+}
+
+/* The proxy's soft RLIMIT_NOFILE, set from outside (prlimit(2)). */
+static void set_proxy_nofile(rlim_t cur) {
+  struct rlimit rl;
+  assert_int_equal(prlimit(proxy_pid, RLIMIT_NOFILE, NULL, &rl), 0);
+  rl.rlim_cur = cur;
+  assert_int_equal(prlimit(proxy_pid, RLIMIT_NOFILE, &rl, NULL), 0);
+}
+
+/* /metrics once the proxy has closed every session (it may lack a
+ * descriptor for the metrics connection for a moment): bounded retries. */
+static char *get_metrics_when_idle(void) {
+  for (int i = 0; i < 1000; i++) {
+    char *resp = e2e_http_get(metrics_port, "/metrics");
+    char *body = resp && strstr(resp, " 200 ") ? strstr(resp, "\r\n\r\n") : NULL;
+    if (body && metric(body + 4, "evr_proxy_connections_active") == 0) {
+      memmove(resp, body + 4, strlen(body + 4) + 1);
+      return resp;
+    }
+    free(resp);
+    usleep(10000);
+  }
+  dump_logs();
+  fail_msg("/metrics did not show an idle proxy");
+  return NULL;
+}
+
+static int log_lines_at(const char *level) {
+  char *log = e2e_read_file(proxy_log);
+  char tag[16];
+  snprintf(tag, sizeof tag, " %s: ", level);
+  int n = count_in(log, tag);
+  free(log);
+  return n;
+}
+#endif
+
+/* With too few descriptors to connect upstream, each new client fails for
+ * a local reason: that is logged once per episode (with counted summaries),
+ * counted apart from upstream failures, and never marks the upstream down.
+ * The limit is lowered from outside with prlimit(2); phases one descriptor
+ * apart make one of them end with a single free descriptor: enough to
+ * accept a client, not to connect for it. */
+static void test_proxy_descriptor_exhaustion_is_local_and_logged_once(void **state) {
+  (void)state;
+#ifndef __linux__
+  fprintf(stderr, "SKIP: needs prlimit(2) and /proc (Linux)\n");
+  skip();
+#else
+  enum { CLIENTS = 120 };
+  start_echo();
+  const char *extra[] = {"--threads", "1", NULL};
+  start_proxy(&echo_port, 1, extra);
+  free(get_metrics());
+  struct rlimit orig;
+  assert_int_equal(prlimit(proxy_pid, RLIMIT_NOFILE, NULL, &orig), 0);
+  int base = proxy_fd_count();
+  int warn0 = log_lines_at("warn") + log_lines_at("error");
+  int64_t t0 = mono_ms();
+  double local = 0;
+  int phases = 0;
+  char name[128];
+  for (int phase = 0; phase < 4 && local <= 0; phase++, phases++) {
+    set_proxy_nofile((rlim_t)(base + 24 + phase)); /* about 12 sessions */
+    int fd[CLIENTS], done[CLIENTS], served = 0, closed = 0;
+    for (int i = 0; i < CLIENTS; i++) {
+      fd[i] = e2e_connect(proxy_port);
+      assert_true(fd[i] >= 0);
+      assert_int_equal(send(fd[i], "p", 1, MSG_NOSIGNAL), 1);
+      done[i] = 0;
+    }
+    /* Each client is relayed (its byte comes back) or closed; the poll
+     * bound is a hang guard. */
+    struct pollfd pf[CLIENTS];
+    while (served + closed < CLIENTS) {
+      for (int i = 0; i < CLIENTS; i++) {
+        pf[i].fd = done[i] ? -1 : fd[i];
+        pf[i].events = POLLIN;
+        pf[i].revents = 0;
+      }
+      int n = poll(pf, CLIENTS, 30000);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      for (int i = 0; i < CLIENTS; i++) {
+        if (!pf[i].revents) continue;
+        char b;
+        ssize_t r = recv(fd[i], &b, 1, 0);
+        done[i] = 1;
+        if (r == 1) served++;
+        else closed++;
+      }
+    }
+    for (int i = 0; i < CLIENTS; i++) close(fd[i]);
+    fprintf(stderr, "limit %d: %d clients relayed, %d closed\n", base + 24 + phase, served,
+            closed);
+    assert_int_equal(served + closed, CLIENTS);
+    assert_true(served > 0 && closed > 0);
+    char *m = get_metrics_when_idle();
+    local = metric(m, "evr_proxy_local_connect_errors_total");
+    free(m);
+  }
+  set_proxy_nofile(orig.rlim_cur);
+  int64_t elapsed_s = (mono_ms() - t0) / 1000 + 1;
+  int lines = log_lines_at("warn") + log_lines_at("error") - warn0;
+  fprintf(stderr, "%d phases in about %lld s: %d warn/error lines, %.0f local errors\n", phases,
+          (long long)elapsed_s, lines, local);
+  /* One line per episode, one summary a second at most. */
+  if (lines > 6 + 2 * elapsed_s) dump_logs();
+  assert_true(lines <= 6 + 2 * elapsed_s);
+  assert_true(local > 0);
+  char *m = get_metrics_when_idle();
+  snprintf(name, sizeof name, "evr_proxy_upstream_up{upstream=\"127.0.0.1:%d\"}", echo_port);
+  assert_true(metric(m, name) == 1);
+  snprintf(name, sizeof name,
+           "evr_proxy_upstream_connect_failures_total{upstream=\"127.0.0.1:%d\"}", echo_port);
+  assert_true(metric(m, name) == 0);
+  free(m);
+  /* Descriptors are back: the proxy serves, and the episode's summary says
+   * how many failures were not logged one by one. */
+  assert_int_equal(e2e_echo_traffic(proxy_port, 10, 10000, 0, 60000), 0);
+  int summary = 0;
+  for (int i = 0; i < 1000 && !summary; i++) { /* a hang guard, not a deadline */
+    char *log = e2e_read_file(proxy_log);
+    summary = log && strstr(log, "suppressed") != NULL;
+    free(log);
+    if (!summary) usleep(10000);
+  }
+  if (!summary) dump_logs();
+  assert_true(summary);
+  expect_clean_exit(&proxy_pid, SIGTERM);
+  expect_clean_exit(&echo_pid, SIGTERM);
+#endif
+}
+
 static void test_proxy_splice_relays_exactly(void **state) {
   (void)state;
   start_echo();
@@ -1140,6 +1297,7 @@ int main(void) {
       T(test_proxy_metrics_answers_400_to_a_nul_byte),
       T(test_proxy_metrics_refuses_connections_beyond_the_cap),
       T(test_proxy_drains_on_sigterm),
+      T(test_proxy_descriptor_exhaustion_is_local_and_logged_once),
       T(test_proxy_splice_relays_exactly),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
