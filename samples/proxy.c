@@ -1311,7 +1311,8 @@ static void usage(void) {
       "  --threads N             event loops, one per thread (default: one per CPU)\n"
       "  --splice                Linux: relay through kernel pipes (zero copy)\n"
       "  --backend NAME          event backend (built here: see --version)\n"
-      "  --drain-timeout SEC     on SIGTERM/SIGINT, wait SEC seconds for clients (default 30)\n"
+      "  --drain-timeout SEC     on SIGTERM/SIGINT/SIGHUP, wait SEC seconds for clients\n"
+      "                          (default 30)\n"
       "  --log-level LEVEL       error, warn, info (default) or debug\n"
       "  --help, --version\n");
 }

@@ -4,7 +4,7 @@
  * propagation, bounded memory with a client that never reads, PROXY
  * protocol headers (exact bytes, and HAProxy accepting them), /metrics
  * (never cut, escaped labels, hostile requests, connection cap), drain on
- * SIGTERM, descriptor exhaustion, --splice, command line. */
+ * SIGTERM and SIGHUP, descriptor exhaustion, --splice, command line. */
 /* evr-test: backends novalgrind needs=evr-proxy,evr-echo timeout=900 */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -1035,8 +1035,8 @@ static void test_proxy_metrics_refuses_connections_beyond_the_cap(void **state) 
   expect_clean_exit(&proxy_pid, SIGTERM);
 }
 
-static void test_proxy_drains_on_sigterm(void **state) {
-  (void)state;
+/* The first signal closes the listeners and lets sessions finish. */
+static void check_drain(int sig) {
   start_echo();
   const char *extra[] = {"--drain-timeout", "30", NULL};
   start_proxy(&echo_port, 1, extra);
@@ -1045,7 +1045,7 @@ static void test_proxy_drains_on_sigterm(void **state) {
   char buf[8];
   assert_int_equal(send(c, "ping", 4, 0), 4);
   assert_int_equal(recv_all(c, buf, 4, 10000), 4);
-  kill(proxy_pid, SIGTERM);
+  kill(proxy_pid, sig);
   int refused = 0;
   for (int i = 0; i < 500 && !refused; i++) {
     int probe = e2e_connect(proxy_port);
@@ -1065,6 +1065,17 @@ static void test_proxy_drains_on_sigterm(void **state) {
   proxy_pid = 0;
   assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
   expect_clean_exit(&echo_pid, SIGTERM);
+}
+
+static void test_proxy_drains_on_sigterm(void **state) {
+  (void)state;
+  check_drain(SIGTERM);
+}
+
+/* SIGHUP starts the same graceful stop as SIGTERM (no reload). */
+static void test_proxy_drains_on_sighup_like_sigterm(void **state) {
+  (void)state;
+  check_drain(SIGHUP);
 }
 
 /* ---- descriptor exhaustion ---- */
@@ -1297,6 +1308,7 @@ int main(void) {
       T(test_proxy_metrics_answers_400_to_a_nul_byte),
       T(test_proxy_metrics_refuses_connections_beyond_the_cap),
       T(test_proxy_drains_on_sigterm),
+      T(test_proxy_drains_on_sighup_like_sigterm),
       T(test_proxy_descriptor_exhaustion_is_local_and_logged_once),
       T(test_proxy_splice_relays_exactly),
   };
