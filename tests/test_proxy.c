@@ -59,11 +59,22 @@ static void dump_logs(void) {
   free(b);
 }
 
+/* A Unix socket path for this test process. */
+static const char *unix_path(const char *tag) {
+  static char path[2][96];
+  static int next;
+  char *p = path[next++ % 2];
+  snprintf(p, sizeof path[0], "/tmp/evr-proxy-test-%ld-%s.sock", (long)getpid(), tag);
+  return p;
+}
+
 static int teardown(void **state) {
   (void)state;
   if (proxy_pid > 0) e2e_stop(proxy_pid, SIGKILL, 5000);
   if (echo_pid > 0) e2e_stop(echo_pid, SIGKILL, 5000);
   stop_haproxy();
+  unlink(unix_path("pp")); /* left behind by a proxy killed above */
+  unlink(unix_path("ha"));
   unlink(proxy_log);
   unlink(echo_log);
   return 0;
@@ -441,15 +452,6 @@ static void test_proxy_send_proxy_v1_header_exact(void **state) {
 static void test_proxy_send_proxy_v2_header_exact(void **state) {
   (void)state;
   check_proxy_header("v2");
-}
-
-/* A Unix socket path for this test process. */
-static const char *unix_path(const char *tag) {
-  static char path[2][96];
-  static int next;
-  char *p = path[next++ % 2];
-  snprintf(p, sizeof path[0], "/tmp/evr-proxy-test-%ld-%s.sock", (long)getpid(), tag);
-  return p;
 }
 
 /* A blocking connected Unix stream socket, or -1. */
