@@ -1323,12 +1323,6 @@ static void version(void) {
   printf(")\n");
 }
 
-static int backend_built(const char *name) {
-  for (const char *const *b = evr_backends(); *b; b++)
-    if (strcmp(*b, name) == 0) return 1;
-  return 0;
-}
-
 static void add_upstream(const char *text) {
   if (cfg.nup == MAX_UPSTREAMS) usage_error("at most %d --upstream servers", MAX_UPSTREAMS);
   struct upstream *u = &cfg.up[cfg.nup++];
@@ -1393,9 +1387,8 @@ int main(int argc, char **argv) {
     } else if (!strcmp(a, "--splice")) {
       cfg.splice = 1;
     } else if (!strcmp(a, "--backend")) {
-      cfg.backend = option_value(argc, argv, &i);
-      if (!backend_built(cfg.backend))
-        usage_error("--backend: '%s' is not built in (see --version)", cfg.backend);
+      cfg.backend =
+          parse_choice(a, option_value(argc, argv, &i), evr_backends(), "built in (see --version)");
     } else if (!strcmp(a, "--drain-timeout")) {
       cfg.drain_timeout_s = parse_uint(a, option_value(argc, argv, &i), 0, 86400);
     } else if (!strcmp(a, "--log-level")) {

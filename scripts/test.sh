@@ -11,7 +11,8 @@ set -euo pipefail
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 
-evr_ensure_pkgs $EVR_BUILD_PKGS valgrind
+# haproxy: the PROXY-protocol interop test of evr-proxy (tests/test_proxy.c)
+evr_ensure_pkgs $EVR_BUILD_PKGS valgrind haproxy
 
 run_ctest() {
   local dir=$1
