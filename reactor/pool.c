@@ -3,12 +3,16 @@
  * One pool per process, shared by all loops; each loop that submitted holds
  * a reference, and the last loop freed stops and joins the threads (a
  * destructor does the same at exit, for the threads that are not in the
- * middle of a work function: those cannot be waited for safely). Requests are caller-owned and linked
- * through req->node: pool.queue -> pool.running -> loop->work_done.
- * Lock order: pool.lock, then a loop's post_lock. A request's state moves
- * QUEUED -> RUNNING under pool.lock, and a worker hands a finished request
- * to its loop while holding pool.lock, so the atfork prepare handler (which
- * takes pool.lock) always sees every pending request on exactly one list.
+ * middle of a work function: those cannot be waited for safely). Requests
+ * are caller-owned and linked through req->node: pool.queue ->
+ * pool.running -> loop->work_done. A request's state runs IDLE -> QUEUED ->
+ * RUNNING -> DONE -> IDLE (just before done runs), and only an IDLE request
+ * is accepted by a submit: a request is on at most one list and counted
+ * once by its loop. Lock order: pool.lock, then a loop's post_lock. The
+ * state moves to RUNNING and DONE under pool.lock, and a worker hands a
+ * finished request to its loop while holding pool.lock, so the atfork
+ * prepare handler (which takes pool.lock) always sees every pending request
+ * on exactly one list.
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -19,9 +23,11 @@
 #define POOL_MAX_SIZE 1024u
 
 /* req->state, guarded by pool.lock (W_IDLE is written by the loop thread
- * once no pool thread refers to the request). A request never submitted
- * holds whatever its memory held: evr_work_cancel() on it is API misuse,
- * and the distinctive values make it likely to be reported as EVR_EINVAL. */
+ * once no pool thread refers to the request). The owner zeroes a request
+ * before its first submission, which makes it W_IDLE; any other state is
+ * pending, and evr_work_submit() refuses it. The pending values are
+ * distinctive so that a request the owner forgot to zero is unlikely to
+ * pass for one (memcheck reports the read of such a request). */
 enum { W_IDLE = 0, W_QUEUED = 0x51, W_RUNNING = 0x52, W_DONE = 0x53 };
 
 enum { POOL_OFF, POOL_ON, POOL_STOPPING };
@@ -196,15 +202,16 @@ unsigned evr_threadpool_threads(void) {
 int evr_work_submit(evr_loop_t *loop, evr_work_t *req, evr_work_fn work,
                     evr_work_done_fn done) {
   if (!loop || !req || !work || !done) return EVR_EINVAL;
-  req->loop = loop;
-  req->work = work;
-  req->done = done;
-  req->status = 0;
-  evr__list_init(&req->node);
-
   (void)pthread_mutex_lock(&pool.lock);
   while (pool.state == POOL_STOPPING)
     (void)pthread_cond_wait(&pool.state_cond, &pool.lock);
+  /* Pending (queued, running, finished with done still due, or orphaned by
+   * a fork): its node sits on a pool or loop list and its loop counts it.
+   * Refused before anything is written or started. */
+  if (req->state != W_IDLE) {
+    (void)pthread_mutex_unlock(&pool.lock);
+    return EVR_EBUSY;
+  }
   if (pool.state == POOL_OFF) {
     int rc = start_locked();
     if (rc) {
@@ -216,6 +223,10 @@ int evr_work_submit(evr_loop_t *loop, evr_work_t *req, evr_work_fn work,
     loop->pool_user = 1;
     pool.users++;
   }
+  req->loop = loop;
+  req->work = work;
+  req->done = done;
+  req->status = 0;
   req->state = W_QUEUED;
   evr__list_insert_tail(&pool.queue, &req->node);
   (void)pthread_cond_signal(&pool.work_cond);

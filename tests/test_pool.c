@@ -93,12 +93,13 @@ static void reset_counts(void) {
 
 static void test_pool_rejects_bad_arguments(void **state) {
   (void)state;
-  evr_work_t w;
+  evr_work_t w = {0};
   assert_int_equal(evr_work_submit(NULL, &w, count_work, record_done), EVR_EINVAL);
   assert_int_equal(evr_work_submit(test_loop, NULL, count_work, record_done), EVR_EINVAL);
   assert_int_equal(evr_work_submit(test_loop, &w, NULL, record_done), EVR_EINVAL);
   assert_int_equal(evr_work_submit(test_loop, &w, count_work, NULL), EVR_EINVAL);
   assert_int_equal(evr_work_cancel(NULL), EVR_EINVAL);
+  assert_int_equal(evr_work_cancel(&w), EVR_EINVAL); /* zeroed, never submitted */
   /* Rejected calls start nothing. */
   assert_int_equal(evr_threadpool_threads(), 0);
   assert_int_equal(evr_loop_alive(test_loop), 0);
@@ -106,7 +107,7 @@ static void test_pool_rejects_bad_arguments(void **state) {
 
 static void test_pool_work_runs_off_loop_and_done_on_loop_thread(void **state) {
   (void)state;
-  evr_work_t w;
+  evr_work_t w = {0};
   reset_counts();
   w.data = &w;
   assert_evr_ok(evr_work_submit(test_loop, &w, count_work, record_done));
@@ -176,7 +177,7 @@ static void indexed_done(evr_work_t *req, int status) {
 static void test_pool_cancel_queued_gives_ecanceled_running_gives_ebusy(void **state) {
   (void)state;
   enum { POOL = 2 };
-  evr_work_t w[4];
+  evr_work_t w[4] = {{0}};
   reset_counts();
   gate_reset();
   assert_evr_ok(evr_threadpool_set_size(POOL));
@@ -204,6 +205,88 @@ static void test_pool_cancel_queued_gives_ecanceled_running_gives_ebusy(void **s
   assert_int_equal(done_wrong_thread, 0);
   /* The fixture's loop still holds the pool: the size cannot change now. */
   assert_int_equal(evr_threadpool_set_size(0), EVR_EBUSY);
+}
+
+/* ---- a pending request cannot be submitted again ---- */
+
+static atomic_int other_work_calls;
+static int other_done_calls;
+static void other_work(evr_work_t *req) {
+  (void)req;
+  atomic_fetch_add(&other_work_calls, 1);
+}
+static void other_done(evr_work_t *req, int status) {
+  (void)req;
+  (void)status;
+  other_done_calls++;
+}
+
+static void test_pool_submit_of_pending_request_is_refused(void **state) {
+  (void)state;
+  evr_loop_t *l, *l2;
+  evr_work_t w[3] = {{0}};
+  int rc[3][2];
+  reset_counts();
+  gate_reset();
+  atomic_store(&other_work_calls, 0);
+  other_done_calls = 0;
+  assert_evr_ok(evr_threadpool_set_size(1));
+  assert_evr_ok(evr_loop_new(&l, NULL));
+  assert_evr_ok(evr_loop_new(&l2, NULL));
+  for (int i = 0; i < 3; i++) {
+    w[i].data = (void *)(intptr_t)i;
+    statuses[i] = 999;
+    status_calls[i] = 0;
+  }
+  assert_evr_ok(evr_work_submit(l, &w[0], count_work, indexed_done));
+  assert_evr_ok(evr_work_submit(l, &w[1], gated_work, indexed_done));
+  assert_evr_ok(evr_work_submit(l, &w[2], count_work, indexed_done));
+  /* One pool thread, first in first out: once w[1] runs, w[0] has finished
+   * and waits for its done on l, and w[2] is still queued. */
+  gate_wait_for(1);
+  /* Every pending state refuses a new submission, to the same loop or to
+   * another one. The results are checked once the gate is open again, so
+   * that a failure leaves no pool thread stuck. */
+  for (int i = 0; i < 3; i++) {
+    rc[i][0] = evr_work_submit(l, &w[i], other_work, other_done);
+    rc[i][1] = evr_work_submit(l2, &w[i], other_work, other_done);
+  }
+  int l2_alive = evr_loop_alive(l2);
+  gate_release();
+  /* Bounded, never blocking: a request counted twice would keep l alive
+   * for ever. */
+  for (int i = 0; i < 20000; i++) {
+    evr_loop_run(l, EVR_RUN_NOWAIT);
+    if (status_calls[0] + status_calls[1] + status_calls[2] >= 3 &&
+        !evr_loop_alive(l))
+      break;
+    sleep_us(500);
+  }
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(rc[i][0], EVR_EBUSY);
+    assert_int_equal(rc[i][1], EVR_EBUSY);
+  }
+  assert_int_equal(l2_alive, 0);
+  /* Nothing changed: each request ran its own work and done, once. */
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(status_calls[i], 1);
+    assert_int_equal(statuses[i], 0);
+    assert_ptr_equal(w[i].data, (void *)(intptr_t)i);
+  }
+  assert_int_equal(atomic_load(&work_calls), 3);
+  assert_int_equal(atomic_load(&other_work_calls), 0);
+  assert_int_equal(other_done_calls, 0);
+  assert_int_equal(done_wrong_thread, 0);
+  assert_int_equal(evr_loop_alive(l), 0);
+  assert_int_equal(evr_loop_run(l, EVR_RUN_DEFAULT), 0);
+  /* Once done has run, the request may be submitted again. */
+  assert_evr_ok(evr_work_submit(l2, &w[0], count_work, indexed_done));
+  assert_int_equal(evr_loop_run(l2, EVR_RUN_DEFAULT), 0);
+  assert_int_equal(status_calls[0], 2);
+  assert_int_equal(evr_loop_free(l), 0);
+  assert_int_equal(evr_loop_free(l2), 0);
+  assert_int_equal(evr_threadpool_threads(), 0);
+  assert_evr_ok(evr_threadpool_set_size(0));
 }
 
 /* ---- 10,000 items ---- */
@@ -322,7 +405,7 @@ static void test_pool_done_may_resubmit_its_request(void **state) {
 static void test_pool_starts_lazily_and_joins_when_last_loop_freed(void **state) {
   (void)state;
   evr_loop_t *a, *b;
-  evr_work_t wa, wb;
+  evr_work_t wa = {0}, wb = {0};
   reset_counts();
   int threads0 = count_threads();
   /* The fixture's loop submitted nothing: no pool yet. */
@@ -364,7 +447,7 @@ static void test_pool_starts_lazily_and_joins_when_last_loop_freed(void **state)
 static void test_pool_size_comes_from_environment_by_default(void **state) {
   (void)state;
   evr_loop_t *l;
-  evr_work_t w;
+  evr_work_t w = {0};
   reset_counts();
   assert_evr_ok(evr_threadpool_set_size(0));
   assert_int_equal(setenv("EVR_THREADPOOL_SIZE", "2", 1), 0);
@@ -422,7 +505,7 @@ static void conc_work(evr_work_t *req) {
 static void test_pool_runs_exactly_size_requests_at_once(void **state) {
   (void)state;
   enum { SIZE = 3, N = 12 };
-  evr_work_t w[N];
+  evr_work_t w[N] = {{0}};
   reset_counts();
   conc_now = conc_max = conc_reached = 0;
   conc_target = SIZE;
@@ -489,6 +572,7 @@ int main(void) {
       EVR_TEST(test_pool_rejects_bad_arguments),
       EVR_TEST(test_pool_work_runs_off_loop_and_done_on_loop_thread),
       EVR_TEST(test_pool_cancel_queued_gives_ecanceled_running_gives_ebusy),
+      EVR_TEST(test_pool_submit_of_pending_request_is_refused),
       EVR_TEST(test_pool_ten_thousand_items_some_cancelled_done_once),
       EVR_TEST(test_pool_done_may_resubmit_its_request),
       EVR_TEST(test_pool_starts_lazily_and_joins_when_last_loop_freed),

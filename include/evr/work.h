@@ -12,9 +12,10 @@
  * at process exit. In a child created with fork(), the pool starts afresh
  * (requests queued in the parent are not inherited; see evr_loop_fork()).
  *
- * Requests are caller-owned: submitting never allocates. The request memory
- * must stay valid until done has run; it may be reused (resubmitted) from
- * done itself.
+ * Requests are caller-owned: submitting never allocates. Zero a request
+ * before its first submission (= {0}, calloc, memset); evr keeps its state
+ * from then on. The request memory must stay valid until done has run; it
+ * may be reused (resubmitted) from done itself, never earlier.
  */
 #ifndef EVR_WORK_H
 #define EVR_WORK_H
@@ -25,6 +26,7 @@
 extern "C" {
 #endif
 
+/* A work request, caller-owned. Zero it before its first submission. */
 typedef struct evr_work evr_work_t;
 /* Runs on a pool thread. It must not call loop functions (evr_post() and
  * evr_async_send() excepted). */
@@ -47,11 +49,16 @@ struct evr_work {
 
 /** Queue req: work(req) runs on a pool thread, then done(req, status) on the
  *  loop thread. Starts the pool threads at the first call. Loop thread only.
- *  req must not be pending already (submitted and its done not yet run);
- *  its fields need no initialisation besides data.
+ *  req must be zeroed before its first submission (data may be set). It is
+ *  pending from a successful call until just before its done runs (queued,
+ *  running, or finished with done still due), and may be submitted again
+ *  from then on (also from inside done), to any loop, not before; it needs
+ *  no zeroing again.
  *  @return 0 (done will run exactly once); EVR_EINVAL (NULL loop, req, work
- *          or done); EVR_EAGAIN or EVR_ENOMEM (no pool thread could be
- *          started). On error done never runs. */
+ *          or done); EVR_EBUSY (req is pending, to this loop or another:
+ *          nothing changes, and its own done still runs once); EVR_EAGAIN or
+ *          EVR_ENOMEM (no pool thread could be started). On error this
+ *          call's done never runs. */
 EVR_API int evr_work_submit(evr_loop_t *loop, evr_work_t *req, evr_work_fn work,
                             evr_work_done_fn done);
 
