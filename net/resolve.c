@@ -5,8 +5,11 @@
  * thread reads them in done(), after the pool's hand-over. `cancelled` is
  * written and read on the loop thread only: a cancel that comes too late to
  * stop getaddrinfo() just makes done() discard the result.
- * Pending is marked by req->cb != NULL, cleared before the callback runs so
- * the callback may start a new resolution with the same request.
+ * Pending is marked by req->cb != NULL (the owner zeroes a request before
+ * its first use), set by a successful evr_resolve() and cleared just before
+ * the callback runs, so the callback may start a new resolution with the
+ * same request. Every call reads it before writing anything: a pending
+ * request is refused whole (its host, work request and callback stay).
  */
 #if defined(__linux__) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE /* EAI_NODATA, EAI_ADDRFAMILY in glibc */
@@ -127,6 +130,9 @@ int evr_resolve(evr_loop_t *loop, evr_resolve_t *req, const char *host,
     host++;
     n -= 2;
   }
+  /* Pending: its work request is in the pool or its callback is due, and
+   * host, cb and the rest belong to that resolution. Nothing is touched. */
+  if (req->cb) return EVR_EBUSY;
   char *copy = malloc(n + 1);
   if (!copy) return EVR_ENOMEM;
   memcpy(copy, host, n);

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include "helpers.h"
 
 typedef struct {
@@ -124,7 +125,7 @@ static void test_resolve_invalid_name_gives_eai_error(void **state) {
 
 static void test_resolve_bad_arguments(void **state) {
   (void)state;
-  evr_resolve_t req;
+  evr_resolve_t req = {0};
   assert_int_equal(evr_resolve(NULL, &req, "a", 1, AF_UNSPEC, on_resolved), EVR_EINVAL);
   assert_int_equal(evr_resolve(test_loop, NULL, "a", 1, AF_UNSPEC, on_resolved), EVR_EINVAL);
   assert_int_equal(evr_resolve(test_loop, &req, NULL, 1, AF_UNSPEC, on_resolved), EVR_EINVAL);
@@ -133,6 +134,7 @@ static void test_resolve_bad_arguments(void **state) {
   assert_int_equal(evr_resolve(test_loop, &req, "a", 1, AF_UNSPEC, NULL), EVR_EINVAL);
   assert_int_equal(evr_resolve(test_loop, &req, "[::1", 1, AF_UNSPEC, on_resolved), EVR_EINVAL);
   assert_int_equal(evr_resolve_cancel(NULL), EVR_EINVAL);
+  assert_int_equal(evr_resolve_cancel(&req), EVR_EINVAL); /* never submitted */
   assert_int_equal(evr_loop_alive(test_loop), 0);
 }
 
@@ -222,6 +224,191 @@ static void test_resolve_keeps_loop_alive_until_callback(void **state) {
   assert_int_equal(evr_loop_alive(test_loop), 0);
 }
 
+/* ---- a pending request cannot be submitted again ---- */
+
+static void start_on(evr_loop_t *loop, res_t *r, const char *host,
+                     uint16_t port, int family) {
+  memset(r, 0, sizeof *r);
+  r->req.data = r;
+  assert_evr_ok(evr_resolve(loop, &r->req, host, port, family, on_resolved));
+}
+
+static int other_calls;
+static void on_other(evr_resolve_t *req, int status, const evr_addr_t *addrs) {
+  (void)req;
+  (void)status;
+  (void)addrs;
+  other_calls++;
+}
+
+/* With one pool thread, first in first out: r1 has been resolved and waits
+ * for its callback while the blocker runs, and r2 is queued behind it. A
+ * new submission of either, to the same loop or another, is refused and
+ * changes nothing: each callback runs once with its own answer. */
+static void test_resolve_submit_of_pending_request_is_refused(void **state) {
+  (void)state;
+  static evr_work_t blocker;
+  static res_t r1, r2;
+  evr_loop_t *l, *l2;
+  int rc[2][3];
+  memset(&blocker, 0, sizeof blocker);
+  atomic_store(&release_blockers, 0);
+  atomic_store(&blockers_running, 0);
+  blockers_done = 0;
+  other_calls = 0;
+  assert_evr_ok(evr_threadpool_set_size(1));
+  assert_evr_ok(evr_loop_new(&l, NULL));
+  assert_evr_ok(evr_loop_new(&l2, NULL));
+  start_on(l, &r1, "127.0.0.1", 1, AF_INET);
+  assert_evr_ok(evr_work_submit(l, &blocker, block_work, block_done));
+  start_on(l, &r2, "localhost", 2, AF_UNSPEC);
+  for (int i = 0; i < 60000 && atomic_load(&blockers_running) < 1; i++) sleep_ms(1);
+  const char *host1 = r1.req.host, *host2 = r2.req.host;
+  res_t *both[2] = {&r1, &r2};
+  for (int k = 0; k < 2; k++) {
+    evr_resolve_t *q = &both[k]->req;
+    rc[k][0] = evr_resolve(l, q, "::1", 9, AF_INET6, on_other);
+    rc[k][1] = evr_resolve(l2, q, "127.0.0.2", 9, AF_INET, on_other);
+    rc[k][2] = evr_resolve(l, q, "[::1]", 9, AF_UNSPEC, on_resolved);
+  }
+  int l2_alive = evr_loop_alive(l2);
+  int host_kept = r1.req.host == host1 && r2.req.host == host2;
+  atomic_store(&release_blockers, 1);
+  /* Bounded, never blocking: a request counted twice would keep l alive
+   * for ever. */
+  for (int i = 0; i < 20000; i++) {
+    evr_loop_run(l, EVR_RUN_NOWAIT);
+    if (r1.calls + r2.calls + blockers_done >= 3 && !evr_loop_alive(l)) break;
+    sleep_ms(1);
+  }
+  for (int k = 0; k < 2; k++)
+    for (int j = 0; j < 3; j++) assert_int_equal(rc[k][j], EVR_EBUSY);
+  assert_int_equal(l2_alive, 0);
+  assert_true(host_kept);
+  assert_int_equal(blockers_done, 1);
+  assert_int_equal(other_calls, 0);
+  assert_int_equal(r1.calls, 1);
+  assert_int_equal(r1.status, 1);
+  assert_string_equal(r1.first, "127.0.0.1:1");
+  assert_int_equal(r2.calls, 1);
+  assert_true(r2.status >= 1);
+  assert_int_equal(r2.n_loopback, r2.status);
+  assert_int_equal(r2.port, 2);
+  assert_int_equal(evr_loop_alive(l), 0);
+  assert_int_equal(evr_loop_run(l, EVR_RUN_DEFAULT), 0);
+  /* Finished: cancelling is refused, submitting again is accepted. */
+  assert_int_equal(evr_resolve_cancel(&r1.req), EVR_EINVAL);
+  r1.calls = 0;
+  assert_evr_ok(evr_resolve(l2, &r1.req, "127.0.0.1", 3, AF_INET, on_resolved));
+  assert_int_equal(evr_loop_run(l2, EVR_RUN_DEFAULT), 0);
+  assert_int_equal(r1.calls, 1);
+  assert_int_equal(r1.port, 3);
+  assert_int_equal(evr_loop_free(l), 0);
+  assert_int_equal(evr_loop_free(l2), 0);
+  assert_evr_ok(evr_threadpool_set_size(0));
+}
+
+/* Cancelling from inside the callback: the request is no longer pending. */
+static int cancel_in_cb_rc;
+static void on_resolved_cancel(evr_resolve_t *req, int status,
+                               const evr_addr_t *addrs) {
+  on_resolved(req, status, addrs);
+  cancel_in_cb_rc = evr_resolve_cancel(req);
+}
+
+static void test_resolve_cancel_needs_a_pending_request(void **state) {
+  (void)state;
+  res_t r;
+  memset(&r, 0, sizeof r);
+  r.req.data = &r;
+  assert_int_equal(evr_resolve_cancel(&r.req), EVR_EINVAL); /* zeroed */
+  cancel_in_cb_rc = 12345;
+  assert_evr_ok(evr_resolve(test_loop, &r.req, "127.0.0.1", 7, AF_INET,
+                            on_resolved_cancel));
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 0);
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(r.status, 1);
+  assert_int_equal(cancel_in_cb_rc, EVR_EINVAL);
+  assert_int_equal(evr_resolve_cancel(&r.req), EVR_EINVAL); /* finished */
+}
+
+/* evr_stream_connect_host() cannot be started again while its resolution is
+ * queued, nor while the answer waits for its callback: one connect, one
+ * callback, and nothing left behind. */
+static int conn_calls, conn_status, closed;
+static void on_conn(evr_stream_t *s, int status) {
+  (void)s;
+  conn_calls++;
+  conn_status = status;
+}
+static void on_closed(evr_handle_t *h) {
+  (void)h;
+  closed = 1;
+}
+
+static void test_resolve_connect_host_while_resolving_is_refused(void **state) {
+  (void)state;
+  static evr_work_t blocker;
+  static evr_stream_t s;
+  evr_loop_t *l;
+  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(lfd >= 0);
+  evr_addr_t at;
+  assert_evr_ok(evr_addr_parse(&at, "127.0.0.1:0"));
+  assert_int_equal(bind(lfd, &at.u.sa, at.len), 0);
+  socklen_t len = sizeof at.u;
+  assert_int_equal(getsockname(lfd, &at.u.sa, &len), 0);
+  at.len = len;
+  assert_int_equal(listen(lfd, 8), 0);
+  uint16_t port = evr_addr_port(&at);
+  assert_evr_ok(evr_threadpool_set_size(1));
+  assert_evr_ok(evr_loop_new(&l, NULL));
+
+  for (int round = 0; round < 2; round++) {
+    atomic_store(&release_blockers, 0);
+    atomic_store(&blockers_running, 0);
+    blockers_done = 0;
+    conn_calls = 0;
+    conn_status = 12345;
+    closed = 0;
+    memset(&blocker, 0, sizeof blocker);
+    assert_evr_ok(evr_stream_init(l, &s));
+    if (round == 0) {
+      /* The resolution is queued behind the blocker. */
+      assert_evr_ok(evr_work_submit(l, &blocker, block_work, block_done));
+      for (int i = 0; i < 60000 && atomic_load(&blockers_running) < 1; i++) sleep_ms(1);
+      assert_evr_ok(evr_stream_connect_host(&s, "127.0.0.1", port, 0, on_conn));
+    } else {
+      /* The resolution is over, its callback due, while the blocker runs. */
+      assert_evr_ok(evr_stream_connect_host(&s, "127.0.0.1", port, 0, on_conn));
+      assert_evr_ok(evr_work_submit(l, &blocker, block_work, block_done));
+      for (int i = 0; i < 60000 && atomic_load(&blockers_running) < 1; i++) sleep_ms(1);
+    }
+    int rc1 = evr_stream_connect_host(&s, "127.0.0.1", port, 0, on_conn);
+    int rc2 = evr_stream_connect_host(&s, "localhost", port, 0, on_conn);
+    int rc3 = evr_stream_connect(&s, &at, 0, on_conn);
+    atomic_store(&release_blockers, 1);
+    for (int i = 0; i < 20000 && (conn_calls < 1 || blockers_done < 1); i++) {
+      evr_loop_run(l, EVR_RUN_NOWAIT);
+      sleep_ms(1);
+    }
+    assert_int_equal(rc1, EVR_EBUSY);
+    assert_int_equal(rc2, EVR_EBUSY);
+    assert_int_equal(rc3, EVR_EBUSY);
+    assert_int_equal(conn_calls, 1);
+    assert_int_equal(conn_status, 0);
+    assert_int_equal(blockers_done, 1);
+    assert_evr_ok(evr_close(&s.base, on_closed));
+    run_until(l, &closed, 1000);
+    assert_int_equal(conn_calls, 1);
+    assert_int_equal(evr_loop_alive(l), 0);
+    assert_int_equal(evr_loop_run(l, EVR_RUN_DEFAULT), 0);
+  }
+  assert_int_equal(evr_loop_free(l), 0);
+  assert_evr_ok(evr_threadpool_set_size(0));
+  close(lfd);
+}
+
 /* The callback starts the next resolution with the same request. */
 typedef struct {
   evr_resolve_t req;
@@ -281,6 +468,9 @@ int main(void) {
       EVR_TEST(test_resolve_cancel_while_running_discards_result),
       EVR_TEST(test_resolve_keeps_loop_alive_until_callback),
       EVR_TEST(test_resolve_request_reused_from_its_callback),
+      EVR_TEST(test_resolve_submit_of_pending_request_is_refused),
+      EVR_TEST(test_resolve_cancel_needs_a_pending_request),
+      EVR_TEST(test_resolve_connect_host_while_resolving_is_refused),
       EVR_TEST(test_resolve_many_at_once),
   };
   return cmocka_run_group_tests_name("resolve", tests, NULL, NULL);

@@ -86,6 +86,7 @@ EVR_API uint16_t evr_addr_port(const evr_addr_t *addr);
 
 /* ---- asynchronous name resolution (getaddrinfo on the thread pool) ---- */
 
+/* A resolve request, caller-owned. Zero it before its first use. */
 typedef struct evr_resolve evr_resolve_t;
 /* Runs on the loop thread. On success status is the number of addresses
  * (>= 1) and addrs points to them, in the resolver's order; the array is
@@ -110,16 +111,24 @@ struct evr_resolve {
 
 /** Resolve host (a name or a numeric literal) for a stream socket on port.
  *  family is AF_UNSPEC, AF_INET or AF_INET6. The request keeps the loop alive
- *  until cb has run. Allocates (a copy of host, the result array).
+ *  until cb has run. Allocates (a copy of host, the result array). Loop
+ *  thread only.
+ *  req must be zeroed before its first use (data may be set). It is pending
+ *  from a successful call until just before cb runs, and may be used again
+ *  from then on (also from inside cb), with any loop, not before; it needs
+ *  no zeroing again.
  *  @return 0 (cb runs exactly once, never inside this call); EVR_EINVAL;
- *          EVR_ENOMEM; the thread pool's errors. On error cb never runs. */
+ *          EVR_EBUSY (req is pending: nothing changes, and its own cb still
+ *          runs once); EVR_ENOMEM; the thread pool's errors. On error this
+ *          call's cb never runs. */
 EVR_API int evr_resolve(evr_loop_t *loop, evr_resolve_t *req, const char *host,
                         uint16_t port, int family, evr_resolve_cb cb);
 
 /** Cancel a pending resolution: cb then runs with EVR_ECANCELED (later, from
  *  the loop; if getaddrinfo() is already running on a pool thread, once it
- *  returns, and its result is discarded).
- *  @return 0; EVR_EINVAL (NULL or not pending). */
+ *  returns, and its result is discarded). Cancelling twice is harmless.
+ *  @return 0; EVR_EINVAL (NULL or not pending: zeroed and never used, or
+ *          its cb has started). */
 EVR_API int evr_resolve_cancel(evr_resolve_t *req);
 
 #ifdef __cplusplus
