@@ -8,7 +8,7 @@
 # Fault injection (tests/fault.h): every test program is linked with
 # -Wl,--wrap for the functions tests/fault.c wraps, where the linker can.
 include(CheckLinkerFlag)
-set(EVR_TEST_FAULT_FNS malloc calloc realloc free pipe pipe2)
+set(EVR_TEST_FAULT_FNS malloc calloc realloc free pipe pipe2 getaddrinfo)
 if(CMAKE_SYSTEM_NAME STREQUAL "Linux")
   list(APPEND EVR_TEST_FAULT_FNS epoll_create1 epoll_ctl eventfd)
 endif()

@@ -20,7 +20,18 @@
 #include <string.h>
 #include "reactor/internal.h"
 
+/* A lookup that failed for lack of local resources: glibc's getaddrinfo()
+ * says EAI_NONAME (the name "is not known") with errno telling why when it
+ * cannot open its configuration, /etc/hosts or a socket. That is not the
+ * name's fault, and a daemon must not hold it against the host. */
+static int local_failure(int saved_errno) {
+  return saved_errno == EMFILE || saved_errno == ENFILE || saved_errno == ENOMEM ||
+         saved_errno == ENOBUFS;
+}
+
 static int map_eai(int rc, int saved_errno) {
+  if ((rc == EAI_NONAME || rc == EAI_AGAIN || rc == EAI_FAIL) && local_failure(saved_errno))
+    return -saved_errno;
   switch (rc) {
     case EAI_AGAIN: return EVR_EAI_AGAIN;
     case EAI_FAIL: return EVR_EAI_FAIL;

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
 #include <unistd.h>
 #ifdef __linux__
 #include <sys/epoll.h>
@@ -18,7 +19,7 @@
 #endif
 
 enum {
-  F_MALLOC, F_CALLOC, F_REALLOC, F_PIPE, F_PIPE2,
+  F_MALLOC, F_CALLOC, F_REALLOC, F_PIPE, F_PIPE2, F_GETADDRINFO,
 #ifdef __linux__
   F_EPOLL_CREATE1, F_EPOLL_CTL, F_EVENTFD,
 #endif
@@ -26,7 +27,7 @@ enum {
 };
 
 static const char *const fault_names[F_COUNT] = {
-    "malloc", "calloc", "realloc", "pipe", "pipe2",
+    "malloc", "calloc", "realloc", "pipe", "pipe2", "getaddrinfo",
 #ifdef __linux__
     "epoll_create1", "epoll_ctl", "eventfd",
 #endif
@@ -121,6 +122,18 @@ int __wrap_pipe2(int fds[2], int flags);
 int __wrap_pipe2(int fds[2], int flags) {
   if (fail_now(F_PIPE2)) return -1;
   return __real_pipe2(fds, flags);
+}
+
+/* Fails the way glibc's does when it cannot open its files or sockets: "name
+ * not known" (EAI_NONAME) with errno telling the real cause. */
+int __real_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+                       struct addrinfo **res);
+int __wrap_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+                       struct addrinfo **res);
+int __wrap_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+                       struct addrinfo **res) {
+  if (fail_now(F_GETADDRINFO)) return EAI_NONAME;
+  return __real_getaddrinfo(node, service, hints, res);
 }
 
 #ifdef __linux__

@@ -25,7 +25,9 @@
 /* Make calls of `fn` (a name from fault.c's list, or NULL for any of them)
  * fail with `err`, starting with the nth call from now (1 is the next one)
  * and going on for `count` calls (0: until fault_disarm()). An allocation
- * that fails sets errno to ENOMEM whatever `err` says. Thread-safe. */
+ * that fails sets errno to ENOMEM whatever `err` says; getaddrinfo returns
+ * EAI_NONAME with errno set to `err`, as glibc's does when it cannot open
+ * its files. Thread-safe. */
 void fault_arm(const char *fn, unsigned long nth, int err, unsigned long count);
 void fault_disarm(void);
 

@@ -7,8 +7,10 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
+#include "fault.h"
 #include "helpers.h"
 
 typedef struct {
@@ -458,6 +460,57 @@ static void test_resolve_many_at_once(void **state) {
   }
 }
 
+/* Out of descriptors, getaddrinfo() cannot open /etc/hosts or a socket:
+ * that is a local error (EVR_EMFILE), not "name not known", which a
+ * daemon would hold against the host. Once its modules are loaded, glibc
+ * says EAI_SYSTEM with errno EMFILE (this test); in a process whose first
+ * lookup meets the limit it says EAI_NONAME with errno EMFILE (the next
+ * one, by fault injection). */
+static void test_resolve_out_of_descriptors_is_emfile(void **state) {
+  (void)state;
+  res_t r;
+  /* Start the pool's threads first: they need no descriptor later. */
+  start(&r, "127.0.0.1", 1, AF_UNSPEC);
+  finish(&r);
+  struct rlimit old, low;
+  assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+  int next = dup(0); /* the lowest free number */
+  assert_true(next >= 0);
+  assert_int_equal(close(next), 0);
+  low = old;
+  low.rlim_cur = (rlim_t)next;
+  assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+  start(&r, "localhost", 80, AF_UNSPEC);
+  run_until(test_loop, &r.calls, 100000);
+  assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+  assert_int_equal(r.calls, 1);
+  if (r.status != EVR_EMFILE)
+    fail_msg("resolve with no descriptor left: %s, want EMFILE", evr_err_name(r.status));
+}
+
+static void test_resolve_eai_noname_for_lack_of_resources_is_local(void **state) {
+  (void)state;
+  if (!FAULT_AVAILABLE) skip(); /* no -Wl,--wrap on this linker */
+  const int errs[] = {EMFILE, ENFILE, ENOMEM, ENOBUFS};
+  for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++) {
+    res_t r;
+    fault_arm("getaddrinfo", 1, errs[i], 1);
+    start(&r, "localhost", 80, AF_UNSPEC);
+    finish(&r);
+    fault_disarm();
+    if (r.status != -errs[i])
+      fail_msg("getaddrinfo: EAI_NONAME with errno %s gave %s", evr_err_name(-errs[i]),
+               evr_err_name(r.status));
+  }
+  /* A name that is not known, with any other errno, stays EAI_NONAME. */
+  res_t r;
+  fault_arm("getaddrinfo", 1, ENOENT, 1);
+  start(&r, "localhost", 80, AF_UNSPEC);
+  finish(&r);
+  fault_disarm();
+  assert_int_equal(r.status, EVR_EAI_NONAME);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       EVR_TEST(test_resolve_localhost_gives_loopback_addresses),
@@ -472,6 +525,8 @@ int main(void) {
       EVR_TEST(test_resolve_cancel_needs_a_pending_request),
       EVR_TEST(test_resolve_connect_host_while_resolving_is_refused),
       EVR_TEST(test_resolve_many_at_once),
+      EVR_TEST(test_resolve_out_of_descriptors_is_emfile),
+      EVR_TEST(test_resolve_eai_noname_for_lack_of_resources_is_local),
   };
   return cmocka_run_group_tests_name("resolve", tests, NULL, NULL);
 }

@@ -91,7 +91,9 @@ typedef struct evr_resolve evr_resolve_t;
 /* Runs on the loop thread. On success status is the number of addresses
  * (>= 1) and addrs points to them, in the resolver's order; the array is
  * owned by req and valid until the callback returns. On failure status is
- * negative (EVR_EAI_*, EVR_ENOMEM, EVR_ECANCELED) and addrs is NULL. */
+ * negative (EVR_EAI_*, EVR_ECANCELED, or a local shortage: EVR_EMFILE,
+ * EVR_ENFILE, EVR_ENOMEM, EVR_ENOBUFS, never reported as an unknown name)
+ * and addrs is NULL. */
 typedef void (*evr_resolve_cb)(evr_resolve_t *req, int status,
                                const evr_addr_t *addrs);
 
