@@ -131,7 +131,7 @@ static void accept_ready(evr_io_t *io, unsigned events);
 static int watch(evr_listener_t *l) {
   if (l->lflags & (L_PAUSED | L_BACKOFF)) return 0;
   if (evr__handle_active(&l->io.base)) return 0;
-  return evr_io_start(&l->io, EVR_READ, accept_ready);
+  return evr_io_resume(&l->io, EVR_READ, accept_ready); /* the listener owns its fd */
 }
 
 static void backoff_done(evr_timer_t *t) {

@@ -156,7 +156,7 @@ int evr__stream_sync(evr_stream_t *s) {
   } else if (evr__handle_active(&s->io.base)) {
     if (s->io.events != want) rc = evr_io_set(&s->io, want);
   } else {
-    rc = evr_io_start(&s->io, want, io_cb);
+    rc = evr_io_resume(&s->io, want, io_cb); /* the stream owns its fd */
   }
   if (rc == 0 && (want || (s->sflags & EVR__S_CONNECTING)))
     evr__handle_start(&s->base);

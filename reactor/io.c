@@ -14,10 +14,12 @@
  * Lazy removal: evr_io_stop() does not tell the backend. The watcher keeps
  * its registration (io->registered), flagged EVR__H_LINGER with
  * io->events == 0 so nothing is dispatched to it, until the next poll phase
- * removes it (evr__io_flush): a watcher stopped and never restarted costs
- * one system call, not two. Restarting it before then costs one call too,
- * which also checks that the descriptor still names the registered file (it
- * may have been closed and its number reused). A watcher closed with
+ * removes it (evr__io_flush). Restarting it before then with
+ * evr_io_resume(), whose caller vouches that the descriptor stayed open,
+ * costs no system call when the interest is the same (one-shot re-arming is
+ * free); evr_io_start() makes one, which also checks that the descriptor
+ * still names the registered file (it may have been closed and its number
+ * reused). A watcher closed with
  * evr_close(), or a different watcher started on the same fd, removes the
  * lingering registration at once. A user who closes the fd of a stopped
  * watcher before the next poll leaves the removal to fail; the kernel
@@ -135,21 +137,25 @@ void evr__io_free_map(evr_loop_t *loop) {
 
 #define IO_MASK (EVR_READ | EVR_WRITE)
 
-int evr_io_start(evr_io_t *io, unsigned events, evr_io_cb cb) {
+/* evr_io_start() (same_file 0) and evr_io_resume() (same_file 1). */
+static int io_start(evr_io_t *io, unsigned events, evr_io_cb cb, int same_file) {
   if (!io || !evr__handle_usable(&io->base) || !cb) return EVR_EINVAL;
   if (events == 0 || (events & ~(unsigned)IO_MASK)) return EVR_EINVAL;
   if (evr__handle_active(&io->base)) return EVR_EALREADY;
   evr_loop_t *loop = io->base.loop;
   evr_io_t *cur = evr__io_lookup(loop, io->fd);
   if (cur == io && io->registered) {
-    /* Stopped in this iteration and still registered (lazy removal). The
-     * descriptor may have been closed since, and its number given to a new
-     * file: the backend checks the registration (epoll: one EPOLL_CTL_MOD,
-     * which fails for a file it does not hold, and then adds the new one)
-     * and applies the new interest in the same call. */
-    int rc = backend_update(loop, io, io->registered, events);
-    if (rc) return rc;
-    io->registered = events;
+    /* Stopped in this iteration and still registered (lazy removal). Unless
+     * the caller vouches for the file, the descriptor may have been closed
+     * since and its number given to a new file: the backend then checks the
+     * registration (epoll: one EPOLL_CTL_MOD, which fails for a file it
+     * does not hold, and then adds the new one) and applies the new
+     * interest in the same call. */
+    if (!same_file || io->registered != events) {
+      int rc = backend_update(loop, io, io->registered, events);
+      if (rc) return rc;
+      io->registered = events;
+    }
     io->base.flags &= ~EVR__H_LINGER;
     io->events = events;
     io->cb = cb;
@@ -172,6 +178,14 @@ int evr_io_start(evr_io_t *io, unsigned events, evr_io_cb cb) {
   loop->fds[io->fd] = io;
   evr__handle_start(&io->base);
   return 0;
+}
+
+int evr_io_start(evr_io_t *io, unsigned events, evr_io_cb cb) {
+  return io_start(io, events, cb, 0);
+}
+
+int evr_io_resume(evr_io_t *io, unsigned events, evr_io_cb cb) {
+  return io_start(io, events, cb, 1);
 }
 
 int evr_io_set(evr_io_t *io, unsigned events) {

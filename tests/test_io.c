@@ -769,6 +769,53 @@ static void test_io_reinit_of_stopped_watcher(void **state) {
   close(b[1]);
 }
 
+/* evr_io_resume(): the caller vouches that the descriptor stayed open, so
+ * re-arming in the iteration of the stop costs no system call under epoll,
+ * where evr_io_start() makes one to check the descriptor. Both keep working
+ * (fault injection only counts the epoll_ctl calls here). */
+static void test_io_resume_rearms_without_a_system_call(void **state) {
+  (void)state;
+  int fds[2];
+  static evr_io_t io;
+  make_socketpair(fds);
+  calls = 0;
+  assert_evr_ok(evr_io_init(test_loop, &io, fds[0]));
+  assert_evr_ok(evr_io_resume(&io, EVR_READ, drain_cb)); /* never started: a start */
+  assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+  int epoll = !strcmp(evr_loop_backend(test_loop), "epoll");
+  for (int round = 0; round < 3; round++) {
+    fault_arm("epoll_ctl", ~0ul, 0, 0); /* count, never fail */
+    for (int i = 0; i < 10; i++) {
+      assert_evr_ok(evr_io_stop(&io));
+      assert_evr_ok(evr_io_resume(&io, EVR_READ, drain_cb));
+    }
+    unsigned long resumed = fault_calls();
+    fault_arm("epoll_ctl", ~0ul, 0, 0);
+    for (int i = 0; i < 10; i++) {
+      assert_evr_ok(evr_io_stop(&io));
+      assert_evr_ok(evr_io_start(&io, EVR_READ, drain_cb));
+    }
+    unsigned long started = fault_calls();
+    fault_disarm();
+    if (FAULT_AVAILABLE && epoll) {
+      assert_int_equal(resumed, 0);
+      assert_int_equal(started, 10);
+    }
+    assert_int_equal(write(fds[1], "x", 1), 1);
+    run_until_calls(round + 1);
+  }
+  /* Another interest is applied either way. */
+  assert_evr_ok(evr_io_stop(&io));
+  assert_evr_ok(evr_io_resume(&io, EVR_WRITE, drain_cb));
+  assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0); /* writable at once */
+  assert_int_equal(calls, 4);
+  assert_int_equal(last_ev & (EVR_READ | EVR_WRITE), EVR_WRITE);
+  assert_evr_ok(evr_close(&io.base, NULL));
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), 0);
+  close(fds[0]);
+  close(fds[1]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       EVR_TEST(test_io_readable_only_when_data),
@@ -787,6 +834,7 @@ int main(void) {
       EVR_TEST(test_io_failed_repair_is_an_error_not_a_spin),
       EVR_TEST(test_io_restart_after_fd_closed_and_reused),
       EVR_TEST(test_io_reinit_of_stopped_watcher),
+      EVR_TEST(test_io_resume_rearms_without_a_system_call),
       EVR_TEST(test_io_many_descriptors_random_activity),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

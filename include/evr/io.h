@@ -57,6 +57,17 @@ EVR_API int evr_io_init(evr_loop_t *loop, evr_io_t *io, int fd);
  *          file under epoll); EVR_ENOMEM; other backend errors. */
 EVR_API int evr_io_start(evr_io_t *io, unsigned events, evr_io_cb cb);
 
+/** evr_io_start() for a stopped watcher whose descriptor has stayed open
+ *  since evr_io_stop() (not closed, not replaced with dup2()): the caller
+ *  vouches that it still names the same file. Restarting within the
+ *  iteration of the stop with the same interest then costs no system call
+ *  under epoll (one-shot re-arming); evr_io_start() makes one, to check the
+ *  descriptor. A watcher whose descriptor was closed, even if its number now
+ *  names a new file, must be restarted with evr_io_start(): resumed, it may
+ *  hear nothing, or the old file's events if that is open elsewhere.
+ *  @return as evr_io_start(). */
+EVR_API int evr_io_resume(evr_io_t *io, unsigned events, evr_io_cb cb);
+
 /** Change the interest of an active watcher. Safe from any callback; an event
  *  already harvested but no longer wanted is not delivered.
  *  @return 0; EVR_EINVAL (NULL, empty or unknown mask, not active). */
