@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "helpers.h"
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include <time.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 evr_loop_t *test_loop;
@@ -121,4 +123,16 @@ void assert_fds_back_to(int baseline) {
     n = count_open_fds();
   }
   assert_true(n <= baseline);
+}
+
+void assert_child_ok(int pid) {
+  int st;
+  pid_t r;
+  do
+    r = waitpid((pid_t)pid, &st, 0);
+  while (r < 0 && errno == EINTR);
+  assert_int_equal(r, pid);
+  assert_true(WIFEXITED(st));
+  if (WEXITSTATUS(st) != 0)
+    fail_msg("child failed at a check on line %d (mod 200)", WEXITSTATUS(st) - 20);
 }

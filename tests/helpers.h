@@ -46,6 +46,16 @@ int count_open_fds(void);
  * under every other backend the count must be exactly the baseline. */
 void assert_fds_back_to(int baseline);
 
+/* A forked child cannot use cmocka: a failed check exits with 20 plus the
+ * line number modulo 200, and the parent's assert_child_ok() fails with
+ * that line. */
+#define CHILD_CHECK(c)                    \
+  do {                                    \
+    if (!(c)) _exit(20 + __LINE__ % 200); \
+  } while (0)
+/* Wait for child pid and assert that it exited with 0. */
+void assert_child_ok(int pid);
+
 /* The backend the fixture requested (EVR_BACKEND or the default). */
 const char *requested_backend(void);
 

@@ -23,25 +23,6 @@
 const char *__tsan_default_options(void);
 const char *__tsan_default_options(void) { return "die_after_fork=0"; }
 
-/* The child cannot use cmocka: a failed check exits with the line number
- * (modulo 200, plus 20) and the parent asserts a clean exit. */
-#define CHILD_CHECK(c)                          \
-  do {                                          \
-    if (!(c)) _exit(20 + __LINE__ % 200);       \
-  } while (0)
-
-static void assert_child_ok(pid_t pid) {
-  int st;
-  pid_t r;
-  do
-    r = waitpid(pid, &st, 0);
-  while (r < 0 && errno == EINTR);
-  assert_int_equal(r, pid);
-  assert_true(WIFEXITED(st));
-  if (WEXITSTATUS(st) != 0)
-    fail_msg("child failed at a check on line %d (mod 200)", WEXITSTATUS(st) - 20);
-}
-
 /* ---- handles used on both sides ---- */
 
 static int timer_fired, io_fired, async_fired, posted_ran, sig_fired, work_done;

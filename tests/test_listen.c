@@ -487,25 +487,6 @@ static void test_listen_unix_close_keeps_a_replaced_file(void **state) {
   end();
 }
 
-/* A forked child cannot use cmocka: a failed check exits with 20 plus the
- * line number modulo 200, and the parent asserts a clean exit. */
-#define CHILD_CHECK(c)                    \
-  do {                                    \
-    if (!(c)) _exit(20 + __LINE__ % 200); \
-  } while (0)
-
-static void assert_child_ok(pid_t pid) {
-  int st;
-  pid_t r;
-  do
-    r = waitpid(pid, &st, 0);
-  while (r < 0 && errno == EINTR);
-  assert_int_equal(r, pid);
-  assert_true(WIFEXITED(st));
-  if (WEXITSTATUS(st) != 0)
-    fail_msg("child failed at a check on line %d (mod 200)", WEXITSTATUS(st) - 20);
-}
-
 static int child_closed;
 static void child_close_cb(evr_handle_t *h) {
   (void)h;
