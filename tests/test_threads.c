@@ -33,7 +33,32 @@ struct node {
 };
 
 static struct node nodes[NLOOPS];
-static pthread_barrier_t ready;
+
+/* A reusable barrier made of a mutex and a condition variable: macOS has
+ * no pthread_barrier_t. */
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  unsigned count, waiting, generation;
+} ready = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+
+static void ready_init(unsigned count) {
+  ready.count = count;
+  ready.waiting = 0;
+}
+
+static void ready_wait(void) {
+  thread_check(pthread_mutex_lock(&ready.mu) == 0);
+  unsigned gen = ready.generation;
+  if (++ready.waiting == ready.count) {
+    ready.waiting = 0;
+    ready.generation++;
+    thread_check(pthread_cond_broadcast(&ready.cv) == 0);
+  } else {
+    while (gen == ready.generation) thread_check(pthread_cond_wait(&ready.cv, &ready.mu) == 0);
+  }
+  thread_check(pthread_mutex_unlock(&ready.mu) == 0);
+}
 
 /* A message or an acknowledgement, packed in the argument: kind (1 bit),
  * sender (7 bits), sequence number. */
@@ -87,7 +112,7 @@ static void *node_main(void *arg) {
   thread_check(evr_loop_new(&n->loop, NULL) == 0);
   thread_check(evr_async_init(n->loop, &n->keep, never) == 0);
   /* Every loop exists before anyone posts. */
-  pthread_barrier_wait(&ready);
+  ready_wait();
   /* Interleave destinations so that all queues fill at once. */
   for (unsigned seq = 0; seq < per_pair; seq++)
     for (unsigned to = 0; to < NLOOPS; to++)
@@ -96,7 +121,7 @@ static void *node_main(void *arg) {
   /* Every message to this loop arrived and every ack it sent ran on its
    * peer, but a peer may still be returning from evr_post() to us: free
    * only once every loop got here. */
-  pthread_barrier_wait(&ready);
+  ready_wait();
   thread_check(evr_loop_free(n->loop) == 0);
   return NULL;
 }
@@ -107,11 +132,10 @@ static void test_threads_eight_loops_exchange_posts(void **state) {
   per_pair = vg && *vg && *vg != '0' ? 500 : 5000;
   memset(nodes, 0, sizeof nodes);
   atomic_store(&thread_failures, 0);
-  assert_int_equal(pthread_barrier_init(&ready, NULL, NLOOPS), 0);
+  ready_init(NLOOPS);
   for (int i = 0; i < NLOOPS; i++)
     assert_int_equal(pthread_create(&nodes[i].handle, NULL, node_main, &nodes[i]), 0);
   for (int i = 0; i < NLOOPS; i++) assert_int_equal(pthread_join(nodes[i].handle, NULL), 0);
-  assert_int_equal(pthread_barrier_destroy(&ready), 0);
   assert_int_equal(atomic_load(&thread_failures), 0);
   for (int i = 0; i < NLOOPS; i++) {
     struct node *n = &nodes[i];
