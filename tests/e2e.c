@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "helpers.h" /* test_socket, test_send: plain POSIX */
 
 #ifndef EVR_BIN_DIR
 #define EVR_BIN_DIR "."
@@ -82,7 +83,7 @@ pid_t e2e_spawn(char *const argv[], const char *log_path) {
 }
 
 int e2e_connect(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = test_socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return -1;
   struct sockaddr_in sa = loopback(port);
   if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
@@ -151,7 +152,7 @@ int e2e_echo_traffic(int port, int conns, size_t bytes, int half_close, int time
   int failed = 0, reported = 0;
   for (int i = 0; i < conns; i++) {
     c[i].fd = e2e_connect(port);
-    c[i].tx_state = c[i].rx_state = 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1);
+    c[i].tx_state = c[i].rx_state = UINT64_C(0x9e3779b97f4a7c15) * ((uint64_t)i + 1);
     if (c[i].fd < 0) {
       c[i].failed = 1;
       if (reported++ < 5) fprintf(stderr, "conn %d: connect: %s\n", i, strerror(errno));
@@ -198,7 +199,7 @@ int e2e_echo_traffic(int port, int conns, size_t bytes, int half_close, int time
         if (want > sizeof buf) want = sizeof buf;
         uint64_t st = k->tx_state;
         for (size_t j = 0; j < want; j++) buf[j] = stream_byte(&st);
-        ssize_t w = send(k->fd, buf, want, MSG_NOSIGNAL);
+        ssize_t w = test_send(k->fd, buf, want);
         if (w > 0) {
           /* Advance the generator by what was actually sent. */
           for (ssize_t j = 0; j < w; j++) stream_byte(&k->tx_state);
@@ -280,7 +281,7 @@ char *e2e_http_get(int port, const char *path) {
   if (fd < 0) return NULL;
   char req[512];
   int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
-  if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
+  if (test_send(fd, req, (size_t)n) != n) {
     close(fd);
     return NULL;
   }

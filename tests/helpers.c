@@ -4,10 +4,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/types.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -90,6 +92,35 @@ void make_pipe(int fds[2]) {
   assert_int_equal(pipe(fds), 0);
   nonblock_cloexec(fds[0]);
   nonblock_cloexec(fds[1]);
+}
+
+int test_socket(int family, int type, int nonblock) {
+  int fd = socket(family, type, 0);
+  if (fd < 0) return -1;
+  int fl = fcntl(fd, F_GETFD);
+  if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) != 0) goto fail;
+  if (nonblock) {
+    fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) goto fail;
+  }
+  return fd;
+fail:;
+  int e = errno;
+  close(fd);
+  errno = e;
+  return -1;
+}
+
+ssize_t test_send(int fd, const void *buf, size_t len) {
+#if defined(MSG_NOSIGNAL)
+  return send(fd, buf, len, MSG_NOSIGNAL);
+#elif defined(SO_NOSIGPIPE)
+  int one = 1;
+  if (setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one) != 0) return -1;
+  return send(fd, buf, len, 0);
+#else
+#error "no way to send() without SIGPIPE on this system"
+#endif
 }
 
 int count_open_fds(void) {

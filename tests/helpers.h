@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <cmocka.h>
 #include "evr/evr.h"
 
@@ -35,6 +36,19 @@ int run_until(evr_loop_t *loop, const volatile int *flag, int max_iter);
 void make_socketpair(int fds[2]);
 void make_pipe(int fds[2]);
 void set_nonblock(int fd);
+
+/* socket(family, type, 0), close-on-exec, and non-blocking when nonblock
+ * is set: socket() then fcntl(), as macOS has neither SOCK_CLOEXEC nor
+ * SOCK_NONBLOCK. Returns the descriptor, or -1 with errno set (no check:
+ * callers assert, or probe whether a family exists). Needs neither cmocka
+ * nor the library, so e2e.c uses it too. */
+int test_socket(int family, int type, int nonblock);
+
+/* send() that never raises SIGPIPE: MSG_NOSIGNAL where the system has it;
+ * elsewhere (macOS) the socket is given SO_NOSIGPIPE first, and keeps it.
+ * Only for sockets the test itself writes to, never for one handed to the
+ * library: that would hide a library that lets SIGPIPE through. */
+ssize_t test_send(int fd, const void *buf, size_t len);
 
 /* Count of open descriptors of this process (/proc/self/fd). */
 int count_open_fds(void);

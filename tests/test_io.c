@@ -195,7 +195,7 @@ static void test_io_eof_on_pipe_and_socketpair(void **state) {
 static int epipe_seen;
 static void epipe_cb(evr_io_t *io, unsigned ev) {
   assert_true(ev & EVR_WRITE);
-  ssize_t n = send(io->fd, "x", 1, MSG_NOSIGNAL);
+  ssize_t n = test_send(io->fd, "x", 1);
   if (n < 0 && errno == EPIPE) epipe_seen = 1;
   assert_evr_ok(evr_io_stop(io));
 }

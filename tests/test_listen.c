@@ -95,7 +95,7 @@ static void listen_text(acc_t *a, const char *text, const evr_listen_options_t *
 static int client(const evr_listener_t *l) {
   evr_addr_t addr;
   assert_evr_ok(evr_listener_sockname(l, &addr));
-  int fd = socket(addr.u.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = test_socket(addr.u.sa.sa_family, SOCK_STREAM, 0);
   assert_true(fd >= 0);
   int rc;
   do {
@@ -110,7 +110,7 @@ static int client(const evr_listener_t *l) {
 static int client_nb(const evr_listener_t *l) {
   evr_addr_t addr;
   assert_evr_ok(evr_listener_sockname(l, &addr));
-  int fd = socket(addr.u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = test_socket(addr.u.sa.sa_family, SOCK_STREAM, 1);
   assert_true(fd >= 0);
   int rc = connect(fd, &addr.u.sa, addr.len);
   if (rc < 0 && errno != EINPROGRESS && errno != EINTR)
@@ -135,7 +135,7 @@ static void assert_linked(int c, int s) {
 }
 
 static int have_ipv6(void) {
-  int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = test_socket(AF_INET6, SOCK_STREAM, 0);
   if (fd < 0) {
     print_message("skipping: no IPv6 sockets (%s)\n", strerror(errno));
     return 0;
@@ -251,7 +251,7 @@ static void test_listen_ipv6_only_and_dual_stack(void **state) {
   evr_addr_t name, v4;
   assert_evr_ok(evr_listener_sockname(&b.l, &name));
   assert_evr_ok(evr_addr_from_ip(&v4, "127.0.0.1", evr_addr_port(&name)));
-  int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int c = test_socket(AF_INET, SOCK_STREAM, 0);
   assert_true(c >= 0);
   assert_int_equal(connect(c, &v4.u.sa, v4.len), 0);
   b.keep = 1;
@@ -374,7 +374,7 @@ static void test_listen_address_in_use(void **state) {
 
 /* A socket file nobody listens on: bound, then closed. */
 static void make_stale_socket(const char *path) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = test_socket(AF_UNIX, SOCK_STREAM, 0);
   assert_true(fd >= 0);
   evr_addr_t addr;
   assert_evr_ok(evr_addr_from_path(&addr, path));
@@ -416,7 +416,7 @@ static void test_listen_unix_live_socket_refused(void **state) {
   begin();
   char path[200];
   path_in_tmp(path, sizeof path, "live.sock");
-  int live = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int live = test_socket(AF_UNIX, SOCK_STREAM, 0);
   assert_true(live >= 0);
   evr_addr_t addr;
   assert_evr_ok(evr_addr_from_path(&addr, path));
@@ -428,7 +428,7 @@ static void test_listen_unix_live_socket_refused(void **state) {
   assert_int_equal(evr_listen(&a.l, &addr, NULL, on_accept), EVR_EADDRINUSE);
   /* The live socket still works: the probe's connection is in its queue
    * or was dropped, and a new client still gets through. */
-  int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int c = test_socket(AF_UNIX, SOCK_STREAM, 0);
   assert_true(c >= 0);
   assert_int_equal(connect(c, &addr.u.sa, addr.len), 0);
   close(c);
@@ -532,7 +532,7 @@ static void test_listen_unix_forked_child_close_keeps_the_file(void **state) {
   assert_true(S_ISSOCK(after.st_mode));
   assert_true(after.st_ino == before.st_ino);
   /* The parent still accepts through the path. */
-  int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int c = test_socket(AF_UNIX, SOCK_STREAM, 0);
   assert_true(c >= 0);
   if (connect(c, &addr.u.sa, addr.len) != 0)
     fail_msg("connect %s: %s", path, strerror(errno));
@@ -678,7 +678,7 @@ static void test_listen_open_adopts_a_listening_fd(void **state) {
   assert_int_equal(evr_listener_open(&b.l, p[0], NULL, on_accept), EVR_EINVAL);
   close(p[0]);
   close(p[1]);
-  int d = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int d = test_socket(AF_INET, SOCK_DGRAM, 0);
   assert_true(d >= 0);
   assert_int_equal(evr_listener_open(&b.l, d, NULL, on_accept), EVR_EINVAL);
   close(d);

@@ -353,7 +353,7 @@ static void test_resolve_connect_host_while_resolving_is_refused(void **state) {
   static evr_work_t blocker;
   static evr_stream_t s;
   evr_loop_t *l;
-  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int lfd = test_socket(AF_INET, SOCK_STREAM, 0);
   assert_true(lfd >= 0);
   evr_addr_t at;
   assert_evr_ok(evr_addr_parse(&at, "127.0.0.1:0"));

@@ -26,7 +26,7 @@
  * to non-blocking. tiny: minimal SO_SNDBUF/SO_RCVBUF on both ends (set
  * before connect so the window is small too). */
 static void tcp_pair(int fds[2], int tiny) {
-  int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int l = test_socket(AF_INET, SOCK_STREAM, 0);
   assert_true(l >= 0);
   struct sockaddr_in a;
   memset(&a, 0, sizeof a);
@@ -42,7 +42,7 @@ static void tcp_pair(int fds[2], int tiny) {
   socklen_t len = sizeof a;
   assert_int_equal(getsockname(l, (struct sockaddr *)&a, &len), 0);
   assert_int_equal(listen(l, 1), 0);
-  int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int c = test_socket(AF_INET, SOCK_STREAM, 0);
   assert_true(c >= 0);
   if (tiny) {
     assert_int_equal(setsockopt(c, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
@@ -290,10 +290,18 @@ static void test_stream_open_refused_fd_keeps_its_flags(void **state) {
   assert_open_refused_untouched(udp, EVR_EINVAL);
   close(udp);
   int sv[2];
-  assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
-  assert_open_refused_untouched(sv[0], EVR_EINVAL);
-  close(sv[0]);
-  close(sv[1]);
+  /* macOS has no SOCK_SEQPACKET for Unix sockets; Linux and FreeBSD do. */
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) == 0) {
+    assert_open_refused_untouched(sv[0], EVR_EINVAL);
+    close(sv[0]);
+    close(sv[1]);
+  } else {
+#if defined(__linux__) || defined(__FreeBSD__)
+    fail_msg("socketpair(AF_UNIX, SOCK_SEQPACKET): %s", strerror(errno));
+#endif
+    print_message("note: no SOCK_SEQPACKET Unix sockets here (%s): not checked\n",
+                  strerror(errno));
+  }
   /* A listening socket is no stream either. */
   int l = socket(AF_INET, SOCK_STREAM, 0);
   assert_true(l >= 0);
@@ -1195,7 +1203,7 @@ static void conn_cb(evr_stream_t *s, int status) {
 }
 
 static int raw_listen_tcp(uint16_t *port) {
-  int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int l = test_socket(AF_INET, SOCK_STREAM, 1);
   assert_true(l >= 0);
   struct sockaddr_in a;
   memset(&a, 0, sizeof a);
@@ -1306,7 +1314,7 @@ static void test_stream_connect_unix(void **state) {
   assert_non_null(mkdtemp(dir));
   char path[128];
   snprintf(path, sizeof path, "%s/s", dir);
-  int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int l = test_socket(AF_UNIX, SOCK_STREAM, 0);
   assert_true(l >= 0);
   struct sockaddr_un un;
   memset(&un, 0, sizeof un);

@@ -220,7 +220,7 @@ static void test_tcp_bulk_transfer_both_ways_tiny_buffers(void **state) {
   tiny_buffers(l.fd); /* inherited by the accepted socket */
   /* The client socket is made here, to shrink its buffers before connect;
    * the kernel completes the handshake before anyone accepts. */
-  int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int c = test_socket(AF_INET, SOCK_STREAM, 0);
   assert_true(c >= 0);
   tiny_buffers(c);
   assert_int_equal(connect(c, &at.u.sa, at.len), 0);
@@ -380,7 +380,7 @@ static void test_tcp_connect_refused(void **state) {
   (void)state;
   int base = count_open_fds();
   /* A port that was just free: bind, read it back, close. */
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = test_socket(AF_INET, SOCK_STREAM, 0);
   assert_true(fd >= 0);
   evr_addr_t a;
   assert_evr_ok(evr_addr_parse(&a, "127.0.0.1:0"));
@@ -409,7 +409,7 @@ static void test_tcp_connect_refused(void **state) {
 static void test_tcp_connect_resubmitted_while_pending_is_refused(void **state) {
   (void)state;
   int base = count_open_fds();
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = test_socket(AF_INET, SOCK_STREAM, 0);
   assert_true(fd >= 0);
   evr_addr_t refused;
   assert_evr_ok(evr_addr_parse(&refused, "127.0.0.1:0"));
@@ -432,7 +432,7 @@ static void test_tcp_connect_resubmitted_while_pending_is_refused(void **state) 
   for (int i = 0; i < 5; i++) assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
   assert_int_equal(conn_done, 1);
   /* Its callback ran: the stream may connect again, here to a server. */
-  int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int l = test_socket(AF_INET, SOCK_STREAM, 0);
   assert_true(l >= 0);
   evr_addr_t at;
   assert_evr_ok(evr_addr_parse(&at, "127.0.0.1:0"));
@@ -463,7 +463,7 @@ static void test_tcp_connect_resubmitted_while_pending_is_refused(void **state) 
  * further SYNs, so a connect stays pending until its timeout. The queue is
  * filled with raw clients until one does not complete its handshake. */
 static int full_listener(evr_addr_t *at, int *fillers, int *nfill) {
-  int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int l = test_socket(AF_INET, SOCK_STREAM, 0);
   assert_true(l >= 0);
   assert_evr_ok(evr_addr_parse(at, "127.0.0.1:0"));
   assert_int_equal(bind(l, &at->u.sa, at->len), 0);
@@ -474,7 +474,7 @@ static int full_listener(evr_addr_t *at, int *fillers, int *nfill) {
   *nfill = 0;
   int dropped = 0;
   while (*nfill < 8 && !dropped) {
-    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int c = test_socket(AF_INET, SOCK_STREAM, 1);
     assert_true(c >= 0);
     int r = connect(c, &at->u.sa, at->len);
     assert_true(r == 0 || errno == EINPROGRESS);
@@ -634,7 +634,7 @@ static void test_tcp_ipv4_echo(void **state) {
 
 static void test_tcp_ipv6_echo(void **state) {
   (void)state;
-  int probe = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int probe = test_socket(AF_INET6, SOCK_STREAM, 0);
   struct sockaddr_in6 a6;
   memset(&a6, 0, sizeof a6);
   a6.sin6_family = AF_INET6;
