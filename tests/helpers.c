@@ -123,6 +123,30 @@ ssize_t test_send(int fd, const void *buf, size_t len) {
 #endif
 }
 
+long raise_nofile(long want) {
+  struct rlimit rl;
+  assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+  rlim_t target = (rlim_t)want;
+  if (rl.rlim_max != RLIM_INFINITY && target > rl.rlim_max) target = rl.rlim_max;
+#if defined(__APPLE__) && defined(OPEN_MAX)
+  /* setrlimit(2) on macOS: EINVAL for a soft limit above OPEN_MAX, even
+   * when the hard limit is RLIM_INFINITY. */
+  if (target > OPEN_MAX) target = OPEN_MAX;
+#endif
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < target) {
+    struct rlimit nl = {target, rl.rlim_max};
+    if (setrlimit(RLIMIT_NOFILE, &nl) != 0)
+      print_message("note: setrlimit(RLIMIT_NOFILE, %ld) refused (%s)\n", (long)target,
+                    strerror(errno));
+    /* Read back: the kernel may also have clamped it (kern.maxfilesperproc). */
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+  }
+  if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (rlim_t)LONG_MAX) return LONG_MAX;
+  if ((long)rl.rlim_cur < want)
+    print_message("note: RLIMIT_NOFILE is %ld, below the %ld wanted\n", (long)rl.rlim_cur, want);
+  return (long)rl.rlim_cur;
+}
+
 int count_open_fds(void) {
   DIR *d = opendir("/proc/self/fd");
   if (!d) {

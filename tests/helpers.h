@@ -50,6 +50,13 @@ int test_socket(int family, int type, int nonblock);
  * library: that would hide a library that lets SIGPIPE through. */
 ssize_t test_send(int fd, const void *buf, size_t len);
 
+/* Raise the soft RLIMIT_NOFILE to want if it is lower: never above the
+ * hard limit, nor (macOS) above OPEN_MAX, the most setrlimit() accepts
+ * there whatever the hard limit says. A refused raise is no failure: a
+ * note is printed and the test adapts its counts to the result. Returns
+ * the soft limit then in force (LONG_MAX for RLIM_INFINITY). */
+long raise_nofile(long want);
+
 /* Count of open descriptors of this process (/proc/self/fd). */
 int count_open_fds(void);
 
