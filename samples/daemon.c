@@ -1,4 +1,5 @@
-/* samples/daemon.c: logging, options, threads and the worker supervisor. */
+/* samples/daemon.c: logging, options, threads, connection hand-over and
+ * the worker supervisor. */
 #define _GNU_SOURCE
 #include "daemon.h"
 #include <errno.h>
@@ -133,6 +134,52 @@ int run_threads(int n, serve_fn fn, void *arg) {
   free(ts);
   free(ids);
   return status;
+}
+
+/* ---- spreading connections ---- */
+
+static const char *const balance_names[] = {"kernel", "accept", NULL};
+
+const char *balance_name(int balance) {
+  return balance == BALANCE_ACCEPT ? "accept" : "kernel";
+}
+
+int balance_parse(const char *opt, const char *s) {
+  parse_choice(opt, s, balance_names, "kernel or accept");
+  return strcmp(s, "accept") == 0 ? BALANCE_ACCEPT : BALANCE_KERNEL;
+}
+
+/* One connection on its way: the node lives in the same allocation, so a
+ * hand-over costs one malloc() and evr_post_node() cannot fail for lack of
+ * memory. */
+struct handoff {
+  evr_post_t node;
+  adopt_fn adopt;
+  void *target;
+  int fd;
+};
+
+static void handoff_run(void *arg) {
+  struct handoff h = *(struct handoff *)arg;
+  free(arg); /* allowed once the callback has started */
+  h.adopt(h.target, h.fd);
+}
+
+int handoff(evr_loop_t *to, adopt_fn adopt, void *target, int fd) {
+  struct handoff *h = malloc(sizeof *h);
+  if (!h) {
+    close(fd);
+    return EVR_ENOMEM;
+  }
+  h->adopt = adopt;
+  h->target = target;
+  h->fd = fd;
+  int rc = evr_post_node(to, &h->node, handoff_run, h);
+  if (rc) {
+    free(h);
+    close(fd);
+  }
+  return rc;
 }
 
 /* ---- worker processes ---- */

@@ -1,11 +1,23 @@
 /* samples/daemon.h: what evr-echo and evr-proxy share and evr does not
- * provide: logging, option parsing, running N loops in N threads, and a
- * supervisor for N worker processes. */
+ * provide: logging, option parsing, running N loops in N threads, spreading
+ * connections over the loops, and a supervisor for N worker processes. */
 #ifndef EVR_SAMPLES_DAEMON_H
 #define EVR_SAMPLES_DAEMON_H
 
 #include <stdarg.h>
 #include <stdint.h>
+#include <sys/socket.h> /* SO_REUSEPORT_LB, where it exists */
+#include "evr/evr.h"
+
+/* A build with -DEVR_PORTABLE=ON (EVR_PORTABLE=1) uses only what every
+ * supported system has: no Linux-only call (splice, pipe2, accept4,
+ * MSG_NOSIGNAL, ...) is compiled in, and the samples behave as they do on
+ * a system without them. */
+#if defined(EVR_PORTABLE) && EVR_PORTABLE
+#define SAMPLES_PORTABLE 1
+#else
+#define SAMPLES_PORTABLE 0
+#endif
 
 /* ---- logging: one line per event on stderr ---- */
 enum { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
@@ -58,6 +70,39 @@ int run_threads(int n, serve_fn fn, void *arg);
  * copies it inherits, and on_stop must close the supervisor's own. */
 int supervise(int n, serve_fn fn, void *arg, unsigned kill_after_s,
               void (*on_stop)(void *stop_arg), void *stop_arg);
+
+/* ---- spreading connections over the loops (--loop-balance) ----
+ * BALANCE_KERNEL: every loop has its own SO_REUSEPORT listener on each
+ * address and the kernel spreads new connections over them. Only Linux
+ * (3.9+) and FreeBSD (12+, SO_REUSEPORT_LB) do that; macOS, OpenBSD and
+ * NetBSD hand every connection to one of the sockets, so one loop would
+ * serve them all.
+ * BALANCE_ACCEPT: the first loop alone listens; each connection it accepts
+ * goes to the next loop in turn (itself included), handed over with
+ * evr_post() and adopted by that loop, as Node's cluster primary hands
+ * connections to its workers. */
+enum { BALANCE_KERNEL, BALANCE_ACCEPT };
+#if !SAMPLES_PORTABLE && (defined(__linux__) || (defined(__FreeBSD__) && defined(SO_REUSEPORT_LB)))
+#define BALANCE_DEFAULT BALANCE_KERNEL
+#else
+#define BALANCE_DEFAULT BALANCE_ACCEPT
+#endif
+/* "kernel" or "accept". */
+const char *balance_name(int balance);
+/* The value of --loop-balance (exits 2 if it is neither name). */
+int balance_parse(const char *opt, const char *s);
+
+/* Runs on the loop thread of the loop a connection was handed to; owns fd
+ * (adopt it with evr_stream_open(), or close it). */
+typedef void (*adopt_fn)(void *target, int fd);
+
+/* Make adopt(target, fd) run on loop `to` (any thread may call this; `to`
+ * must not be freed meanwhile). A queued hand-over keeps `to` alive, so it
+ * always runs, at the latest when the loop is run to its end before
+ * evr_loop_free(); adopt must close fd if the loop no longer serves.
+ * Returns 0, or a negative evr error (EVR_ENOMEM): adopt will not run and
+ * fd has been closed. */
+int handoff(evr_loop_t *to, adopt_fn adopt, void *target, int fd);
 
 /* Number of online CPUs (at least 1). */
 int cpu_count(void);

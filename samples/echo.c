@@ -1,9 +1,12 @@
 /* samples/echo.c: evr-echo, a TCP (and Unix-socket) echo server.
  *
- * One loop per thread; every thread listens on every --listen address
- * (SO_REUSEPORT for TCP, so the kernel spreads connections; a Unix socket
- * is bound once and its descriptor shared). --workers N runs N processes
- * instead, under a supervisor that restarts a worker that dies.
+ * One loop per thread. --loop-balance kernel: every loop listens on every
+ * --listen address (SO_REUSEPORT for TCP, so the kernel spreads
+ * connections; a Unix socket is bound once and its descriptor shared).
+ * --loop-balance accept: the first loop alone listens and hands each
+ * connection to the loops in turn (daemon.h says which is the default
+ * where). --workers N runs N processes instead, under a supervisor that
+ * restarts a worker that dies.
  *
  * Per connection: every byte read is written back. Memory is bounded: when
  * more than ECHO_HIGH_WATER bytes wait to be sent back, reading stops until
@@ -37,6 +40,7 @@ struct config {
   int nlisten;
   int threads;
   int workers;
+  int balance; /* BALANCE_KERNEL or BALANCE_ACCEPT */
   const char *backend;
   uint64_t idle_timeout_s;
   uint64_t max_conns;
@@ -65,7 +69,8 @@ struct server {
   int draining;
   evr_timer_t drain_timer;
   struct conn *conns; /* open connections */
-  uint64_t accepted;
+  uint64_t accepted;  /* connections this loop adopted */
+  unsigned next;      /* BALANCE_ACCEPT: the loop for the next connection */
   int status;
   atomic_int finished;
   pthread_t thread;
@@ -79,6 +84,13 @@ struct server {
  * (stop_listening), and a worker's loops own every copy the worker has,
  * the inherited descriptors included, and close them in on_command. */
 static struct server *bound;
+
+/* The loops of this process, for the hand-over of connections. */
+static struct server *loops;
+static int nloops;
+
+/* The first loop accepts for every loop (BALANCE_ACCEPT with 2+ loops). */
+static int spreading(void) { return cfg.balance == BALANCE_ACCEPT && cfg.threads > 1; }
 
 /* ---- connections ---- */
 
@@ -131,22 +143,22 @@ static void on_idle(evr_stream_t *s) {
   conn_close((struct conn *)s);
 }
 
-static void on_accept(evr_listener_t *l, int fd) {
-  struct server *srv = l->base.data;
-  if (fd < 0) {
-    log_warn("accept: %s", evr_strerror(fd));
-    return;
-  }
-  if (cfg.max_conns && atomic_load(&conns_open) >= cfg.max_conns) {
-    log_debug("max-conns %llu reached: refusing a connection",
-              (unsigned long long)cfg.max_conns);
+/* A connection to serve on srv's loop (its thread). Its place in
+ * conns_open is already taken. */
+static void conn_adopt(struct server *srv, int fd) {
+  if (srv->draining) {
+    /* Handed over while this loop stopped accepting: the client sees the
+     * connection closed, as if the listener had closed first. */
+    log_debug("loop %d: draining: closing a connection handed over", srv->index);
     close(fd);
+    atomic_fetch_sub(&conns_open, 1);
     return;
   }
   struct conn *c = calloc(1, sizeof *c);
   if (!c) {
     log_error("out of memory: refusing a connection");
     close(fd);
+    atomic_fetch_sub(&conns_open, 1);
     return;
   }
   c->srv = srv;
@@ -156,9 +168,9 @@ static void on_accept(evr_listener_t *l, int fd) {
     log_error("stream: %s", evr_strerror(rc));
     close(fd);
     free(c);
+    atomic_fetch_sub(&conns_open, 1);
     return;
   }
-  atomic_fetch_add(&conns_open, 1);
   c->next = srv->conns;
   if (c->next) c->next->prev = c;
   srv->conns = c;
@@ -174,6 +186,40 @@ static void on_accept(evr_listener_t *l, int fd) {
   }
   rc = evr_stream_read_start(&c->s, on_read);
   if (rc) conn_close(c);
+}
+
+static void adopt_handed(void *target, int fd) { conn_adopt(target, fd); }
+
+static void on_accept(evr_listener_t *l, int fd) {
+  struct server *srv = l->base.data;
+  if (fd < 0) {
+    log_warn("accept: %s", evr_strerror(fd));
+    return;
+  }
+  /* Counted here, before a hand-over, so that a burst of connections on
+   * their way to other loops cannot pass --max-conns. */
+  unsigned long open = atomic_fetch_add(&conns_open, 1);
+  if (cfg.max_conns && open >= cfg.max_conns) {
+    atomic_fetch_sub(&conns_open, 1);
+    log_debug("max-conns %llu reached: refusing a connection",
+              (unsigned long long)cfg.max_conns);
+    close(fd);
+    return;
+  }
+  if (spreading()) {
+    struct server *to = &loops[srv->next];
+    srv->next = (srv->next + 1) % (unsigned)nloops;
+    if (to != srv) {
+      int rc = handoff(to->loop, adopt_handed, to, fd);
+      if (rc) {
+        /* fd is closed: the client sees its connection end. */
+        log_error("hand-over to loop %d: %s: closing a connection", to->index, evr_strerror(rc));
+        atomic_fetch_sub(&conns_open, 1);
+      }
+      return;
+    }
+  }
+  conn_adopt(srv, fd);
 }
 
 /* ---- draining ---- */
@@ -219,6 +265,7 @@ static void close_any(evr_handle_t *h, void *arg) {
 
 static int server_listen(struct server *srv, struct server *first) {
   evr_listen_options_t opts = {0};
+  if (spreading() && srv->index > 0) return 0; /* the first loop accepts for all */
   for (int i = 0; i < cfg.nlisten; i++) {
     evr_listener_t *l = &srv->listeners[i];
     int rc = evr_listener_init(srv->loop, l);
@@ -236,7 +283,7 @@ static int server_listen(struct server *srv, struct server *first) {
       rc = evr_listener_open(l, fd, NULL, on_accept);
       if (rc) close(fd);
     } else {
-      opts.flags = (!is_unix && cfg.threads > 1) ? EVR_LISTEN_REUSEPORT : 0;
+      opts.flags = (!is_unix && cfg.threads > 1 && !spreading()) ? EVR_LISTEN_REUSEPORT : 0;
       rc = evr_listen(l, &cfg.addrs[i], &opts, on_accept);
     }
     if (rc) {
@@ -274,6 +321,9 @@ static int server_init(struct server *srv, int index, struct server *first) {
 
 static void server_free(struct server *srv) {
   if (!srv->loop) return;
+  /* A connection still being handed to this loop is closed when the run
+   * below takes it (conn_adopt). */
+  srv->draining = 1;
   evr_loop_walk(srv->loop, close_any, NULL);
   evr_loop_run(srv->loop, EVR_RUN_DEFAULT);
   int rc = evr_loop_free(srv->loop);
@@ -319,12 +369,18 @@ static int serve(int index, void *arg) {
     log_error("out of memory");
     return 1;
   }
+  loops = srv;
+  nloops = n;
   int status = 0, started = 0;
   for (int i = 0; i < n && status == 0; i++)
     if (server_init(&srv[i], i, bound ? bound : i ? &srv[0] : NULL) != 0) status = 1;
   if (status == 0) {
-    log_info("evr-echo %s started: %d loop%s, backend %s", ECHO_VERSION, n, n > 1 ? "s" : "",
-             evr_loop_backend(srv[0].loop));
+    if (n > 1)
+      log_info("evr-echo %s started: %d loops (loop balance: %s), backend %s", ECHO_VERSION, n,
+               balance_name(cfg.balance), evr_loop_backend(srv[0].loop));
+    else
+      log_info("evr-echo %s started: 1 loop, backend %s", ECHO_VERSION,
+               evr_loop_backend(srv[0].loop));
     for (; started < n; started++) {
       int rc = pthread_create(&srv[started].thread, NULL, server_main, &srv[started]);
       if (rc) {
@@ -359,13 +415,26 @@ static int serve(int index, void *arg) {
     }
   }
   for (int i = 0; i < started; i++) pthread_join(srv[i].thread, NULL);
-  uint64_t accepted = 0;
   for (int i = 0; i < n; i++) {
-    accepted += srv[i].accepted;
     if (srv[i].status) status = 1;
     server_free(&srv[i]);
   }
-  log_info("evr-echo stopped: %llu connections served", (unsigned long long)accepted);
+  /* "... served (per loop: 11 10 10 10)": how the connections were spread. */
+  uint64_t accepted = 0;
+  size_t cap = (size_t)n * 21 + 16, len = 0;
+  char *per_loop = n > 1 ? malloc(cap) : NULL;
+  for (int i = 0; i < n; i++) {
+    accepted += srv[i].accepted;
+    if (per_loop)
+      len += (size_t)snprintf(per_loop + len, cap - len, "%s%llu", i ? " " : " (per loop: ",
+                              (unsigned long long)srv[i].accepted);
+  }
+  if (per_loop) snprintf(per_loop + len, cap - len, ")");
+  log_info("evr-echo stopped: %llu connections served%s", (unsigned long long)accepted,
+           per_loop ? per_loop : "");
+  free(per_loop);
+  loops = NULL;
+  nloops = 0;
   free(srv);
   return status;
 }
@@ -386,6 +455,9 @@ static void usage(void) {
          "                        1.2.3.4:PORT, [::1]:PORT, unix:/path or unix:@name\n"
          "  --threads N           event loops, one per thread (default: one per CPU)\n"
          "  --workers N           run N worker processes instead, restarted if they die\n"
+         "  --loop-balance MODE   how connections reach the loops: kernel (one SO_REUSEPORT\n"
+         "                        listener per loop) or accept (the first loop accepts and\n"
+         "                        hands them out in turn); default here: %s\n"
          "  --backend NAME        event backend: %s\n"
          "  --idle-timeout SEC    close connections idle for SEC seconds (default 0: never)\n"
          "  --max-conns N         refuse connections beyond N open ones (default 0: no limit)\n"
@@ -393,7 +465,7 @@ static void usage(void) {
          "                        (default 30)\n"
          "  --log-level LEVEL     error, warn, info (default) or debug\n"
          "  --help, --version\n",
-         "epoll, kqueue or poll (built here: see --version)");
+         balance_name(BALANCE_DEFAULT), "epoll, kqueue or poll (built here: see --version)");
 }
 
 static void version(void) {
@@ -405,6 +477,7 @@ static void version(void) {
 int main(int argc, char **argv) {
   log_prog = "evr-echo";
   cfg.drain_timeout_s = 30;
+  cfg.balance = BALANCE_DEFAULT;
   int threads_set = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -422,6 +495,8 @@ int main(int argc, char **argv) {
       threads_set = 1;
     } else if (!strcmp(a, "--workers")) {
       cfg.workers = (int)parse_uint(a, option_value(argc, argv, &i), 1, 1024);
+    } else if (!strcmp(a, "--loop-balance")) {
+      cfg.balance = balance_parse(a, option_value(argc, argv, &i));
     } else if (!strcmp(a, "--backend")) {
       cfg.backend =
           parse_choice(a, option_value(argc, argv, &i), evr_backends(), "built in (see --version)");

@@ -15,6 +15,10 @@
  *
  * Half-close is relayed (a side's FIN is sent to the other after its queued
  * bytes), and so is reset (a side that aborts makes us abort the other).
+ *
+ * One loop per thread; --loop-balance says how clients reach the loops
+ * (daemon.h): one SO_REUSEPORT listener per loop, or the first loop
+ * accepting for all and handing clients out in turn.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -77,6 +81,7 @@ struct config {
   const char *metrics;
   evr_addr_t metrics_addr;
   int threads;
+  int loop_balance; /* BALANCE_KERNEL or BALANCE_ACCEPT */
   int splice;
   const char *backend;
   uint64_t drain_timeout_s;
@@ -231,6 +236,9 @@ struct session {
 struct server {
   int index;
   evr_loop_t *loop;
+  unsigned next; /* BALANCE_ACCEPT, first loop: the loop for the next client */
+  /* read by /metrics on the first loop: atomics */
+  atomic_ullong conns_total, conns_active; /* clients this loop adopted */
   evr_listener_t listeners[MAX_LISTEN];
   int nlisteners;
   evr_listener_t metrics;
@@ -246,6 +254,13 @@ struct server {
   int status;
   pthread_t thread;
 };
+
+/* The loops of this process: hand-over of clients, per-loop metrics. */
+static struct server *loops;
+static int nloops;
+
+/* The first loop accepts for every loop (BALANCE_ACCEPT with 2+ loops). */
+static int spreading(void) { return cfg.loop_balance == BALANCE_ACCEPT && cfg.threads > 1; }
 
 static void on_episode_timer(evr_timer_t *t) {
   int pending = 0;
@@ -267,6 +282,7 @@ static void session_unref(struct session *ses) {
   else srv->sessions = ses->next;
   if (ses->next) ses->next->prev = ses->prev;
   atomic_fetch_sub(&stats.active, 1);
+  atomic_fetch_sub(&srv->conns_active, 1);
   if (ses->up && ses->connected) atomic_fetch_sub(&ses->up->active, 1);
   log_debug("session %p closed", (void *)ses);
   free(ses);
@@ -790,22 +806,23 @@ static void on_upstream_connect(evr_stream_t *s, int status) {
 
 /* ---- accepting ---- */
 
-static void on_accept(evr_listener_t *l, int fd) {
-  struct server *srv = l->base.data;
-  if (fd < 0) {
-    log_warn("accept: %s", evr_strerror(fd));
-    return;
-  }
-  if (cfg.max_conns && atomic_load(&stats.active) >= cfg.max_conns) {
-    log_debug("max-conns %" PRIu64 " reached: refusing a connection", cfg.max_conns);
-    atomic_fetch_add(&stats.refused, 1);
+/* A client to serve on srv's loop (its thread). Its place in
+ * stats.active is already taken. */
+static void session_adopt(struct server *srv, int fd) {
+  if (srv->draining) {
+    /* Handed over while this loop stopped accepting: the client sees the
+     * connection closed, as if the listener had closed first. */
+    log_debug("loop %d: draining: closing a client handed over", srv->index);
     close(fd);
+    atomic_fetch_add(&stats.refused, 1);
+    atomic_fetch_sub(&stats.active, 1);
     return;
   }
   struct session *ses = calloc(1, sizeof *ses);
   if (!ses) {
     log_error("out of memory: refusing a connection");
     close(fd);
+    atomic_fetch_sub(&stats.active, 1);
     return;
   }
   ses->srv = srv;
@@ -818,6 +835,7 @@ static void on_accept(evr_listener_t *l, int fd) {
     log_error("stream: %s", evr_strerror(rc));
     close(fd);
     free(ses);
+    atomic_fetch_sub(&stats.active, 1);
     return;
   }
   ses->client.open = 1;
@@ -825,8 +843,9 @@ static void on_accept(evr_listener_t *l, int fd) {
   ses->next = srv->sessions;
   if (ses->next) ses->next->prev = ses;
   srv->sessions = ses;
-  atomic_fetch_add(&stats.active, 1);
   atomic_fetch_add(&stats.total, 1);
+  atomic_fetch_add(&srv->conns_total, 1);
+  atomic_fetch_add(&srv->conns_active, 1);
   evr_stream_nodelay(&ses->client.s, 1);
   evr_stream_set_read_max(&ses->client.s, read_chunk);
   evr_stream_set_water_marks(&ses->client.s, low_mark, high_mark, on_water);
@@ -836,6 +855,41 @@ static void on_accept(evr_listener_t *l, int fd) {
   /* The client is read only once the upstream is connected: until then
    * its bytes wait in the kernel. */
   connect_next(ses);
+}
+
+static void adopt_handed(void *target, int fd) { session_adopt(target, fd); }
+
+static void on_accept(evr_listener_t *l, int fd) {
+  struct server *srv = l->base.data;
+  if (fd < 0) {
+    log_warn("accept: %s", evr_strerror(fd));
+    return;
+  }
+  /* Counted here, before a hand-over, so that a burst of clients on their
+   * way to other loops cannot pass --max-conns. */
+  unsigned long long active = atomic_fetch_add(&stats.active, 1);
+  if (cfg.max_conns && active >= cfg.max_conns) {
+    atomic_fetch_sub(&stats.active, 1);
+    log_debug("max-conns %" PRIu64 " reached: refusing a connection", cfg.max_conns);
+    atomic_fetch_add(&stats.refused, 1);
+    close(fd);
+    return;
+  }
+  if (spreading()) {
+    struct server *to = &loops[srv->next];
+    srv->next = (srv->next + 1) % (unsigned)nloops;
+    if (to != srv) {
+      int rc = handoff(to->loop, adopt_handed, to, fd);
+      if (rc) {
+        /* fd is closed: the client sees its connection end. */
+        log_error("hand-over to loop %d: %s: closing a client", to->index, evr_strerror(rc));
+        atomic_fetch_add(&stats.refused, 1);
+        atomic_fetch_sub(&stats.active, 1);
+      }
+      return;
+    }
+  }
+  session_adopt(srv, fd);
 }
 
 /* ---- metrics: GET /metrics, Prometheus text format ----
@@ -954,6 +1008,16 @@ static void metrics_text(struct text *t) {
     "# TYPE evr_proxy_metrics_connections_refused_total counter\n"
     "evr_proxy_metrics_connections_refused_total %llu\n",
     METRICS_MAX_CONNS, (unsigned long long)atomic_load(&stats.metrics_refused));
+  P("# HELP evr_proxy_loop_connections_total Client connections each event loop took.\n"
+    "# TYPE evr_proxy_loop_connections_total counter\n");
+  for (int i = 0; i < nloops; i++)
+    P("evr_proxy_loop_connections_total{loop=\"%d\"} %llu\n", i,
+      (unsigned long long)atomic_load(&loops[i].conns_total));
+  P("# HELP evr_proxy_loop_connections_active Client connections each event loop serves now.\n"
+    "# TYPE evr_proxy_loop_connections_active gauge\n");
+  for (int i = 0; i < nloops; i++)
+    P("evr_proxy_loop_connections_active{loop=\"%d\"} %llu\n", i,
+      (unsigned long long)atomic_load(&loops[i].conns_active));
   P("# HELP evr_proxy_upstream_up 1 if the upstream is not marked down.\n"
     "# TYPE evr_proxy_upstream_up gauge\n");
   uint64_t now = now_ms();
@@ -1141,7 +1205,7 @@ static int listen_one(struct server *srv, evr_listener_t *l, const evr_addr_t *a
     else if ((rc = evr_listener_open(l, fd, NULL, cb)) != 0) close(fd);
   } else {
     evr_listen_options_t opts = {0};
-    opts.flags = (!is_unix && cfg.threads > 1) ? EVR_LISTEN_REUSEPORT : 0;
+    opts.flags = (!is_unix && cfg.threads > 1 && !spreading()) ? EVR_LISTEN_REUSEPORT : 0;
     rc = evr_listen(l, addr, &opts, cb);
   }
   if (rc) {
@@ -1175,7 +1239,8 @@ static int server_init(struct server *srv, int index, struct server *first) {
   srv->wake.base.data = srv;
   srv->drain_timer.base.data = srv;
   evr_unref(&srv->ep_timer.base);
-  for (int i = 0; i < cfg.nlisten; i++) {
+  /* BALANCE_ACCEPT: the first loop accepts for all. */
+  for (int i = 0; i < cfg.nlisten && !(spreading() && index > 0); i++) {
     srv->nlisteners++;
     rc = listen_one(srv, &srv->listeners[i], &cfg.addrs[i], cfg.listen[i], first, i, on_accept);
     if (rc) return rc;
@@ -1192,6 +1257,9 @@ static int server_init(struct server *srv, int index, struct server *first) {
 
 static void server_free(struct server *srv) {
   if (!srv->loop) return;
+  /* A client still being handed to this loop is closed when the run below
+   * takes it (session_adopt). */
+  srv->draining = 1;
   evr_loop_walk(srv->loop, close_any, NULL);
   evr_loop_run(srv->loop, EVR_RUN_DEFAULT);
   int rc = evr_loop_free(srv->loop);
@@ -1237,12 +1305,20 @@ static int serve(void) {
     log_error("out of memory");
     return 1;
   }
+  loops = srv;
+  nloops = n;
   int status = 0, started = 0;
   for (int i = 0; i < n && status == 0; i++)
     if (server_init(&srv[i], i, i ? &srv[0] : NULL) != 0) status = 1;
   if (status == 0) {
-    log_info("evr-proxy %s started: %d loop%s, backend %s, %d upstream%s, %s", PROXY_VERSION, n,
-             n > 1 ? "s" : "", evr_loop_backend(srv[0].loop), cfg.nup, cfg.nup > 1 ? "s" : "",
+    char loops_text[64];
+    if (n > 1)
+      snprintf(loops_text, sizeof loops_text, "%d loops (loop balance: %s)", n,
+               balance_name(cfg.loop_balance));
+    else
+      snprintf(loops_text, sizeof loops_text, "1 loop");
+    log_info("evr-proxy %s started: %s, backend %s, %d upstream%s, %s", PROXY_VERSION,
+             loops_text, evr_loop_backend(srv[0].loop), cfg.nup, cfg.nup > 1 ? "s" : "",
              cfg.balance == BAL_ROUNDROBIN ? "roundrobin" : "leastconn");
     for (; started < n; started++) {
       int rc = pthread_create(&srv[started].thread, NULL, server_main, &srv[started]);
@@ -1287,6 +1363,8 @@ static int serve(void) {
   }
   log_info("evr-proxy stopped: %llu connections served",
            (unsigned long long)atomic_load(&stats.total));
+  loops = NULL;
+  nloops = 0;
   free(srv);
   for (int i = 0; i < cfg.nup; i++) free(cfg.up[i].label);
   return status;
@@ -1309,12 +1387,16 @@ static void usage(void) {
       "  --send-proxy v1|v2      send a PROXY protocol header to the upstream\n"
       "  --metrics ADDR          serve GET /metrics (Prometheus text format) on ADDR\n"
       "  --threads N             event loops, one per thread (default: one per CPU)\n"
+      "  --loop-balance MODE     how clients reach the loops: kernel (one SO_REUSEPORT\n"
+      "                          listener per loop) or accept (the first loop accepts and\n"
+      "                          hands them out in turn); default here: %s\n"
       "  --splice                Linux: relay through kernel pipes (zero copy)\n"
       "  --backend NAME          event backend (built here: see --version)\n"
       "  --drain-timeout SEC     on SIGTERM/SIGINT/SIGHUP, wait SEC seconds for clients\n"
       "                          (default 30)\n"
       "  --log-level LEVEL       error, warn, info (default) or debug\n"
-      "  --help, --version\n");
+      "  --help, --version\n",
+      balance_name(BALANCE_DEFAULT));
 }
 
 static void version(void) {
@@ -1345,6 +1427,7 @@ int main(int argc, char **argv) {
   cfg.connect_timeout_ms = 5000;
   cfg.buffer_size = 65536;
   cfg.drain_timeout_s = 30;
+  cfg.loop_balance = BALANCE_DEFAULT;
   int threads_set = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -1384,6 +1467,8 @@ int main(int argc, char **argv) {
     } else if (!strcmp(a, "--threads")) {
       cfg.threads = (int)parse_uint(a, option_value(argc, argv, &i), 1, 1024);
       threads_set = 1;
+    } else if (!strcmp(a, "--loop-balance")) {
+      cfg.loop_balance = balance_parse(a, option_value(argc, argv, &i));
     } else if (!strcmp(a, "--splice")) {
       cfg.splice = 1;
     } else if (!strcmp(a, "--backend")) {

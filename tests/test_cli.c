@@ -269,6 +269,26 @@ static void test_cli_unbuilt_backend_is_a_usage_error(void **state) {
     expect_start(daemons[d], ARGS("--threads", "1", "--backend", built_backend()));
 }
 
+/* --loop-balance takes kernel or accept, nothing else (not even the
+ * upstream choices of evr-proxy's --balance); a daemon runs with either. */
+static void test_cli_loop_balance_is_kernel_or_accept(void **state) {
+  (void)state;
+  int failed = 0;
+  for (int d = 0; d < 2; d++) {
+    const char *p = daemons[d];
+    failed += usage_error_from(p, "--loop-balance", ARGS("--loop-balance", "roundrobin"));
+    failed += usage_error_from(p, "--loop-balance", ARGS("--loop-balance", "Kernel"));
+    failed += usage_error_from(p, "--loop-balance", ARGS("--loop-balance", ""));
+    failed += exits_0(p, ARGS("--loop-balance", "kernel", "--help"));
+    failed += exits_0(p, ARGS("--loop-balance", "accept", "--help"));
+  }
+  assert_int_equal(failed, 0);
+  for (int d = 0; d < 2; d++) {
+    expect_start(daemons[d], ARGS("--threads", "2", "--loop-balance", "accept"));
+    expect_start(daemons[d], ARGS("--threads", "2", "--loop-balance", "kernel"));
+  }
+}
+
 static void test_cli_help_and_version_exit_0(void **state) {
   (void)state;
   int failed = 0;
@@ -286,6 +306,7 @@ int main(void) {
       T(test_cli_proxy_rejects_malformed_upstream_host_names),
       T(test_cli_proxy_accepts_rfc1123_upstream_host_names),
       T(test_cli_unbuilt_backend_is_a_usage_error),
+      T(test_cli_loop_balance_is_kernel_or_accept),
       T(test_cli_help_and_version_exit_0),
   };
   return cmocka_run_group_tests_name("cli", tests, NULL, NULL);

@@ -1,7 +1,8 @@
 /* tests/test_echo.c: evr-echo end to end, under every backend (EVR_BACKEND
  * is inherited by the daemon): byte-exact echo on 1,000 connections,
  * half-close, drain on SIGTERM and SIGHUP (with and without workers), worker
- * restart, command-line errors. */
+ * restart, connections spread over the loops (--loop-balance accept and
+ * kernel), command-line errors. */
 /* evr-test: backends novalgrind needs=evr-echo timeout=600 */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -247,6 +248,134 @@ static void test_echo_workers_refuse_new_connections_while_draining(void **state
   }
 }
 
+/* ---- spreading connections over the loops ---- */
+
+#define LOOPS 4
+
+/* Connections each loop took, from the debug lines "conn 0x... from ADDR
+ * (loop N)" written when a loop adopts a connection; returns the total. */
+static int conns_per_loop(const char *log, int per_loop[LOOPS]) {
+  int total = 0;
+  for (int i = 0; i < LOOPS; i++) per_loop[i] = 0;
+  for (const char *p = log; (p = strstr(p, " debug: conn ")) != NULL; p++) {
+    const char *eol = strchr(p, '\n');
+    const char *tag = strstr(p, " (loop ");
+    if (!tag || (eol && tag > eol)) continue;
+    int i = atoi(tag + 7);
+    assert_true(i >= 0 && i < LOOPS);
+    per_loop[i]++;
+    total++;
+  }
+  return total;
+}
+
+/* 40 connections through evr-echo with LOOPS loops, each echoed byte for
+ * byte; returns the log of the stopped daemon (malloc'd) and the
+ * connections each loop adopted. */
+static char *spread_40(const char *balance, int per_loop[LOOPS]) {
+  pid_t pid = balance ? start_echo("--threads", "4", "--loop-balance", balance)
+                      : start_echo("--threads", "4", NULL, NULL);
+  int failed = e2e_echo_traffic(port, 40, 16 * 1024, 0, 60000);
+  expect_clean_exit(pid, SIGTERM);
+  char *log = e2e_read_file(log_path);
+  assert_non_null(log);
+  if (failed) fail_msg("%d connections failed; log:\n%s", failed, log);
+  int total = conns_per_loop(log, per_loop);
+  fprintf(stderr, "loop balance %s: %d connections, per loop %d %d %d %d\n",
+          balance ? balance : "(default)", total, per_loop[0], per_loop[1], per_loop[2],
+          per_loop[3]);
+  /* The 40, and the one that probed for the listener. */
+  assert_true(total >= 40);
+  return log;
+}
+
+/* The first loop alone accepts and hands the connections to the loops in
+ * turn (itself included): 40 connections (41 with the readiness probe) give
+ * each of the 4 loops at least 10. This is what evr-echo does by default
+ * where SO_REUSEPORT does not spread connections (macOS, OpenBSD, NetBSD). */
+static void test_echo_loop_balance_accept_hands_connections_round_robin(void **state) {
+  (void)state;
+  int per_loop[LOOPS];
+  char *log = spread_40("accept", per_loop);
+  int short_loops = 0;
+  for (int i = 0; i < LOOPS; i++) short_loops += per_loop[i] < 10;
+  if (short_loops || !strstr(log, "4 loops (loop balance: accept)"))
+    fail_msg("want every loop to serve 10 or more connections; log:\n%s", log);
+  /* The per-loop counts in the last line agree with the debug lines. */
+  char want[128];
+  snprintf(want, sizeof want, "(per loop: %d %d %d %d)", per_loop[0], per_loop[1], per_loop[2],
+           per_loop[3]);
+  if (!strstr(log, want)) fail_msg("no \"%s\" in the log:\n%s", want, log);
+  free(log);
+}
+
+/* Regression guard: one SO_REUSEPORT listener per loop, the kernel spreads
+ * the connections (Linux; FreeBSD with SO_REUSEPORT_LB). It hashes each
+ * connection's addresses and ports, so the split is not exact; 41
+ * connections all on one of 4 sockets has a probability of 4^-40. */
+static void test_echo_loop_balance_kernel_spreads_connections(void **state) {
+  (void)state;
+#if !defined(__linux__) || (defined(EVR_PORTABLE) && EVR_PORTABLE)
+  fprintf(stderr, "SKIP: kernel balancing is only checked on Linux (non-portable builds)\n");
+  skip();
+#else
+  for (int round = 0; round < 2; round++) {
+    int per_loop[LOOPS], used = 0;
+    /* Explicitly, then as the default on Linux. */
+    char *log = spread_40(round == 0 ? "kernel" : NULL, per_loop);
+    for (int i = 0; i < LOOPS; i++) used += per_loop[i] > 0;
+    if (used < 2 || !strstr(log, "4 loops (loop balance: kernel)"))
+      fail_msg("want connections on more than one loop, balanced by the kernel; log:\n%s", log);
+    free(log);
+  }
+#endif
+}
+
+/* Draining with handed-over connections: the listener (on the first loop
+ * only) closes at once; connections served by every loop keep working
+ * until their clients close, then the process exits 0. */
+static void test_echo_loop_balance_accept_drains_on_sigterm(void **state) {
+  (void)state;
+  pid_t pid = start_echo("--threads", "4", "--loop-balance", "accept");
+  enum { N = 6 };
+  int fd[N];
+  char buf[8];
+  for (int i = 0; i < N; i++) {
+    fd[i] = e2e_connect(port);
+    assert_true(fd[i] >= 0);
+    assert_int_equal(send(fd[i], "ping", 4, 0), 4);
+    assert_int_equal(recv(fd[i], buf, 4, MSG_WAITALL), 4);
+  }
+  kill(pid, SIGTERM);
+  int refused = 0;
+  for (int i = 0; i < 500 && !refused; i++) {
+    int probe = e2e_connect(port);
+    if (probe < 0) refused = 1;
+    else {
+      close(probe);
+      usleep(10000);
+    }
+  }
+  assert_true(refused);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(send(fd[i], "pong", 4, 0), 4);
+    assert_int_equal(recv(fd[i], buf, 4, MSG_WAITALL), 4);
+    assert_memory_equal(buf, "pong", 4);
+  }
+  assert_int_equal(e2e_wait_exit(pid, 200), -1); /* still draining */
+  for (int i = 0; i < N; i++) close(fd[i]);
+  int st = e2e_wait_exit(pid, 20000);
+  char *log = e2e_read_file(log_path);
+  assert_non_null(log);
+  int per_loop[LOOPS], used = 0;
+  conns_per_loop(log, per_loop);
+  for (int i = 0; i < LOOPS; i++) used += per_loop[i] > 0;
+  if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0 || used != LOOPS)
+    fail_msg("want exit 0 after connections on all %d loops; status 0x%x, log:\n%s", LOOPS, st,
+             log);
+  free(log);
+}
+
 static int run_status(char *const argv[]) {
   pid_t pid = e2e_spawn(argv, log_path);
   int st = e2e_wait_exit(pid, 10000);
@@ -264,6 +393,7 @@ static void test_echo_command_line(void **state) {
   char *bad_addr[] = {bin, "--listen", "127.0.0.1:99999", NULL};
   char *missing[] = {bin, "--listen", NULL};
   char *bad_backend[] = {bin, "--backend", "no-such-backend", "--listen", listen_arg, NULL};
+  char *bad_balance[] = {bin, "--loop-balance", "random", "--listen", listen_arg, NULL};
   assert_int_equal(run_status(help), 0);
   assert_int_equal(run_status(version), 0);
   assert_int_equal(run_status(bad_flag), 2);
@@ -276,6 +406,11 @@ static void test_echo_command_line(void **state) {
   assert_int_equal(run_status(bad_addr), 2);
   assert_int_equal(run_status(missing), 2);
   assert_int_equal(run_status(bad_backend), 2);
+  assert_int_equal(run_status(bad_balance), 2);
+  log = e2e_read_file(log_path);
+  assert_non_null(log);
+  assert_non_null(strstr(log, "--loop-balance: 'random' is not kernel or accept"));
+  free(log);
 }
 
 int main(void) {
@@ -288,6 +423,9 @@ int main(void) {
       T(test_echo_drain_timeout_closes_idle_clients),
       T(test_echo_workers_restart_killed_worker),
       T(test_echo_workers_refuse_new_connections_while_draining),
+      T(test_echo_loop_balance_accept_hands_connections_round_robin),
+      T(test_echo_loop_balance_kernel_spreads_connections),
+      T(test_echo_loop_balance_accept_drains_on_sigterm),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

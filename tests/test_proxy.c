@@ -4,7 +4,8 @@
  * propagation, bounded memory with a client that never reads, PROXY
  * protocol headers (exact bytes, and HAProxy accepting them), /metrics
  * (never cut, escaped labels, hostile requests, connection cap), drain on
- * SIGTERM and SIGHUP, descriptor exhaustion, --splice, command line. */
+ * SIGTERM and SIGHUP, descriptor exhaustion, --splice, clients spread over
+ * the loops (--loop-balance accept and kernel), command line. */
 /* evr-test: backends novalgrind needs=evr-proxy,evr-echo timeout=900 */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -1037,16 +1038,34 @@ static void test_proxy_metrics_refuses_connections_beyond_the_cap(void **state) 
   expect_clean_exit(&proxy_pid, SIGTERM);
 }
 
-/* The first signal closes the listeners and lets sessions finish. */
-static void check_drain(int sig) {
+/* The first signal closes the listeners and lets sessions finish: one
+ * client, or (balance_accept) one on each of 4 loops that got its client
+ * from the first one. */
+static void check_drain_with(int sig, int balance_accept) {
   start_echo();
   const char *extra[] = {"--drain-timeout", "30", NULL};
-  start_proxy(&echo_port, 1, extra);
-  int c = e2e_connect(proxy_port);
-  assert_true(c >= 0);
+  const char *extra_accept[] = {"--drain-timeout", "30", "--threads", "4", "--loop-balance",
+                                "accept", NULL};
+  start_proxy(&echo_port, 1, balance_accept ? extra_accept : extra);
+  enum { N = 4 };
+  int n = balance_accept ? N : 1, cs[N];
   char buf[8];
-  assert_int_equal(send(c, "ping", 4, 0), 4);
-  assert_int_equal(recv_all(c, buf, 4, 10000), 4);
+  for (int i = 0; i < n; i++) {
+    cs[i] = e2e_connect(proxy_port);
+    assert_true(cs[i] >= 0);
+    assert_int_equal(send(cs[i], "ping", 4, 0), 4);
+    assert_int_equal(recv_all(cs[i], buf, 4, 10000), 4);
+  }
+  if (balance_accept) {
+    char *m = get_metrics();
+    for (int i = 0; i < N; i++) {
+      char name[64];
+      snprintf(name, sizeof name, "evr_proxy_loop_connections_active{loop=\"%d\"}", i);
+      assert_true(metric(m, name) == 1);
+    }
+    free(m);
+  }
+  int c = cs[0];
   kill(proxy_pid, sig);
   int refused = 0;
   for (int i = 0; i < 500 && !refused; i++) {
@@ -1058,16 +1077,22 @@ static void check_drain(int sig) {
     }
   }
   assert_true(refused);
-  assert_int_equal(send(c, "pong", 4, 0), 4);
-  assert_int_equal(recv_all(c, buf, 4, 10000), 4);
-  assert_memory_equal(buf, "pong", 4);
+  for (int i = 0; i < n; i++) {
+    c = cs[i];
+    assert_int_equal(send(c, "pong", 4, 0), 4);
+    assert_int_equal(recv_all(c, buf, 4, 10000), 4);
+    assert_memory_equal(buf, "pong", 4);
+  }
   assert_int_equal(e2e_wait_exit(proxy_pid, 200), -1); /* still draining */
-  close(c);
+  for (int i = 0; i < n; i++) close(cs[i]);
   int st = e2e_wait_exit(proxy_pid, 20000);
   proxy_pid = 0;
+  if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) dump_logs();
   assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
   expect_clean_exit(&echo_pid, SIGTERM);
 }
+
+static void check_drain(int sig) { check_drain_with(sig, 0); }
 
 static void test_proxy_drains_on_sigterm(void **state) {
   (void)state;
@@ -1246,6 +1271,79 @@ static void test_proxy_splice_relays_exactly(void **state) {
   expect_clean_exit(&echo_pid, SIGTERM);
 }
 
+/* ---- spreading clients over the loops ---- */
+
+#define LOOPS 4
+
+/* 40 clients relayed byte for byte through evr-proxy with LOOPS loops (and
+ * `balance`, or the default); the per-loop counts from /metrics. */
+static void relay_40(const char *balance, double per_loop[LOOPS]) {
+  start_echo();
+  const char *with[] = {"--threads", "4", "--loop-balance", balance, NULL};
+  const char *without[] = {"--threads", "4", NULL};
+  start_proxy(&echo_port, 1, balance ? with : without);
+  int failed = e2e_echo_traffic(proxy_port, 40, 16 * 1024, 0, 120000);
+  if (failed) dump_logs();
+  assert_int_equal(failed, 0);
+  char *m = get_metrics();
+  for (int i = 0; i < LOOPS; i++) {
+    char name[64];
+    snprintf(name, sizeof name, "evr_proxy_loop_connections_total{loop=\"%d\"}", i);
+    per_loop[i] = metric(m, name);
+  }
+  free(m);
+  fprintf(stderr, "loop balance %s: per loop %.0f %.0f %.0f %.0f\n", balance ? balance : "(default)",
+          per_loop[0], per_loop[1], per_loop[2], per_loop[3]);
+  assert_true(per_loop[0] + per_loop[1] + per_loop[2] + per_loop[3] == 40);
+  expect_clean_exit(&proxy_pid, SIGTERM);
+  char *log = e2e_read_file(proxy_log);
+  char want[64];
+  snprintf(want, sizeof want, "4 loops (loop balance: %s)", balance ? balance : "kernel");
+  if (!log || !strstr(log, want)) {
+    dump_logs();
+    fail_msg("no \"%s\" in the log", want);
+  }
+  free(log);
+  expect_clean_exit(&echo_pid, SIGTERM);
+}
+
+/* The first loop alone accepts and hands the clients to the loops in turn
+ * (itself included), so 40 clients give each of 4 loops exactly 10 (the
+ * readiness probe goes to the metrics port). This is evr-proxy's default
+ * where SO_REUSEPORT does not spread connections (macOS, OpenBSD, NetBSD). */
+static void test_proxy_loop_balance_accept_hands_clients_round_robin(void **state) {
+  (void)state;
+  double per_loop[LOOPS];
+  relay_40("accept", per_loop);
+  for (int i = 0; i < LOOPS; i++) assert_true(per_loop[i] == 10);
+}
+
+/* Regression guard: one SO_REUSEPORT listener per loop, and the kernel
+ * spreads the clients (Linux; FreeBSD with SO_REUSEPORT_LB). It hashes each
+ * connection's addresses and ports, so the split is not exact; 40 clients
+ * all on one of 4 sockets has a probability of 4^-39. */
+static void test_proxy_loop_balance_kernel_spreads_clients(void **state) {
+  (void)state;
+#if !defined(__linux__) || (defined(EVR_PORTABLE) && EVR_PORTABLE)
+  fprintf(stderr, "SKIP: kernel balancing is only checked on Linux (non-portable builds)\n");
+  skip();
+#else
+  for (int round = 0; round < 2; round++) {
+    double per_loop[LOOPS];
+    int used = 0;
+    relay_40(round == 0 ? "kernel" : NULL, per_loop); /* explicitly, then by default */
+    for (int i = 0; i < LOOPS; i++) used += per_loop[i] > 0;
+    assert_true(used > 1);
+  }
+#endif
+}
+
+/* Clients handed to other loops drain like the others. */
+static void test_proxy_loop_balance_accept_drains_on_sigterm(void **state) {
+  (void)state;
+  check_drain_with(SIGTERM, 1);
+}
+
 static int run_status(char *const argv[]) {
   pid_t pid = e2e_spawn(argv, proxy_log);
   int st = e2e_wait_exit(pid, 10000);
@@ -1269,6 +1367,8 @@ static void test_proxy_command_line(void **state) {
                      "--buffer-size", "12x", NULL};
   char *bad_up[] = {bin, "--listen", "127.0.0.1:1", "--upstream", "nohostport", NULL};
   char *missing[] = {bin, "--listen", NULL};
+  char *bad_loop_balance[] = {bin, "--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:2",
+                              "--loop-balance", "roundrobin", NULL};
   assert_int_equal(run_status(help), 0);
   assert_int_equal(run_status(version), 0);
   assert_int_equal(run_status(bad_flag), 2);
@@ -1284,6 +1384,11 @@ static void test_proxy_command_line(void **state) {
   assert_int_equal(run_status(bad_buf), 2);
   assert_int_equal(run_status(bad_up), 2);
   assert_int_equal(run_status(missing), 2);
+  assert_int_equal(run_status(bad_loop_balance), 2);
+  log = e2e_read_file(proxy_log);
+  assert_non_null(log);
+  assert_non_null(strstr(log, "--loop-balance: 'roundrobin' is not kernel or accept"));
+  free(log);
 }
 
 int main(void) {
@@ -1313,6 +1418,9 @@ int main(void) {
       T(test_proxy_drains_on_sighup_like_sigterm),
       T(test_proxy_descriptor_exhaustion_is_local_and_logged_once),
       T(test_proxy_splice_relays_exactly),
+      T(test_proxy_loop_balance_accept_hands_clients_round_robin),
+      T(test_proxy_loop_balance_kernel_spreads_clients),
+      T(test_proxy_loop_balance_accept_drains_on_sigterm),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
