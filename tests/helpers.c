@@ -14,6 +14,10 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#if defined(__APPLE__) || defined(__FreeBSD__) || defined(__DragonFly__) || defined(__NetBSD__)
+#include <sys/sysctl.h>
+#define HAVE_SYSCTLBYNAME 1
+#endif
 
 evr_loop_t *test_loop;
 
@@ -145,6 +149,35 @@ long raise_nofile(long want) {
   if ((long)rl.rlim_cur < want)
     print_message("note: RLIMIT_NOFILE is %ld, below the %ld wanted\n", (long)rl.rlim_cur, want);
   return (long)rl.rlim_cur;
+}
+
+int accept_queue_limit(void) {
+  long v = -1;
+#if defined(__linux__)
+  FILE *f = fopen("/proc/sys/net/core/somaxconn", "r");
+  if (f) {
+    if (fscanf(f, "%ld", &v) != 1) v = -1;
+    fclose(f);
+  }
+#elif defined(HAVE_SYSCTLBYNAME)
+  /* FreeBSD 10+ names it soacceptqueue (somaxconn stays as an alias);
+   * NetBSD has kern.somaxconn. An int either way; read by its length. */
+  static const char *const names[] = {"kern.ipc.soacceptqueue", "kern.ipc.somaxconn",
+                                      "kern.somaxconn"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0] && v < 0; i++) {
+    union {
+      int i;
+      long l;
+    } u;
+    size_t len = sizeof u;
+    memset(&u, 0, sizeof u);
+    if (sysctlbyname(names[i], &u, &len, NULL, 0) != 0) continue;
+    if (len == sizeof u.i) v = u.i;
+    else if (len == sizeof u.l) v = u.l;
+  }
+#endif
+  if (v <= 0) v = SOMAXCONN;
+  return v > INT_MAX ? INT_MAX : (int)v;
 }
 
 int count_open_fds(void) {

@@ -57,6 +57,13 @@ ssize_t test_send(int fd, const void *buf, size_t len);
  * the soft limit then in force (LONG_MAX for RLIM_INFINITY). */
 long raise_nofile(long want);
 
+/* The largest accept queue a listen() gets on this system: Linux's
+ * net.core.somaxconn, the BSDs' and macOS's kern.ipc.somaxconn (FreeBSD:
+ * kern.ipc.soacceptqueue), else SOMAXCONN. A test that opens connections
+ * nobody accepts yet opens at most this many: past it the kernel drops
+ * SYNs and a blocking connect() waits for retransmissions. */
+int accept_queue_limit(void);
+
 /* Count of open descriptors of this process (/proc/self/fd). */
 int count_open_fds(void);
 
