@@ -36,6 +36,22 @@
 #include "daemon.h"
 #include "evr/evr.h"
 
+/* --splice needs Linux: splice(2), pipe2() and F_SETPIPE_SZ. Elsewhere,
+ * and in a portable build, the option is refused (exit status 2). */
+#if defined(__linux__) && !SAMPLES_PORTABLE
+#define HAVE_SPLICE 1
+#else
+#define HAVE_SPLICE 0
+#endif
+
+/* Sockets of this process never raise SIGPIPE: it is ignored (serve()),
+ * and MSG_NOSIGNAL says so once more where it exists. */
+#if defined(MSG_NOSIGNAL) && !SAMPLES_PORTABLE
+#define SEND_FLAGS MSG_NOSIGNAL
+#else
+#define SEND_FLAGS 0
+#endif
+
 #define PROXY_VERSION "1.0.0"
 #define MAX_LISTEN 16
 #define MAX_UPSTREAMS 64
@@ -476,7 +492,7 @@ static int proxy_header(struct session *ses, char *out, size_t size) {
 
 /* ---- --splice: zero-copy relay (Linux) ---- */
 
-#ifdef __linux__
+#if HAVE_SPLICE
 static void splice_update(struct session *ses);
 
 /* Fall back to the copy path: possible only before any byte moved. */
@@ -1132,7 +1148,7 @@ static void on_metrics_accept(evr_listener_t *l, int fd) {
     static const char busy[] =
         "HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
         "Content-Length: 29\r\nConnection: close\r\n\r\ntoo many metrics connections\n";
-    ssize_t w = send(fd, busy, sizeof busy - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    ssize_t w = send(fd, busy, sizeof busy - 1, SEND_FLAGS); /* fd is non-blocking */
     (void)w;
     close(fd);
     atomic_fetch_add(&stats.metrics_refused, 1);
@@ -1372,6 +1388,12 @@ static int serve(void) {
 
 /* ---- command line ---- */
 
+#if HAVE_SPLICE
+#define SPLICE_HELP "  --splice                relay through kernel pipes (Linux splice(2), zero copy)\n"
+#else
+#define SPLICE_HELP "  --splice                not available in this build (needs Linux splice(2))\n"
+#endif
+
 static void usage(void) {
   printf(
       "usage: evr-proxy --listen ADDR... --upstream HOST:PORT... [options]\n"
@@ -1390,7 +1412,7 @@ static void usage(void) {
       "  --loop-balance MODE     how clients reach the loops: kernel (one SO_REUSEPORT\n"
       "                          listener per loop) or accept (the first loop accepts and\n"
       "                          hands them out in turn); default here: %s\n"
-      "  --splice                Linux: relay through kernel pipes (zero copy)\n"
+      SPLICE_HELP
       "  --backend NAME          event backend (built here: see --version)\n"
       "  --drain-timeout SEC     on SIGTERM/SIGINT/SIGHUP, wait SEC seconds for clients\n"
       "                          (default 30)\n"
@@ -1470,7 +1492,14 @@ int main(int argc, char **argv) {
     } else if (!strcmp(a, "--loop-balance")) {
       cfg.loop_balance = balance_parse(a, option_value(argc, argv, &i));
     } else if (!strcmp(a, "--splice")) {
+#if HAVE_SPLICE
       cfg.splice = 1;
+#elif SAMPLES_PORTABLE
+      usage_error("--splice: not available in a portable build (EVR_PORTABLE): it needs Linux "
+                  "splice(2)");
+#else
+      usage_error("--splice: not available on this system: it needs Linux splice(2)");
+#endif
     } else if (!strcmp(a, "--backend")) {
       cfg.backend =
           parse_choice(a, option_value(argc, argv, &i), evr_backends(), "built in (see --version)");
@@ -1494,8 +1523,5 @@ int main(int argc, char **argv) {
   read_chunk = cfg.buffer_size / 2 < 65536 ? cfg.buffer_size / 2 : 65536;
   high_mark = cfg.buffer_size - read_chunk;
   low_mark = high_mark / 2;
-#ifndef __linux__
-  if (cfg.splice) log_info("--splice: not available on this system: using the copy path");
-#endif
   return serve();
 }

@@ -1260,8 +1260,27 @@ static void test_proxy_descriptor_exhaustion_is_local_and_logged_once(void **sta
 #endif
 }
 
+#if defined(__linux__) && !(defined(EVR_PORTABLE) && EVR_PORTABLE)
+#define SPLICE_BUILT 1
+#else
+#define SPLICE_BUILT 0
+#endif
+
+static int run_status(char *const argv[]);
+
 static void test_proxy_splice_relays_exactly(void **state) {
   (void)state;
+  if (!SPLICE_BUILT) {
+    /* Refused with a usage error where it is not built in. */
+    char *argv[] = {(char *)e2e_bin("evr-proxy"), "--listen", "127.0.0.1:0", "--upstream",
+                    "127.0.0.1:9", "--splice", NULL};
+    assert_int_equal(run_status(argv), 2);
+    char *log = e2e_read_file(proxy_log);
+    assert_non_null(log);
+    if (!strstr(log, "--splice: not available")) fail_msg("stderr: %s", log);
+    free(log);
+    return;
+  }
   start_echo();
   const char *extra[] = {"--splice", "--threads", "2", NULL};
   start_proxy(&echo_port, 1, extra);
