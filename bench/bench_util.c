@@ -1,4 +1,6 @@
-/* bench/bench_util.c: see bench_util.h. Plain POSIX sockets only. */
+/* bench/bench_util.c: see bench_util.h. Plain POSIX sockets only; the
+ * Linux/BSD flag shortcuts (accept4, SOCK_NONBLOCK, SOCK_CLOEXEC) are used
+ * where they exist, and never in an EVR_PORTABLE build. */
 #define _GNU_SOURCE
 #include "bench_util.h"
 
@@ -15,6 +17,12 @@
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+
+#if !(defined(EVR_PORTABLE) && EVR_PORTABLE) && defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
+#define HAVE_SOCK_FLAGS 1 /* and accept4(), which came with them */
+#else
+#define HAVE_SOCK_FLAGS 0
+#endif
 
 uint64_t bench_parse_u64(const char *opt, const char *s, uint64_t min,
                          uint64_t max) {
@@ -71,7 +79,7 @@ uint16_t bench_server_opts(int argc, char **argv, const char *flag,
 }
 
 int bench_listen(uint16_t port, uint16_t *bound) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = bench_socket(AF_INET, 1);
   if (fd < 0) {
     perror("socket");
     exit(1);
@@ -109,6 +117,57 @@ int bench_nonblock(int fd) {
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0) return -1;
   return fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ? -1 : 0;
+}
+
+#if !HAVE_SOCK_FLAGS
+/* FD_CLOEXEC, and O_NONBLOCK if nonblock; on failure fd is closed. */
+static int set_flags(int fd, int nonblock) {
+  if (fd < 0) return -1;
+  if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 || (nonblock && bench_nonblock(fd) < 0)) {
+    int e = errno;
+    (void)close(fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
+#endif
+
+int bench_accept(int lfd) {
+#if HAVE_SOCK_FLAGS
+  return accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+#else
+  return set_flags(accept(lfd, NULL, NULL), 1);
+#endif
+}
+
+int bench_socket(int domain, int nonblock) {
+#if HAVE_SOCK_FLAGS
+  return socket(domain, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
+#else
+  return set_flags(socket(domain, SOCK_STREAM, 0), nonblock);
+#endif
+}
+
+int bench_socketpair(int sv[2]) {
+#if HAVE_SOCK_FLAGS
+  return socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv);
+#else
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) return -1;
+  if (set_flags(sv[0], 1) < 0) {
+    int e = errno;
+    (void)close(sv[1]);
+    errno = e;
+    return -1;
+  }
+  if (set_flags(sv[1], 1) < 0) {
+    int e = errno;
+    (void)close(sv[0]);
+    errno = e;
+    return -1;
+  }
+  return 0;
+#endif
 }
 
 void bench_nodelay(int fd) {

@@ -39,6 +39,21 @@ void bench_announce(uint16_t port);
 /* Set O_NONBLOCK. 0 or -1 (errno set). */
 int bench_nonblock(int fd);
 
+/* Accept a connection on the listening socket lfd, non-blocking and
+ * close-on-exec: accept4() where the system has it (Linux, the BSDs;
+ * not in an EVR_PORTABLE build), else accept() then fcntl(). The
+ * descriptor, or -1 with errno set (EAGAIN: nothing pending). */
+int bench_accept(int lfd);
+
+/* socket(domain, SOCK_STREAM, 0), close-on-exec, and non-blocking if
+ * `nonblock`: SOCK_NONBLOCK/SOCK_CLOEXEC where they exist, else fcntl().
+ * The descriptor, or -1 with errno set. */
+int bench_socket(int domain, int nonblock);
+
+/* socketpair(AF_UNIX, SOCK_STREAM), both ends non-blocking and
+ * close-on-exec. 0, or -1 with errno set. */
+int bench_socketpair(int sv[2]);
+
 /* Disable Nagle's algorithm (every peer does the same). Errors ignored. */
 void bench_nodelay(int fd);
 

@@ -292,7 +292,7 @@ static void parse(int argc, char **argv) {
 }
 
 static int connect_one(void) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = bench_socket(AF_INET, 0);
   if (fd < 0) return -1;
   struct sockaddr_in sa;
   memset(&sa, 0, sizeof sa);

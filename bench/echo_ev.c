@@ -90,10 +90,10 @@ static void conn_cb(struct ev_loop *l, ev_io *io, int revents) {
 static void accept_cb(struct ev_loop *l, ev_io *io, int revents) {
   (void)revents;
   for (int i = 0; i < 256; i++) {
-    int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int fd = bench_accept(io->fd);
     if (fd < 0) {
       if (errno == ECONNABORTED || errno == EINTR) continue;
-      if (errno != EAGAIN) perror("accept4");
+      if (errno != EAGAIN) perror("accept");
       return;
     }
     bench_nodelay(fd);

@@ -121,10 +121,10 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg) {
   (void)what;
   (void)arg;
   for (int i = 0; i < 256; i++) {
-    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int fd = bench_accept(lfd);
     if (fd < 0) {
       if (errno == ECONNABORTED || errno == EINTR) continue;
-      if (errno != EAGAIN) perror("accept4");
+      if (errno != EAGAIN) perror("accept");
       return;
     }
     bench_nodelay(fd);

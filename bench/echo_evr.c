@@ -97,10 +97,10 @@ static void conn_cb(evr_io_t *io, unsigned events) {
 static void accept_cb(evr_io_t *io, unsigned events) {
   (void)events;
   for (int i = 0; i < 256; i++) {
-    int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int fd = bench_accept(io->fd);
     if (fd < 0) {
       if (errno == ECONNABORTED || errno == EINTR) continue;
-      if (errno != EAGAIN) perror("accept4"); /* EMFILE: retry next round */
+      if (errno != EAGAIN) perror("accept"); /* EMFILE: retry next round */
       return;
     }
     bench_nodelay(fd);

@@ -94,7 +94,7 @@ int main(int argc, char **argv) {
   if (!rfd || !wfd || !setup || !run || !total) return 1;
   for (int i = 0; i < npipes; i++) {
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv)) {
+    if (bench_socketpair(sv)) {
       perror("socketpair");
       return 1;
     }
