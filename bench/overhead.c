@@ -52,7 +52,7 @@ static int cmp_u64(const void *a, const void *b) {
 
 static double median_us(uint64_t *v, int n) {
   qsort(v, (size_t)n, sizeof *v, cmp_u64);
-  double m = n % 2 ? (double)v[n / 2] : ((double)v[n / 2 - 1] + v[n / 2]) / 2;
+  double m = n % 2 ? (double)v[n / 2] : ((double)v[n / 2 - 1] + (double)v[n / 2]) / 2;
   return m / 1000.0;
 }
 

@@ -100,7 +100,7 @@ int main(int argc, char **argv) {
   evr_loop_metrics_t m;
   evr_loop_metrics(t.loop, &m);
   printf("done: %llu iterations, %llu events, %.1f ms idle in poll, max timer lateness %llu ms\n",
-         (unsigned long long)m.iterations, (unsigned long long)m.events, m.idle_ns / 1e6,
+         (unsigned long long)m.iterations, (unsigned long long)m.events, (double)m.idle_ns / 1e6,
          (unsigned long long)m.timer_lateness_max_ms);
   close(t.fds[0]);
   close(t.fds[1]);
