@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include "evr/evr.h"
+#include "evr_config.h"
 #include "reactor/backend.h"
 #include "reactor/list.h"
 

@@ -7,15 +7,22 @@
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "reactor/internal.h"
 
 /* The environment is ignored in setuid/setgid processes: a backend choice
- * must not be steerable by an unprivileged caller. */
+ * must not be steerable by an unprivileged caller. secure_getenv() (glibc,
+ * musl, FreeBSD 14) and issetugid() (the BSDs, macOS, musl) also cover
+ * privileges gained through file capabilities or a MAC policy; the last
+ * resort sees only set-user-ID and set-group-ID. */
 static const char *env_backend(void) {
-#if defined(__GLIBC__)
+#if EVR_HAVE_SECURE_GETENV
   return secure_getenv("EVR_BACKEND");
-#else
+#elif EVR_HAVE_ISSETUGID
   if (issetugid()) return NULL;
+  return getenv("EVR_BACKEND");
+#else
+  if (getuid() != geteuid() || getgid() != getegid()) return NULL;
   return getenv("EVR_BACKEND");
 #endif
 }
