@@ -27,6 +27,9 @@ function(evr_add_test name)
   endif()
   add_executable(test_${name} test_${name}.c helpers.c e2e.c sanitizer.c fault.c)
   target_link_libraries(test_${name} PRIVATE evr_internal PkgConfig::CMOCKA Threads::Threads)
+  # The suite is kept free of implicit narrowing and shadowing, as the library is.
+  target_compile_options(test_${name} PRIVATE
+    "$<$<C_COMPILER_ID:GNU,Clang,AppleClang>:-Wconversion;-Wshadow>")
   if(EVR_TEST_FAULT_WRAP)
     target_compile_definitions(test_${name} PRIVATE EVR_TEST_FAULT=1)
     target_link_options(test_${name} PRIVATE ${EVR_TEST_FAULT_WRAP})
