@@ -5,9 +5,10 @@
  * atomically (SOCK_NONBLOCK|SOCK_CLOEXEC, accept4) it does; otherwise fcntl
  * follows at once, leaving a window in which a concurrent fork+exec in
  * another thread could inherit the descriptor (nothing better exists there).
+ * Which path is compiled is decided by CMake (EVR_HAVE_* in evr_config.h).
  */
-#if defined(__linux__) && !defined(_GNU_SOURCE)
-#define _GNU_SOURCE /* accept4 */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* accept4 in glibc */
 #endif
 #include <errno.h>
 #include <fcntl.h>
@@ -17,13 +18,8 @@
 #include "net/sock.h"
 #include "reactor/internal.h"
 
-#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) || \
-    defined(__OpenBSD__) || defined(__DragonFly__)
-#define EVR__HAVE_ACCEPT4 1
-#endif
-
 static int no_sigpipe(int fd) {
-#ifdef SO_NOSIGPIPE
+#if EVR_HAVE_SO_NOSIGPIPE
   int on = 1;
   if (setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof on) < 0)
     return -errno;
@@ -50,7 +46,7 @@ static int finish_fd(int fd, int set_flags) {
 
 int evr__socket(int family, int type) {
   int fd;
-#if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
+#if EVR_HAVE_SOCK_FLAGS
   fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd >= 0) return finish_fd(fd, 0);
   /* Kernels before 2.6.27 say EINVAL to the flags: try the plain call. */
@@ -64,7 +60,7 @@ int evr__socket(int family, int type) {
 int evr__accept(int fd) {
   int cfd;
   for (;;) {
-#ifdef EVR__HAVE_ACCEPT4
+#if EVR_HAVE_ACCEPT4
     cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (cfd >= 0) return finish_fd(cfd, 0);
     if (errno == EINTR) continue;
@@ -87,7 +83,7 @@ int evr__sock_prepare(int fd) {
   if (old_fl < 0) return -errno;
   int rc = evr__cloexec(fd);
   if (rc == 0) rc = evr__nonblock(fd, 1);
-#ifdef SO_NOSIGPIPE
+#if EVR_HAVE_SO_NOSIGPIPE
   if (rc == 0) {
     int type;
     socklen_t len = sizeof type;

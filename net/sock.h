@@ -11,10 +11,11 @@
 
 #include <sys/socket.h>
 #include "evr/addr.h"
+#include "evr_config.h"
 
 /* Flags to pass to send()/sendmsg() so a closed peer gives EPIPE instead of
  * SIGPIPE (MSG_NOSIGNAL where it exists, 0 where SO_NOSIGPIPE does that). */
-#ifdef MSG_NOSIGNAL
+#if EVR_HAVE_MSG_NOSIGNAL
 #define EVR__SEND_FLAGS MSG_NOSIGNAL
 #else
 #define EVR__SEND_FLAGS 0

@@ -2,7 +2,8 @@
  *
  * Every loop owns one wake-up channel: the backend's native one when it has
  * it (EVFILT_USER on a kernel kqueue), else an eventfd (Linux) or a
- * non-blocking pipe, watched by an internal, unreferenced evr_io_t that is
+ * non-blocking pipe (EVR_HAVE_EVENTFD and EVR_HAVE_PIPE2 in evr_config.h
+ * pick the calls), watched by an internal, unreferenced evr_io_t that is
  * kept off the handle list. When it fires, the loop runs, in order: the
  * raised notifiers (async and signal handles), the posted callbacks, the
  * pool completions.
@@ -20,10 +21,10 @@
 #include <sched.h>
 #include <signal.h>
 #include <unistd.h>
-#ifdef __linux__
+#include "reactor/internal.h"
+#if EVR_HAVE_EVENTFD
 #include <sys/eventfd.h>
 #endif
-#include "reactor/internal.h"
 
 /* evr__wake() runs in signal handlers: its atomics must not take locks. */
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "lock-free atomic int required");
@@ -31,7 +32,7 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "lock-free atomic int required");
 /* ---- the descriptor ---- */
 
 static int wake_open(int *rfd, int *wfd) {
-#ifdef __linux__
+#if EVR_HAVE_EVENTFD
   int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (fd >= 0) {
     *rfd = *wfd = fd;
@@ -39,10 +40,11 @@ static int wake_open(int *rfd, int *wfd) {
   }
   /* Kernels without eventfd (or its flags) fall back to a pipe. */
   if (errno != ENOSYS && errno != EINVAL) return -errno;
+#endif
   int p[2];
+#if EVR_HAVE_PIPE2
   if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0) return -errno;
 #else
-  int p[2];
   if (pipe(p) < 0) return -errno;
   int rc = evr__cloexec(p[0]);
   if (!rc) rc = evr__cloexec(p[1]);
