@@ -12,6 +12,7 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -28,6 +29,46 @@ static int no_sigpipe(int fd) {
 #endif
   return 0;
 }
+
+#if EVR__SIGPIPE_MASK
+/* SIGPIPE from a write is sent to the writing thread (POSIX write(),
+ * send()), so a thread-local mask is enough. While blocked it stays
+ * pending, even when its disposition is SIG_IGN on Linux; other systems may
+ * discard an ignored signal at once, hence the second sigpending() before
+ * sigwait(), which would otherwise block. A SIGPIPE that was pending before
+ * the write stays pending (the two merge) and is delivered on unmasking, as
+ * it would have been without evr. */
+static void sigpipe_set(sigset_t *set) {
+  (void)sigemptyset(set);
+  (void)sigaddset(set, SIGPIPE);
+}
+
+static int sigpipe_pending(void) {
+  sigset_t pend;
+  if (sigpending(&pend) < 0) return 0;
+  return sigismember(&pend, SIGPIPE) == 1;
+}
+
+void evr__sigpipe_hold(evr__sigpipe_t *st) {
+  sigset_t set;
+  sigpipe_set(&set);
+  /* Fails only for an invalid `how`. */
+  (void)pthread_sigmask(SIG_BLOCK, &set, &st->old);
+  st->was_pending = sigpipe_pending();
+}
+
+void evr__sigpipe_release(evr__sigpipe_t *st, int epipe) {
+  int saved = errno;
+  if (epipe && !st->was_pending && sigpipe_pending()) {
+    sigset_t set;
+    int sig;
+    sigpipe_set(&set);
+    (void)sigwait(&set, &sig);
+  }
+  (void)pthread_sigmask(SIG_SETMASK, &st->old, NULL);
+  errno = saved;
+}
+#endif
 
 /* Make fd non-blocking, close-on-exec and SIGPIPE-free; closes it on error. */
 static int finish_fd(int fd, int set_flags) {

@@ -2,23 +2,49 @@
  *
  * Every function returns a descriptor or 0 on success and a negative EVR_E*
  * code (== -errno on POSIX) taken right after the failing call. Descriptors
- * created here are always non-blocking and close-on-exec, and never raise
- * SIGPIPE on platforms that offer a per-socket switch (SO_NOSIGPIPE); on
- * Linux, writers pass EVR__SEND_FLAGS (MSG_NOSIGNAL) to send()/sendmsg().
+ * created here are always non-blocking and close-on-exec.
+ *
+ * A socket write never raises SIGPIPE. Three ways, best first:
+ *  - MSG_NOSIGNAL: writers pass EVR__SEND_FLAGS to send()/sendmsg();
+ *  - SO_NOSIGPIPE, set here on every socket evr creates, accepts or adopts;
+ *  - neither: EVR__SIGPIPE_MASK is 1 and writers bracket each socket write
+ *    with evr__sigpipe_hold()/evr__sigpipe_release(), which block SIGPIPE in
+ *    the calling thread and consume the one the write raised. Nothing
+ *    process-wide is changed.
  */
 #ifndef EVR_NET_SOCK_H
 #define EVR_NET_SOCK_H
 
+#include <signal.h>
 #include <sys/socket.h>
 #include "evr/addr.h"
 #include "evr_config.h"
 
 /* Flags to pass to send()/sendmsg() so a closed peer gives EPIPE instead of
- * SIGPIPE (MSG_NOSIGNAL where it exists, 0 where SO_NOSIGPIPE does that). */
+ * SIGPIPE (MSG_NOSIGNAL where it is used, 0 otherwise). */
 #if EVR_HAVE_MSG_NOSIGNAL
 #define EVR__SEND_FLAGS MSG_NOSIGNAL
 #else
 #define EVR__SEND_FLAGS 0
+#endif
+
+/* 1 when socket writes must mask SIGPIPE themselves (see above). */
+#define EVR__SIGPIPE_MASK (!EVR_HAVE_MSG_NOSIGNAL && !EVR_HAVE_SO_NOSIGPIPE)
+
+#if EVR__SIGPIPE_MASK
+/** The calling thread's state around one socket write. */
+typedef struct {
+  sigset_t old;    /* the signal mask to restore */
+  int was_pending; /* a SIGPIPE was pending before the write */
+} evr__sigpipe_t;
+
+/** Block SIGPIPE in the calling thread before a socket write. */
+void evr__sigpipe_hold(evr__sigpipe_t *st);
+
+/** After the write: if it failed with EPIPE, consume the SIGPIPE it raised
+ *  (one that was pending before is left alone), then restore the mask.
+ *  errno is preserved. */
+void evr__sigpipe_release(evr__sigpipe_t *st, int epipe);
 #endif
 
 /** A new socket of family (AF_INET, AF_INET6, AF_UNIX) and type

@@ -355,6 +355,10 @@ static ssize_t stream_writev(const evr_stream_t *s, struct iovec *iov, int n) {
   ssize_t r;
   do {
     if (s->sflags & EVR__S_SOCKET) {
+#if EVR__SIGPIPE_MASK
+      evr__sigpipe_t sp; /* neither MSG_NOSIGNAL nor SO_NOSIGPIPE (sock.h) */
+      evr__sigpipe_hold(&sp);
+#endif
       if (n == 1) {
         r = send(s->fd, iov[0].iov_base, iov[0].iov_len, EVR__SEND_FLAGS);
       } else {
@@ -364,6 +368,9 @@ static ssize_t stream_writev(const evr_stream_t *s, struct iovec *iov, int n) {
         m.msg_iovlen = (size_t)n;
         r = sendmsg(s->fd, &m, EVR__SEND_FLAGS);
       }
+#if EVR__SIGPIPE_MASK
+      evr__sigpipe_release(&sp, r < 0 && errno == EPIPE);
+#endif
     } else {
       /* Pipes: a closed reader raises SIGPIPE here unless the process
        * ignores it (docs/net.md). */

@@ -13,9 +13,10 @@
  * signal()) breaks delivery to the handles.
  *
  * SIGPIPE: evr installs nothing for it. evr's own socket writes use
- * MSG_NOSIGNAL (or SO_NOSIGPIPE where that is the only option) and report
- * EVR_EPIPE instead; writes of your own to a closed pipe or socket can still
- * raise it unless you ignore SIGPIPE yourself.
+ * MSG_NOSIGNAL (or SO_NOSIGPIPE where that is the only option; with neither,
+ * they block SIGPIPE in the writing thread for the call and consume the one
+ * it raised) and report EVR_EPIPE instead; writes of your own to a closed
+ * pipe or socket can still raise it unless you ignore SIGPIPE yourself.
  *
  * Signal handles stay active in a child made with fork(); see evr_loop_fork()
  * in evr/loop.h.
