@@ -1,6 +1,10 @@
 # Probe the system calls and flags evr has fast paths for, once, into
 # EVR_HAVE_<X> (0 or 1) for cmake/evr_config.h.in. The code tests these
 # macros, never the operating system's name.
+#
+# EVR_PORTABLE forces the Linux-only fast paths to 0, so that a Linux build
+# compiles and runs the code the BSDs and macOS run. Probes that name no fast
+# path (SO_NOSIGPIPE, issetugid, secure_getenv) are left as found.
 include(CheckSymbolExists)
 
 function(evr_probe var symbol headers)
@@ -45,6 +49,12 @@ evr_probe(EVR_HAVE_SO_NOSIGPIPE SO_NOSIGPIPE "sys/types.h;sys/socket.h")
 # FreeBSD 14), else issetugid (the BSDs, macOS, musl).
 evr_probe(EVR_HAVE_SECURE_GETENV secure_getenv "stdlib.h")
 evr_probe(EVR_HAVE_ISSETUGID issetugid "unistd.h")
+
+if(EVR_PORTABLE)
+  foreach(f ACCEPT4 SOCK_FLAGS EVENTFD PIPE2 MSG_NOSIGNAL)
+    set(EVR_HAVE_${f} 0)
+  endforeach()
+endif()
 
 set(EVR_FEATURES "")
 foreach(f ACCEPT4 SOCK_FLAGS EVENTFD PIPE2 MSG_NOSIGNAL SO_NOSIGPIPE SECURE_GETENV ISSETUGID)

@@ -5,7 +5,8 @@
  * atomically (SOCK_NONBLOCK|SOCK_CLOEXEC, accept4) it does; otherwise fcntl
  * follows at once, leaving a window in which a concurrent fork+exec in
  * another thread could inherit the descriptor (nothing better exists there).
- * Which path is compiled is decided by CMake (EVR_HAVE_* in evr_config.h).
+ * Which path is compiled is decided by CMake (EVR_HAVE_* in evr_config.h);
+ * an EVR_PORTABLE build takes the fallbacks everywhere.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* accept4 in glibc */

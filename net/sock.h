@@ -7,9 +7,10 @@
  * A socket write never raises SIGPIPE. Three ways, best first:
  *  - MSG_NOSIGNAL: writers pass EVR__SEND_FLAGS to send()/sendmsg();
  *  - SO_NOSIGPIPE, set here on every socket evr creates, accepts or adopts;
- *  - neither: EVR__SIGPIPE_MASK is 1 and writers bracket each socket write
- *    with evr__sigpipe_hold()/evr__sigpipe_release(), which block SIGPIPE in
- *    the calling thread and consume the one the write raised. Nothing
+ *  - neither (a system without both, or an EVR_PORTABLE build on Linux):
+ *    EVR__SIGPIPE_MASK is 1 and writers bracket each socket write with
+ *    evr__sigpipe_hold()/evr__sigpipe_release(), which block SIGPIPE in the
+ *    calling thread and consume the one the write raised. Nothing
  *    process-wide is changed.
  */
 #ifndef EVR_NET_SOCK_H
