@@ -201,14 +201,21 @@ static pid_t spawn(int index, serve_fn fn, void *arg, const sigset_t *old_mask) 
     return -1;
   }
   if (pid == 0) {
-    /* The worker starts with default dispositions and the original mask;
-     * it installs its own handling through its loop. */
+    /* The worker starts with default dispositions and the original mask,
+     * but SIGTERM, SIGINT and SIGHUP stay blocked, as they were in the
+     * supervisor when it forked: a stop forwarded before the worker has
+     * set up its own handling then waits for it, pending, instead of
+     * killing the worker (which would count as a failed worker). */
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
     signal(SIGCHLD, SIG_DFL);
     signal(SIGALRM, SIG_DFL);
-    pthread_sigmask(SIG_SETMASK, old_mask, NULL);
+    sigset_t mask = *old_mask;
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    pthread_sigmask(SIG_SETMASK, &mask, NULL);
     _exit(fn(index, arg));
   }
   return pid;

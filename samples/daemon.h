@@ -61,6 +61,9 @@ int run_threads(int n, serve_fn fn, void *arg);
 
 /* Run fn in n worker processes, restarting a worker that dies from a signal
  * or exits with a status other than 0 (after 1 s if it lived less than 1 s).
+ * fn starts with SIGTERM, SIGINT and SIGHUP blocked, so a stop that comes
+ * before it is ready stays pending: it takes them with sigwait() (or
+ * unblocks them).
  * At the first SIGTERM/SIGINT/SIGHUP the supervisor calls on_stop(stop_arg)
  * (if not NULL), forwards the signal to the workers, waits for them to exit,
  * sends SIGKILL after kill_after_s seconds, and returns 0 if every worker

@@ -173,6 +173,38 @@ static void test_echo_workers_restart_killed_worker(void **state) {
   expect_clean_exit(pid, SIGTERM);
 }
 
+/* A stop requested while workers are still starting is a stop, not a
+ * crash: a worker that the forwarded SIGTERM reaches before it has set up
+ * its own signal handling must still drain and exit 0, never die from the
+ * signal (which the supervisor reports as a failure: exit status 1). The
+ * signal is sent as soon as the last worker is forked, in several rounds,
+ * so some workers are caught before they are ready. */
+static void test_echo_workers_stop_cleanly_when_signalled_during_start(void **state) {
+  (void)state;
+  enum { ROUNDS = 20 };
+  char *argv[] = {(char *)e2e_bin("evr-echo"), "--listen", listen_arg, "--workers", "8",
+                  "--threads", "1", NULL};
+  for (int r = 0; r < ROUNDS; r++) {
+    unlink(log_path); /* not to read the previous round's lines */
+    pid_t pid = e2e_spawn(argv, log_path);
+    int forked = 0;
+    for (int i = 0; i < 2000 && !forked; i++) { /* a hang guard, not a deadline */
+      char *log = e2e_read_file(log_path);
+      forked = log && strstr(log, "worker 7 started") != NULL;
+      free(log);
+      if (!forked) usleep(1000);
+    }
+    assert_true(forked);
+    int st = e2e_stop(pid, SIGTERM, 20000);
+    if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+      char *log = e2e_read_file(log_path);
+      fprintf(stderr, "evr-echo log:\n%s", log ? log : "(none)\n");
+      free(log);
+      fail_msg("round %d: evr-echo did not exit 0 (status 0x%x)", r, st);
+    }
+  }
+}
+
 /* Connect to 127.0.0.1:port: a connected socket, or -errno. */
 static int connect_or_errno(int p) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -423,6 +455,7 @@ int main(void) {
       T(test_echo_drain_timeout_closes_idle_clients),
       T(test_echo_workers_restart_killed_worker),
       T(test_echo_workers_refuse_new_connections_while_draining),
+      T(test_echo_workers_stop_cleanly_when_signalled_during_start),
       T(test_echo_loop_balance_accept_hands_connections_round_robin),
       T(test_echo_loop_balance_kernel_spreads_connections),
       T(test_echo_loop_balance_accept_drains_on_sigterm),
