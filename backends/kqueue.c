@@ -11,6 +11,13 @@
  * kevent() call, async-signal-safe as a plain system call). libkqueue's
  * kevent() takes user-space locks, which a signal handler must not do, so
  * under it the loop keeps the generic eventfd/pipe (reactor/async.c).
+ *
+ * libkqueue (Linux) builds a kqueue from descriptors of its own (an epoll
+ * set, a pipe whose write end is the kqueue descriptor, an eventfd for its
+ * signal filter) and releases them only when a background thread notices
+ * that the kqueue descriptor was closed. kq_close() waits for that
+ * where libkqueue offers a way, so that freeing a loop leaves no descriptor
+ * behind, as closing a kernel kqueue does.
  */
 #ifndef _DEFAULT_SOURCE
 #define _DEFAULT_SOURCE
@@ -48,6 +55,26 @@ struct kq_state {
 
 static const struct timespec zero = {0, 0};
 
+#if EVR_KQUEUE_EMULATED
+/* Exported by libkqueue 2.7.0 and later, though not declared in its header:
+ * returns once its background thread has released every kqueue whose
+ * descriptor was closed (2.7.0 polls for that, with a bound; later versions
+ * ask the thread and wait for its answer). Weak, so that older versions,
+ * which lack it, still link: their kqueues are released a little later. */
+extern void libkqueue_drain_pending_close(void) __attribute__((weak));
+#endif
+
+/* Close a kqueue this process opened. Under libkqueue the close only asks
+ * its thread to release the kqueue's own descriptors: wait for it, or a
+ * caller that counts its descriptors right after evr_loop_free() (or that
+ * needs the slots, at RLIMIT_NOFILE) finds them still open. */
+static void kq_close(int kq) {
+  (void)close(kq);
+#if EVR_KQUEUE_EMULATED
+  if (libkqueue_drain_pending_close) libkqueue_drain_pending_close();
+#endif
+}
+
 static int kq_open(void) {
   int fd = kqueue();
   if (fd < 0) return -errno;
@@ -55,7 +82,7 @@ static int kq_open(void) {
    * portable); the short window before this call is accepted. */
   int rc = evr__cloexec(fd);
   if (rc) {
-    (void)close(fd);
+    kq_close(fd);
     return rc;
   }
   return fd;
@@ -110,7 +137,7 @@ static void kq_destroy(evr_loop_t *loop) {
   struct kq_state *st = loop->backend_state;
   if (!st) return;
   /* In a forked child that never called reinit the number is not ours. */
-  if (st->kq >= 0 && st->pid == getpid()) (void)close(st->kq);
+  if (st->kq >= 0 && st->pid == getpid()) kq_close(st->kq);
   free(st);
   loop->backend_state = NULL;
 }
@@ -295,7 +322,7 @@ static int kq_reinit(evr_loop_t *loop) {
   struct kq_state *st = loop->backend_state;
   int kq = kq_open();
   if (kq < 0) return kq;
-  if (st->pid == getpid()) (void)close(st->kq);
+  if (st->pid == getpid()) kq_close(st->kq);
   st->kq = kq;
   st->pid = getpid();
   int first_err = 0;
