@@ -25,10 +25,7 @@ static int port;
 
 static int setup(void **state) {
   (void)state;
-  struct rlimit rl;
-  getrlimit(RLIMIT_NOFILE, &rl);
-  rl.rlim_cur = rl.rlim_max;
-  setrlimit(RLIMIT_NOFILE, &rl); /* inherited by the daemon */
+  (void)raise_nofile(1L << 16); /* inherited by the daemon */
   snprintf(log_path, sizeof log_path, "/tmp/evr-echo-test-%ld.log", (long)getpid());
   port = e2e_free_port();
   assert_true(port > 0);
@@ -207,7 +204,7 @@ static void test_echo_workers_stop_cleanly_when_signalled_during_start(void **st
 
 /* Connect to 127.0.0.1:port: a connected socket, or -errno. */
 static int connect_or_errno(int p) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = test_socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return -errno;
   struct sockaddr_in sa;
   memset(&sa, 0, sizeof sa);

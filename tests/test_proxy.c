@@ -42,10 +42,7 @@ static void stop_haproxy(void) {
 
 static int setup(void **state) {
   (void)state;
-  struct rlimit rl;
-  getrlimit(RLIMIT_NOFILE, &rl);
-  rl.rlim_cur = rl.rlim_max;
-  setrlimit(RLIMIT_NOFILE, &rl); /* inherited by the daemons */
+  (void)raise_nofile(1L << 16); /* inherited by the daemons */
   snprintf(proxy_log, sizeof proxy_log, "/tmp/evr-proxy-test-%ld.log", (long)getpid());
   snprintf(echo_log, sizeof echo_log, "/tmp/evr-proxy-test-echo-%ld.log", (long)getpid());
   echo_pid = proxy_pid = 0;
@@ -457,7 +454,7 @@ static void test_proxy_send_proxy_v2_header_exact(void **state) {
 
 /* A blocking connected Unix stream socket, or -1. */
 static int connect_unix(const char *path) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = test_socket(AF_UNIX, SOCK_STREAM, 0);
   if (fd < 0) return -1;
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
@@ -557,7 +554,7 @@ static int free_port6(void) {
 static int echo_once(int fd, const char *what) {
   char msg[96], got[96];
   int n = snprintf(msg, sizeof msg, "hello through evr-proxy and haproxy (%s)\n", what);
-  if (send(fd, msg, (size_t)n, MSG_NOSIGNAL) != n) {
+  if (test_send(fd, msg, (size_t)n) != n) {
     fprintf(stderr, "%s: send: %s\n", what, strerror(errno));
     return -1;
   }
@@ -678,7 +675,7 @@ static void test_proxy_send_proxy_accepted_by_haproxy(void **state) {
 
     /* IPv6. */
     if (port6 > 0) {
-      c = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      c = test_socket(AF_INET6, SOCK_STREAM, 0);
       assert_true(c >= 0);
       struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT,
                                 .sin6_port = htons((uint16_t)port6)};
@@ -765,7 +762,7 @@ static void test_proxy_metrics_parse(void **state) {
 static char *http_exchange(int port, const void *req, size_t len, size_t *got, int ms) {
   int fd = e2e_connect(port);
   assert_true(fd >= 0);
-  assert_int_equal(send(fd, req, len, MSG_NOSIGNAL), (ssize_t)len);
+  assert_int_equal(test_send(fd, req, len), (ssize_t)len);
   size_t cap = 65536;
   char *buf = malloc(cap);
   assert_non_null(buf);
@@ -971,7 +968,7 @@ static void test_proxy_metrics_refuses_connections_beyond_the_cap(void **state) 
   for (int i = 0; i < N; i++) {
     fd[i] = e2e_connect(metrics_port);
     assert_true(fd[i] >= 0);
-    assert_int_equal(send(fd[i], part, sizeof part - 1, MSG_NOSIGNAL), (ssize_t)(sizeof part - 1));
+    assert_int_equal(test_send(fd[i], part, sizeof part - 1), (ssize_t)(sizeof part - 1));
     closed_early[i] = 0;
   }
   /* The excess connections are closed (after a 503) without waiting for
@@ -1012,7 +1009,7 @@ static void test_proxy_metrics_refuses_connections_beyond_the_cap(void **state) 
       close(fd[i]);
       continue;
     }
-    assert_int_equal(send(fd[i], "\r\n", 2, MSG_NOSIGNAL), 2);
+    assert_int_equal(test_send(fd[i], "\r\n", 2), 2);
     size_t cap = 1 << 16, got = 0;
     char *resp = malloc(cap);
     assert_non_null(resp);
@@ -1194,7 +1191,7 @@ static void test_proxy_descriptor_exhaustion_is_local_and_logged_once(void **sta
     for (int i = 0; i < CLIENTS; i++) {
       fd[i] = e2e_connect(proxy_port);
       assert_true(fd[i] >= 0);
-      assert_int_equal(send(fd[i], "p", 1, MSG_NOSIGNAL), 1);
+      assert_int_equal(test_send(fd[i], "p", 1), 1);
       done[i] = 0;
     }
     /* Each client is relayed (its byte comes back) or closed; the poll
