@@ -199,18 +199,35 @@ int count_open_fds(void) {
   return n - 1; /* the directory's own descriptor */
 }
 
+/* For EVR_KQUEUE_EMULATED: only assert_fds_back_to() needs it. */
+#include "evr_config.h"
+
 void assert_fds_back_to(int baseline) {
   int n = count_open_fds();
-  if (strcmp(requested_backend(), "kqueue") != 0) {
-    assert_int_equal(n, baseline);
+#if EVR_KQUEUE_EMULATED
+  /* libkqueue releases the descriptors of a closed kqueue from a background
+   * thread. Where it exports libkqueue_drain_pending_close() (2.7.0 and
+   * later), evr waits for that when it frees a loop, and the count is exact
+   * as everywhere else. Older versions give no way to know when the thread
+   * is done: the loop freed by the previous test (or just before the
+   * baseline) may still have been counted in the baseline, and the one freed
+   * just now may not be released yet. So there, and only there, wait for the
+   * count to come down to the baseline, and accept it below. The bound only
+   * guards against a hang: the release takes microseconds. */
+  extern void libkqueue_drain_pending_close(void) __attribute__((weak));
+  if (!libkqueue_drain_pending_close && strcmp(requested_backend(), "kqueue") == 0) {
+    for (int i = 0; i < 1000 && n > baseline; i++) {
+      struct timespec ts = {0, 10 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+      n = count_open_fds();
+    }
+    if (n > baseline)
+      fail_msg("%d descriptor(s) still open after 10 s (libkqueue without a drain)", n - baseline);
     return;
   }
-  for (int i = 0; i < 1000 && n > baseline; i++) {
-    struct timespec ts = {0, 10 * 1000 * 1000};
-    nanosleep(&ts, NULL);
-    n = count_open_fds();
-  }
-  assert_true(n <= baseline);
+#endif
+  if (n != baseline)
+    fail_msg("%d descriptor(s) open, %d at the baseline (%+d)", n, baseline, n - baseline);
 }
 
 void assert_child_ok(int pid) {
