@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "evr_config.h"
 #include "helpers.h"
 
 /* ThreadSanitizer refuses to start threads in the child of a multi-threaded
@@ -73,6 +74,42 @@ static void close_all(evr_handle_t *h, void *arg) {
   (void)evr_close(h, NULL);
 }
 
+/* How many more descriptors than its parent a child has once it made one
+ * kqueue, as evr_loop_fork() makes: 0, except under libkqueue. Its atfork
+ * child handler closes each inherited kqueue's epoll set and pipe and its
+ * process-wide descriptors, all of which the child's first kqueue() opens
+ * again; but some versions leave one more descriptor per inherited kqueue
+ * open, which nobody can close (libkqueue at commit f966089 leaves the
+ * eventfd of the signal filter; 2.6.1 leaves none). Measured here with
+ * libkqueue alone, in a child of the same parent, so that the check of
+ * evr's own descriptors after evr_loop_fork() stays exact. A real kqueue is
+ * not inherited at all, and the BSDs and macOS need no such measure. */
+#if EVR_KQUEUE_EMULATED
+int kqueue(void); /* libkqueue's <sys/event.h> is not on the tests' path */
+static int libkqueue_child_surplus(void) {
+  if (strcmp(requested_backend(), "kqueue") != 0) return 0;
+  int parent = count_open_fds();
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    if (kqueue() < 0) _exit(255);
+    int d = count_open_fds() - parent;
+    _exit(d >= -100 && d < 100 ? 100 + d : 254);
+  }
+  int st;
+  pid_t r;
+  do
+    r = waitpid(pid, &st, 0);
+  while (r < 0 && errno == EINTR);
+  assert_int_equal(r, pid);
+  assert_true(WIFEXITED(st));
+  assert_true(WEXITSTATUS(st) < 200);
+  return WEXITSTATUS(st) - 100;
+}
+#else
+static int libkqueue_child_surplus(void) { return 0; }
+#endif
+
 /* Run until cond holds or the bound; returns the cond. */
 #define RUN_UNTIL(loop, cond)                                            \
   do {                                                                   \
@@ -98,15 +135,15 @@ static void test_fork_child_and_parent_loops_both_work(void **state) {
   /* Queued before the fork, not yet run: it runs on both sides. */
   assert_evr_ok(evr_post(test_loop, on_post, NULL));
   int fds = count_open_fds();
+  int surplus = libkqueue_child_surplus();
 
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
     CHILD_CHECK(evr_loop_fork(test_loop) == 0);
-    /* The shared wake-up descriptor and epoll set were replaced, not
-     * added to. (The user-space kqueue manages its own descriptors.) */
-    if (strcmp(requested_backend(), "kqueue") != 0)
-      CHILD_CHECK(count_open_fds() == fds);
+    /* The shared wake-up descriptor and epoll or kqueue set were
+     * replaced, not added to. */
+    CHILD_CHECK(count_open_fds() == fds + surplus);
     /* Stopping the watcher here must not touch the parent's registration
      * (with epoll it would, through a shared set); the child watches a
      * pipe of its own instead. */
