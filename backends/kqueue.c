@@ -317,7 +317,12 @@ static void kq_forget(evr_loop_t *loop, int fd) {
 /* A kqueue is not inherited across fork (libkqueue closes its descriptors in
  * the child to match), so the child builds a new one and registers every
  * active watcher again. The old number is closed only in the process that
- * opened it: in a child it may already belong to an unrelated descriptor. */
+ * opened it: in a child it may already belong to an unrelated descriptor.
+ * A watcher whose descriptor the child closed (EBADF) stays out, as with
+ * epoll: it is the user's doing, and must cost neither the other watchers
+ * nor the loop (an error here would leave the loop unusable: every run
+ * would try again). Its later removal meets EBADF or ENOENT, which
+ * kq_apply() takes as done. Any other error is the loop's. */
 static int kq_reinit(evr_loop_t *loop) {
   struct kq_state *st = loop->backend_state;
   int kq = kq_open();
@@ -333,8 +338,7 @@ static int kq_reinit(evr_loop_t *loop) {
     evr_io_t *io = loop->fds[i];
     if (!io || !io->registered) continue;
     int rc = kq_update(loop, io, 0, io->registered);
-    /* Keep going: one watcher whose fd is gone must not cost the others. */
-    if (rc && !first_err) first_err = rc;
+    if (rc && rc != EVR_EBADF && !first_err) first_err = rc;
   }
   return first_err;
 }

@@ -6,6 +6,7 @@
  * progress there (the ASan, UBSan and TSan runs cover fork). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -426,6 +427,53 @@ static void test_fork_child_closing_inherited_handles_leaves_parent_alone(void *
   assert_parent_accepts(&l);
 }
 
+/* A child that closed the descriptor of a watcher it inherited active,
+ * without stopping the watcher (a child that leaves a socket to the
+ * parent may do that), still gets a working loop from evr_loop_fork():
+ * that watcher stays deaf, the others work, and it closes cleanly. The
+ * descriptor is moved above the others so that the child's new backend
+ * state cannot take its number. */
+static void test_fork_child_that_closed_a_watched_fd_keeps_its_loop(void **state) {
+  (void)state;
+  static evr_io_t gone, kept;
+  int p[2], q[2];
+  reset();
+  make_pipe(p);
+  make_pipe(q);
+  int high = fcntl(p[0], F_DUPFD_CLOEXEC, 200);
+  assert_true(high >= 200);
+  assert_evr_ok(evr_io_init(test_loop, &gone, high));
+  assert_evr_ok(evr_io_start(&gone, EVR_READ, on_io));
+  assert_evr_ok(evr_io_init(test_loop, &kept, q[0]));
+  assert_evr_ok(evr_io_start(&kept, EVR_READ, on_io));
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    CHILD_CHECK(close(high) == 0);
+    CHILD_CHECK(evr_loop_fork(test_loop) == 0);
+    CHILD_CHECK(write(q[1], "k", 1) == 1);
+    RUN_UNTIL(test_loop, io_fired == 1);
+    CHILD_CHECK(io_fired == 1);
+    CHILD_CHECK(evr_close(&gone.base, NULL) == 0);
+    evr_loop_walk(test_loop, close_all, NULL);
+    CHILD_CHECK(evr_loop_run(test_loop, EVR_RUN_DEFAULT) == 0);
+    CHILD_CHECK(evr_loop_free(test_loop) == 0);
+    _exit(0);
+  }
+  assert_child_ok(pid);
+  /* The parent's watchers are untouched. */
+  assert_int_equal(write(p[1], "p", 1), 1);
+  RUN_UNTIL(test_loop, io_fired == 1);
+  assert_int_equal(io_fired, 1);
+  evr_loop_walk(test_loop, close_all, NULL);
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 0);
+  close(high);
+  close(p[0]);
+  close(p[1]);
+  close(q[0]);
+  close(q[1]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       EVR_TEST(test_fork_rejects_null),
@@ -434,6 +482,7 @@ int main(void) {
       EVR_TEST(test_fork_pending_work_is_cancelled_in_child_only),
       EVR_TEST(test_fork_child_never_changes_parents_watchers),
       EVR_TEST(test_fork_child_closing_inherited_handles_leaves_parent_alone),
+      EVR_TEST(test_fork_child_that_closed_a_watched_fd_keeps_its_loop),
   };
   return cmocka_run_group_tests_name("fork", tests, NULL, NULL);
 }
