@@ -192,12 +192,19 @@ static int kq_apply(int kq, struct kevent *ch, int n) {
  * the core promises that evr_io_start() reports e.g. EBADF and that a failed
  * update changes nothing, and a queued change could only fail later, inside
  * poll, with no caller left to tell. It costs one kevent() per change of
- * interest, which level-triggered watchers rarely make. */
+ * interest, which level-triggered watchers rarely make.
+ * The core asks for old_mask == new_mask only to have a lingering
+ * registration checked (reactor/io.c: its descriptor may have been closed
+ * and the number reused). This backend has no lazy removal: evr_io_stop()
+ * removes the filters at once, so a stopped watcher holds none and its
+ * restart is an add, which meets EBADF for a closed descriptor and
+ * registers a new file on a reused number afresh. */
 static int kq_update(evr_loop_t *loop, evr_io_t *io, unsigned old_mask,
                      unsigned new_mask) {
   struct kq_state *st = loop->backend_state;
   struct kevent ch[2];
   int n = 0;
+  assert(old_mask != new_mask); /* see above */
   unsigned diff = (old_mask ^ new_mask) & (EVR_READ | EVR_WRITE);
   if (diff & EVR_READ) {
     EV_SET(&ch[n], (uintptr_t)io->fd, EVFILT_READ,
