@@ -42,3 +42,31 @@ evr_build() {
   cmake -S "$EVR_ROOT" -B "$dir" "$@" >/dev/null
   cmake --build "$dir" -j "$EVR_JOBS"
 }
+
+# evr_musl_cmocka DIR: print the prefix of a static cmocka built with musl-gcc
+# from Debian's own source package (apt-get source cmocka, which needs a
+# deb-src entry), building it into DIR once. Fails, printing nothing, where
+# the source package cannot be had.
+evr_musl_cmocka() {
+  local dir=$1 prefix=$1/prefix
+  if [ ! -f "$prefix/lib/libcmocka.a" ]; then
+    command -v apt-get >/dev/null 2>&1 || return 1
+    rm -rf "$dir/src" && mkdir -p "$dir/src" || return 1
+    (cd "$dir/src" && apt-get source -q --download-only cmocka >/dev/null 2>&1) || return 1
+    local orig
+    orig=$(ls "$dir"/src/cmocka_*.orig.tar.* 2>/dev/null | head -n 1)
+    [ -n "$orig" ] || return 1
+    tar -xf "$orig" -C "$dir/src" || return 1
+    local srcdir
+    srcdir=$(find "$dir/src" -mindepth 1 -maxdepth 1 -type d -name 'cmocka-*' | head -n 1)
+    CC=musl-gcc cmake -S "$srcdir" -B "$dir/build" -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_INSTALL_PREFIX="$prefix" -DWITH_STATIC_LIB=ON -DWITH_EXAMPLES=OFF \
+      -DUNIT_TESTING=OFF >/dev/null || return 1
+    cmake --build "$dir/build" -j "$EVR_JOBS" >/dev/null || return 1
+    cmake --install "$dir/build" >/dev/null || return 1
+    # Link the tests statically: musl's loader would not find the shared one.
+    rm -f "$prefix"/lib/libcmocka.so*
+    ln -sf libcmocka-static.a "$prefix/lib/libcmocka.a"
+  fi
+  echo "$prefix"
+}

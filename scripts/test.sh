@@ -3,7 +3,18 @@
 #   1. gcc, RelWithDebInfo (build/): every test under every built backend;
 #   2. clang with AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/);
 #   3. clang with ThreadSanitizer (build-tsan/), the multi-threaded tests;
-#   4. valgrind memcheck (build-valgrind/), every test not labelled novalgrind.
+#   4. valgrind memcheck (build-valgrind/), every test not labelled novalgrind;
+#   5. the portable build (build-portable/, -DEVR_PORTABLE=ON): the code the
+#      BSDs and macOS run (no epoll, accept4, SOCK_* flags, eventfd, pipe2,
+#      MSG_NOSIGNAL, splice), every test;
+#   6. 32-bit (build-m32/, gcc -m32), every test;
+#   7. musl (build-musl/, musl-gcc): the library, the samples and evr-tour on
+#      every backend, and every test when a musl build of cmocka is found
+#      (scripts/common.sh: evr_musl_cmocka).
+# Passes 6 and 7 need packages of their own (gcc-multilib and the i386
+# libcmocka-dev; musl-tools and Debian's cmocka source package): where they
+# cannot be had, the pass says so and is skipped, unless CI is set (then it
+# fails). .ci/run sets the machine up for them.
 # Options: --quick runs pass 1 only.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -38,4 +49,44 @@ CC=gcc evr_build "$EVR_ROOT/build-valgrind" -DCMAKE_BUILD_TYPE=Debug \
   -DEVR_BUILD_BENCH=OFF -DEVR_BUILD_SAMPLES=OFF \
   "-DEVR_TEST_WRAPPER=valgrind;-q;--error-exitcode=99;--leak-check=full;--errors-for-leak-kinds=definite,indirect"
 EVR_TEST_UNDER_VALGRIND=1 run_ctest "$EVR_ROOT/build-valgrind" -LE novalgrind --timeout 1200
+
+CC=gcc evr_build "$EVR_ROOT/build-portable" -DCMAKE_BUILD_TYPE=Debug -DEVR_PORTABLE=ON
+run_ctest "$EVR_ROOT/build-portable"
+
+# A pass whose tools are missing: skipped with its reason, or fatal under CI.
+skip_pass() {
+  if [ -n "${CI:-}" ]; then
+    echo "error: $1" >&2
+    exit 1
+  fi
+  echo "==> skipped: $1" >&2
+}
+
+m32_pc=/usr/lib/i386-linux-gnu/pkgconfig
+if evr_have_pkg gcc-multilib && [ -f "$m32_pc/cmocka.pc" ]; then
+  CC=gcc CFLAGS=-m32 PKG_CONFIG_LIBDIR="$m32_pc:/usr/share/pkgconfig" \
+    evr_build "$EVR_ROOT/build-m32" -DCMAKE_BUILD_TYPE=Debug -DEVR_BUILD_BENCH=OFF
+  CFLAGS=-m32 run_ctest "$EVR_ROOT/build-m32"
+else
+  skip_pass "32-bit pass: needs gcc-multilib and libcmocka-dev:i386 (dpkg --add-architecture i386)"
+fi
+
+if command -v musl-gcc >/dev/null 2>&1; then
+  musl_cmocka=$(evr_musl_cmocka "$EVR_ROOT/build-musl-cmocka") || musl_cmocka=
+  if [ -n "$musl_cmocka" ]; then
+    CC=musl-gcc PKG_CONFIG_LIBDIR="$musl_cmocka/lib/pkgconfig" \
+      evr_build "$EVR_ROOT/build-musl" -DCMAKE_BUILD_TYPE=Debug -DEVR_BUILD_BENCH=OFF
+  else
+    skip_pass "musl test suite: no musl build of cmocka (needs Debian's cmocka source package: deb-src)"
+    CC=musl-gcc evr_build "$EVR_ROOT/build-musl" -DCMAKE_BUILD_TYPE=Debug \
+      -DEVR_BUILD_BENCH=OFF -DEVR_BUILD_TESTS=OFF
+  fi
+  for b in $(cat "$EVR_ROOT/build-musl/backends.txt"); do
+    echo "==> musl: evr-tour --backend $b"
+    "$EVR_ROOT/build-musl/bin/evr-tour" --backend "$b" >/dev/null
+  done
+  [ -n "$musl_cmocka" ] && run_ctest "$EVR_ROOT/build-musl"
+else
+  skip_pass "musl pass: needs musl-gcc (musl-tools)"
+fi
 echo "==> tests OK"
