@@ -22,6 +22,7 @@
 #ifndef _DEFAULT_SOURCE
 #define _DEFAULT_SOURCE
 #endif
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/types.h>
 #include <sys/event.h>
@@ -177,6 +178,13 @@ static int kq_apply(int kq, struct kevent *ch, int n) {
       if (!ok[i]) return EVR_EIO; /* no receipt: should not happen */
     return 0;
   }
+#if EVR_KQUEUE_EMULATED
+  /* libkqueue before 2.7.0 reports every filter it could not create as
+   * EFAULT. A closed descriptor is EBADF, as with a kernel kqueue: callers
+   * (evr_io_start(), kq_reinit()) tell it apart. All changes name one fd. */
+  if (err == EFAULT && fcntl((int)ch[0].ident, F_GETFD) < 0 && errno == EBADF)
+    err = EBADF;
+#endif
   for (int i = 0; i < n; i++) {
     if (!ok[i]) continue;
     struct kevent undo = ch[i];
