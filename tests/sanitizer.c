@@ -8,3 +8,8 @@
  */
 const char *__tsan_default_suppressions(void);
 const char *__tsan_default_suppressions(void) { return "race:libkqueue.so\n"; }
+
+/* A forked child may start threads (the pool, libkqueue's helpers) in a
+ * process that had threads: ThreadSanitizer refuses that unless told. */
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void) { return "die_after_fork=0"; }

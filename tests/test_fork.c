@@ -19,12 +19,6 @@
 #include "evr_config.h"
 #include "helpers.h"
 
-/* ThreadSanitizer refuses to start threads in the child of a multi-threaded
- * process unless told otherwise; the children here start pool threads and,
- * under libkqueue, its helper threads. */
-const char *__tsan_default_options(void);
-const char *__tsan_default_options(void) { return "die_after_fork=0"; }
-
 /* ---- handles used on both sides ---- */
 
 static int timer_fired, io_fired, async_fired, posted_ran, sig_fired, work_done;

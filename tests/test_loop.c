@@ -436,7 +436,7 @@ static void test_loop_new_error_paths_free_everything(void **state) {
          * (eventfd falls back to a pipe). */
         assert_evr_ok(evr_loop_free(l));
         assert_int_equal(fault_live_blocks(), blocks);
-        assert_int_equal(count_open_fds(), fds);
+        assert_fds_back_to(fds);
         if (injected == 0) break;
         continue;
       }
@@ -446,9 +446,11 @@ static void test_loop_new_error_paths_free_everything(void **state) {
       if (fault_live_blocks() != blocks)
         fail_msg("call %lu failing with %s: %ld block(s) leaked", n, evr_err_name(-errs[e]),
                  fault_live_blocks() - blocks);
-      if (count_open_fds() != fds)
-        fail_msg("call %lu failing with %s: %d descriptor(s) leaked", n, evr_err_name(-errs[e]),
-                 count_open_fds() - fds);
+      if (count_open_fds() != fds) {
+        print_message("call %lu failing with %s: %d descriptor(s) left\n", n,
+                      evr_err_name(-errs[e]), count_open_fds() - fds);
+        assert_fds_back_to(fds); /* exact; waits only where libkqueue must settle */
+      }
     }
     assert_true(n < 200);
     assert_true(failures >= 3); /* the loop, the backend, the wake-up channel */

@@ -24,7 +24,7 @@ if [ -z "$lib" ]; then
   exit 1
 fi
 libdir=$(dirname "$lib")
-LD_LIBRARY_PATH=$libdir DYLD_LIBRARY_PATH=$libdir "$work/consumer/consumer"
+LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DYLD_LIBRARY_PATH=$libdir${DYLD_LIBRARY_PATH:+:$DYLD_LIBRARY_PATH} "$work/consumer/consumer"
 "$work/consumer/consumer_static"
 pc=$(find "$work/prefix" -name evr.pc | head -n 1)
 if [ -z "$pc" ]; then
@@ -35,5 +35,5 @@ flags=$(PKG_CONFIG_PATH=$(dirname "$pc") pkg-config --cflags --libs evr)
 # CC, CFLAGS and flags are word lists: split on purpose.
 # shellcheck disable=SC2086
 $CC $CFLAGS "$src/consumer.c" $flags -o "$work/consumer_pc"
-LD_LIBRARY_PATH=$libdir DYLD_LIBRARY_PATH=$libdir "$work/consumer_pc"
+LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DYLD_LIBRARY_PATH=$libdir${DYLD_LIBRARY_PATH:+:$DYLD_LIBRARY_PATH} "$work/consumer_pc"
 echo "install check OK"
