@@ -1387,10 +1387,58 @@ static void test_stream_liveness(void **state) {
   close(sv[1]);
 }
 
+/* A write to a socket whose peer is gone fails with EVR_EPIPE (or
+ * EVR_ECONNRESET) and never raises SIGPIPE, whatever the system offers
+ * (MSG_NOSIGNAL, SO_NOSIGPIPE, or neither: the EVR_PORTABLE build on Linux
+ * takes that path). The rest of this file ignores SIGPIPE, so this runs in
+ * a child with the default action, which would kill it. */
+static int gone_status;
+static void gone_wcb(evr_write_t *req, int status) {
+  (void)req;
+  gone_status = status;
+}
+
+static void test_stream_write_to_gone_peer_never_raises_sigpipe(void **state) {
+  (void)state;
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    CHILD_CHECK(signal(SIGPIPE, SIG_DFL) != SIG_ERR);
+    evr_loop_t *loop;
+    CHILD_CHECK(evr_loop_new(&loop, NULL) == 0);
+    static evr_stream_t s;
+    static evr_write_t w[8];
+    static char big[64 * 1024];
+    int sv[2];
+    make_socketpair(sv);
+    CHILD_CHECK(evr_stream_init(loop, &s) == 0);
+    CHILD_CHECK(evr_stream_open(&s, sv[0]) == 0);
+    CHILD_CHECK(close(sv[1]) == 0);
+    gone_status = 1;
+    evr_buf_t b = {big, sizeof big};
+    int queued = 0;
+    for (int i = 0; i < 8; i++) {
+      int rc = evr_stream_write(&w[i], &s, &b, 1, gone_wcb);
+      CHILD_CHECK(rc == 0 || rc == EVR_EPIPE || rc == EVR_ECONNRESET);
+      if (rc == 0) queued++;
+      (void)evr_loop_run(loop, EVR_RUN_NOWAIT);
+    }
+    for (int i = 0; i < 100 && queued && gone_status > 0; i++)
+      (void)evr_loop_run(loop, EVR_RUN_NOWAIT);
+    CHILD_CHECK(!queued || gone_status == EVR_EPIPE || gone_status == EVR_ECONNRESET);
+    CHILD_CHECK(evr_close(&s.base, NULL) == 0);
+    CHILD_CHECK(evr_loop_run(loop, EVR_RUN_DEFAULT) == 0);
+    CHILD_CHECK(evr_loop_free(loop) == 0);
+    _exit(0);
+  }
+  assert_child_ok(pid); /* killed by SIGPIPE: not WIFEXITED */
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN); /* the pipe test writes into closed pipes */
   const struct CMUnitTest tests[] = {
       EVR_TEST(test_stream_socketpair_roundtrip),
+      EVR_TEST(test_stream_write_to_gone_peer_never_raises_sigpipe),
       EVR_TEST(test_stream_api_errors),
       EVR_TEST(test_stream_open_refused_fd_keeps_its_flags),
       EVR_TEST(test_stream_tcp_options_and_names),
