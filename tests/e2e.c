@@ -93,6 +93,16 @@ int e2e_connect(int port) {
   return fd;
 }
 
+int e2e_wait_refused(int port) {
+  for (int i = 0; i < 500; i++) {
+    int probe = e2e_connect(port);
+    if (probe < 0) return 1;
+    close(probe);
+    sleep_ms(10);
+  }
+  return 0;
+}
+
 int e2e_wait_listening(int port, int timeout_ms) {
   int64_t end = now_ms() + timeout_ms;
   while (now_ms() < end) {

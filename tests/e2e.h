@@ -33,6 +33,11 @@ int e2e_wait_exit(pid_t pid, int timeout_ms);
 /* A blocking connected socket to 127.0.0.1:port, or -1. */
 int e2e_connect(int port);
 
+/* Connect to 127.0.0.1:port every 10 ms (closing what connects) until a
+ * connect is refused: 1 then, 0 if every one of 500 tries connected. For a
+ * daemon that is to stop listening (a drain). */
+int e2e_wait_refused(int port);
+
 /* Open `conns` connections to 127.0.0.1:port, send `bytes` of
  * pseudo-random data on each (seeded per connection) while reading the
  * echo, and verify every byte. With half_close, each connection shuts down

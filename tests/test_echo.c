@@ -95,16 +95,7 @@ static void check_drain_on(int sig) {
   assert_int_equal(recv(fd, buf, 4, MSG_WAITALL), 4);
   kill(pid, sig);
   /* Listening stops; the open connection keeps working. */
-  int refused = 0;
-  for (int i = 0; i < 500 && !refused; i++) {
-    int probe = e2e_connect(port);
-    if (probe < 0) refused = 1;
-    else {
-      close(probe);
-      usleep(10000);
-    }
-  }
-  assert_true(refused);
+  assert_true(e2e_wait_refused(port));
   assert_int_equal(send(fd, "pong", 4, 0), 4);
   assert_int_equal(recv(fd, buf, 4, MSG_WAITALL), 4);
   assert_memory_equal(buf, "pong", 4);
@@ -376,16 +367,7 @@ static void test_echo_loop_balance_accept_drains_on_sigterm(void **state) {
     assert_int_equal(recv(fd[i], buf, 4, MSG_WAITALL), 4);
   }
   kill(pid, SIGTERM);
-  int refused = 0;
-  for (int i = 0; i < 500 && !refused; i++) {
-    int probe = e2e_connect(port);
-    if (probe < 0) refused = 1;
-    else {
-      close(probe);
-      usleep(10000);
-    }
-  }
-  assert_true(refused);
+  assert_true(e2e_wait_refused(port));
   for (int i = 0; i < N; i++) {
     assert_int_equal(send(fd[i], "pong", 4, 0), 4);
     assert_int_equal(recv(fd[i], buf, 4, MSG_WAITALL), 4);

@@ -1064,16 +1064,7 @@ static void check_drain_with(int sig, int balance_accept) {
   }
   int c = cs[0];
   kill(proxy_pid, sig);
-  int refused = 0;
-  for (int i = 0; i < 500 && !refused; i++) {
-    int probe = e2e_connect(proxy_port);
-    if (probe < 0) refused = 1;
-    else {
-      close(probe);
-      usleep(10000);
-    }
-  }
-  assert_true(refused);
+  assert_true(e2e_wait_refused(proxy_port));
   for (int i = 0; i < n; i++) {
     c = cs[i];
     assert_int_equal(send(c, "pong", 4, 0), 4);
