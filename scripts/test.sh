@@ -29,7 +29,9 @@ run_ctest() {
   local dir=$1
   shift
   echo "==> ctest in $dir $*"
-  ctest --test-dir "$dir" --output-on-failure -j "$EVR_JOBS" "$@"
+  # --no-tests=error: a build directory configured without tests (a cache
+  # left from another use) must not pass silently.
+  ctest --test-dir "$dir" --output-on-failure --no-tests=error -j "$EVR_JOBS" "$@"
 }
 
 CC=gcc evr_build "$EVR_ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
@@ -65,7 +67,8 @@ skip_pass() {
 m32_pc=/usr/lib/i386-linux-gnu/pkgconfig
 if evr_have_pkg gcc-multilib && [ -f "$m32_pc/cmocka.pc" ]; then
   CC=gcc CFLAGS=-m32 PKG_CONFIG_LIBDIR="$m32_pc:/usr/share/pkgconfig" \
-    evr_build "$EVR_ROOT/build-m32" -DCMAKE_BUILD_TYPE=Debug -DEVR_BUILD_BENCH=OFF
+    evr_build "$EVR_ROOT/build-m32" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS=-m32 \
+    -DEVR_BUILD_TESTS=ON -DEVR_BUILD_BENCH=OFF
   CFLAGS=-m32 run_ctest "$EVR_ROOT/build-m32"
 else
   skip_pass "32-bit pass: needs gcc-multilib and libcmocka-dev:i386 (dpkg --add-architecture i386)"
@@ -75,7 +78,8 @@ if command -v musl-gcc >/dev/null 2>&1; then
   musl_cmocka=$(evr_musl_cmocka "$EVR_ROOT/build-musl-cmocka") || musl_cmocka=
   if [ -n "$musl_cmocka" ]; then
     CC=musl-gcc PKG_CONFIG_LIBDIR="$musl_cmocka/lib/pkgconfig" \
-      evr_build "$EVR_ROOT/build-musl" -DCMAKE_BUILD_TYPE=Debug -DEVR_BUILD_BENCH=OFF
+      evr_build "$EVR_ROOT/build-musl" -DCMAKE_BUILD_TYPE=Debug -DEVR_BUILD_BENCH=OFF \
+      -DEVR_BUILD_TESTS=ON
   else
     skip_pass "musl test suite: no musl build of cmocka (needs Debian's cmocka source package: deb-src)"
     CC=musl-gcc evr_build "$EVR_ROOT/build-musl" -DCMAKE_BUILD_TYPE=Debug \

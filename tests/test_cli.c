@@ -204,19 +204,26 @@ static void test_cli_plain_numbers_are_accepted(void **state) {
     expect_start(daemons[d], ARGS("--threads", "2", "--drain-timeout", "1"));
 }
 
+/* Host names at the RFC 1123 limits: label gets `len` copies of c, then
+ * ".example:80"; name gets `labels` labels "a." then tail (e.g. "b:80"). */
+static void limit_names(char label[80], size_t len, char c, char name[300], int labels,
+                        const char *tail) {
+  memset(label, c, len);
+  strcpy(label + len, ".example:80");
+  size_t n = 0;
+  for (int i = 0; i < labels; i++) {
+    name[n++] = 'a';
+    name[n++] = '.';
+  }
+  strcpy(name + n, tail);
+}
+
 static void test_cli_proxy_rejects_malformed_upstream_host_names(void **state) {
   (void)state;
   char label64[80], name254[300];
-  memset(label64, 'a', 64);
-  strcpy(label64 + 64, ".example:80");
-  /* 127 labels "a." (254 characters) then "b": 255 characters, too long
-   * even without a trailing dot. */
-  size_t n = 0;
-  for (int i = 0; i < 127; i++) {
-    name254[n++] = 'a';
-    name254[n++] = '.';
-  }
-  strcpy(name254 + n, "b:80");
+  /* A 64-character label; 127 labels "a." (254 characters) then "b": 255
+   * characters, too long even without a trailing dot. */
+  limit_names(label64, 64, 'a', name254, 127, "b:80");
   const char *const bad[] = {
       "a..b:80", "-bad-:80", "_:80", "-a.example:80", "a-.example:80", "a.-b.example:80",
       "a_b.example:80", ".example:80", "example..:80", ".:80", "exa mple:80", "ex\xc3\xa4mple:80",
@@ -231,16 +238,9 @@ static void test_cli_proxy_rejects_malformed_upstream_host_names(void **state) {
 static void test_cli_proxy_accepts_rfc1123_upstream_host_names(void **state) {
   (void)state;
   char label63[80], name253[300];
-  memset(label63, 'z', 63);
-  strcpy(label63 + 63, ".example:80");
-  /* 126 labels "a." (252 characters) then "b": 253 characters, then a
-   * trailing dot, which does not count. */
-  size_t n = 0;
-  for (int i = 0; i < 126; i++) {
-    name253[n++] = 'a';
-    name253[n++] = '.';
-  }
-  strcpy(name253 + n, "b.:80");
+  /* A 63-character label; 126 labels "a." (252 characters) then "b": 253
+   * characters, then a trailing dot, which does not count. */
+  limit_names(label63, 63, 'z', name253, 126, "b.:80");
   const char *const good[] = {
       "localhost:7", "a.example.:80", "xn--bcher-kva.example:80", "1a-b.2c.example:80",
       "x:1", "A-Z.Example.ORG:443", label63, name253,
