@@ -407,8 +407,8 @@ int main(int argc, char **argv) {
       (void)close(fd);
     }
   }
-  (void)evr_close(&warm_timer.base, NULL);
-  (void)evr_close(&end_timer.base, NULL);
+  (void)evr_timer_stop(&warm_timer);
+  (void)evr_timer_stop(&end_timer);
   (void)evr_close(&sig_term.base, NULL);
   (void)evr_close(&sig_int.base, NULL);
   check(evr_loop_run(loop, EVR_RUN_DEFAULT), "evr_loop_run");

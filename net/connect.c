@@ -98,7 +98,7 @@ void evr__connect_finish(evr_stream_t *s, int status) {
   evr__req_unregister(loop);
   cb(s, status);
   if (status == 0 && !evr__stream_closing(s) &&
-      !evr_is_active(&s->timer.base))
+      !evr_timer_is_active(&s->timer))
     evr__stream_idle_arm(s);
 }
 

@@ -112,7 +112,7 @@ int evr_listener_init(evr_loop_t *loop, evr_listener_t *l) {
   l->shed = 0;
   memset(&l->io, 0, sizeof l->io);
   (void)evr_timer_init(loop, &l->pause);
-  hide(&l->pause.base);
+  evr_timer_unref(&l->pause);
   l->cb = NULL;
   l->batch = DEFAULT_BATCH;
   l->spare_fd = -1;
@@ -483,4 +483,10 @@ int evr_listener_resume(evr_listener_t *l) {
 int evr_listener_sockname(const evr_listener_t *l, evr_addr_t *out) {
   if (!l || !out || l->base.vt != &listener_vt || l->fd < 0) return EVR_EINVAL;
   return evr__sockname(l->fd, out);
+}
+
+/* Listeners do not file internal wheel nodes (EVR__TK_LISTENER) yet. */
+void evr__listener_timeout(struct evr__tnode *n) {
+  (void)n;
+  assert(0 && "no listener wheel nodes");
 }

@@ -176,8 +176,7 @@ int evr_stream_init(evr_loop_t *loop, evr_stream_t *s) {
   memset(&s->io, 0, sizeof s->io);
   s->io.fd = -1;
   (void)evr_timer_init(loop, &s->timer);
-  evr__list_remove(&s->timer.base.node);
-  evr_unref(&s->timer.base);
+  evr_timer_unref(&s->timer);
   evr__list_init(&s->writes);
   s->read_cb = NULL;
   s->pending_cb.connect = NULL;
@@ -905,4 +904,10 @@ int evr_stream_sockname(const evr_stream_t *s, evr_addr_t *out) {
   if (!evr__stream_valid(s) || !out) return EVR_EINVAL;
   if (s->fd < 0) return EVR_ENOTCONN;
   return evr__sockname(s->fd, out);
+}
+
+/* Streams do not file internal wheel nodes (EVR__TK_STREAM) yet. */
+void evr__stream_timeout(struct evr__tnode *n) {
+  (void)n;
+  assert(0 && "no stream wheel nodes");
 }

@@ -15,8 +15,13 @@ uint64_t evr_hrtime(void) { return evr__hrtime(); }
 
 void evr_update_time(evr_loop_t *loop) {
   if (!loop) return;
-  loop->now_ns = evr__hrtime();
-  loop->now_ms = loop->now_ns / 1000000u;
+  uint64_t now = evr__hrtime();
+  /* Timers started at the old cached time count from this reading. */
+  evr__timers_settle(loop, now);
+  loop->now_ns = now;
+  loop->now_ms = now / 1000000u;
 }
 
 uint64_t evr_now(const evr_loop_t *loop) { return loop ? loop->now_ms : 0; }
+
+uint64_t evr_now_ns(const evr_loop_t *loop) { return loop ? loop->now_ns : 0; }

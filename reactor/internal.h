@@ -31,8 +31,8 @@ struct evr_loop {
   void *backend_state;
 
   /* time */
-  uint64_t now_ms;             /* cached monotonic ms */
-  uint64_t now_ns;             /* the clock reading behind now_ms */
+  uint64_t now_ns;             /* cached monotonic clock reading */
+  uint64_t now_ms;             /* now_ns / 1e6 */
 
   /* liveness */
   unsigned active_refs;        /* active, referenced handles */
@@ -130,14 +130,34 @@ void evr__hooks_run(evr_loop_t *loop, evr__list_t *hooks);
 uint64_t evr__hrtime(void);
 
 /* ---- timers (timers/timer.c) ----
- * The loop knows the timer module only through these four calls. */
+ * The loop knows the timer module only through these calls. */
 int evr__timers_init(evr_loop_t *loop);    /* 0 or -ENOMEM */
 void evr__timers_destroy(evr_loop_t *loop);
-/* Milliseconds until the earliest active timer is due, relative to the cached
- * time, rounded up; 0 if one is already due; -1 if there is none. */
+/* Nanoseconds until the earliest timer is due, relative to the cached time
+ * (a clock reading may be taken first); 0 if one is already due; -1 if
+ * there is none. */
 int64_t evr__timers_next_timeout(evr_loop_t *loop);
 /* Run every timer due at the cached time. */
 void evr__timers_run(evr_loop_t *loop);
+/* The cached time is about to move: settle the starts made since the last
+ * clock reading against clock_ns (>= the cached time). */
+void evr__timers_settle(evr_loop_t *loop, uint64_t clock_ns);
+/* 1 if timers (active, referenced or not) or internal timeouts remain. */
+int evr__timers_pending(const evr_loop_t *loop);
+
+/* Internal timeouts: a wheel node inside a stream or listener, no handle.
+ * Its expiry is delivered by kind, from the timer phase; it does not keep
+ * the loop alive by itself. */
+enum {
+  EVR__TK_TIMER = 0,   /* the node of a public evr_timer_t */
+  EVR__TK_STREAM,      /* evr__stream_timeout() */
+  EVR__TK_LISTENER     /* evr__listener_timeout() */
+};
+void evr__tnode_start(evr_loop_t *loop, struct evr__tnode *n,
+                      uint64_t timeout_ns); /* restart if pending; never early */
+void evr__tnode_stop(evr_loop_t *loop, struct evr__tnode *n); /* idempotent */
+void evr__stream_timeout(struct evr__tnode *n);    /* net/stream.c */
+void evr__listener_timeout(struct evr__tnode *n);  /* net/listener.c */
 
 /* ---- threads and signals (reactor/async.c, post.c, pool.c, signal.c) ----
  * The loop calls the first four; the rest is internal to those files, and

@@ -96,7 +96,7 @@ int evr_loop_free(evr_loop_t *loop) {
   if (!loop) return EVR_EINVAL;
   if (loop->running || !evr__list_empty(&loop->handles) ||
       !evr__list_empty(&loop->closing) || !evr__list_empty(&loop->deferred) ||
-      loop->active_reqs || evr__post_pending(loop))
+      loop->active_reqs || evr__post_pending(loop) || evr__timers_pending(loop))
     return EVR_EBUSY;
   evr__async_loop_destroy(loop);
   evr__timers_destroy(loop);
@@ -131,17 +131,24 @@ int evr_loop_metrics(const evr_loop_t *loop, evr_loop_metrics_t *out) {
   return 0;
 }
 
-static int poll_timeout(evr_loop_t *loop, evr_run_mode_t mode) {
+/* Nanoseconds the poll phase may block: -1 for no limit. */
+static int64_t poll_timeout(evr_loop_t *loop, evr_run_mode_t mode) {
   if (mode == EVR_RUN_NOWAIT || loop->stop_flag) return 0;
   if (!evr__list_empty(&loop->deferred) || !evr__list_empty(&loop->closing))
     return 0;
   if (loop->active_refs == 0 && loop->active_reqs == 0) return 0;
-  int64_t t = evr__timers_next_timeout(loop);
-  if (t < 0) return -1;
-  return t > INT32_MAX ? INT32_MAX : (int)t;
+  return evr__timers_next_timeout(loop);
 }
 
-static int loop_poll(evr_loop_t *loop, int timeout) {
+/* The backends still wait in whole milliseconds: round up, never early. */
+static int ns_to_poll_ms(int64_t ns) {
+  if (ns < 0) return -1;
+  int64_t ms = ns / 1000000 + (ns % 1000000 != 0);
+  return ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
+static int loop_poll(evr_loop_t *loop, int64_t timeout_ns) {
+  int timeout = ns_to_poll_ms(timeout_ns);
   if (loop->nlinger) evr__io_flush(loop);
   if (timeout == 0) return loop->backend->poll(loop, 0);
   uint64_t t0 = evr__hrtime();

@@ -234,7 +234,7 @@ static void close_all_conns(struct server *srv) {
 }
 
 static void on_drain_timeout(evr_timer_t *t) {
-  struct server *srv = t->base.data;
+  struct server *srv = t->data;
   unsigned n = 0;
   for (struct conn *c = srv->conns; c; c = c->next) n++;
   if (n) log_info("loop %d: drain timeout: closing %u connections", srv->index, n);
@@ -251,7 +251,7 @@ static void on_command(evr_async_t *a) {
      * it ends as soon as the last connection closes. */
     evr_unref(&srv->wake.base);
     evr_timer_start(&srv->drain_timer, on_drain_timeout, cfg.drain_timeout_s * 1000, 0);
-    evr_unref(&srv->drain_timer.base);
+    evr_timer_unref(&srv->drain_timer);
   }
   if (cmd >= 2) close_all_conns(srv);
 }
@@ -315,15 +315,16 @@ static int server_init(struct server *srv, int index, struct server *first) {
     return rc;
   }
   srv->wake.base.data = srv;
-  srv->drain_timer.base.data = srv;
+  srv->drain_timer.data = srv;
   return server_listen(srv, first);
 }
 
 static void server_free(struct server *srv) {
   if (!srv->loop) return;
   /* A connection still being handed to this loop is closed when the run
-   * below takes it (conn_adopt). */
+   * below takes it (conn_adopt). Timers are not handles: stop them. */
   srv->draining = 1;
+  evr_timer_stop(&srv->drain_timer);
   evr_loop_walk(srv->loop, close_any, NULL);
   evr_loop_run(srv->loop, EVR_RUN_DEFAULT);
   int rc = evr_loop_free(srv->loop);

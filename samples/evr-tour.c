@@ -47,12 +47,12 @@ static void on_readable(evr_io_t *io, unsigned events) {
   if (rc) fprintf(stderr, "defer: %s\n", evr_strerror(rc));
   if (t->received == 3) {
     evr_close(&t->reader.base, NULL);
-    evr_close(&t->ticker.base, NULL);
+    evr_timer_stop(&t->ticker);
   }
 }
 
 static void on_tick(evr_timer_t *timer) {
-  struct tour *t = timer->base.data;
+  struct tour *t = timer->data;
   char msg[32];
   int len = snprintf(msg, sizeof msg, "tick %d", ++t->sent);
   if (write(t->fds[1], msg, (size_t)len) != len) perror("write");
@@ -91,7 +91,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   t.reader.base.data = &t;
-  t.ticker.base.data = &t;
+  t.ticker.data = &t;
   rc = evr_loop_run(t.loop, EVR_RUN_DEFAULT);
   if (rc < 0) {
     fprintf(stderr, "evr_loop_run: %s\n", evr_strerror(rc));
@@ -99,9 +99,9 @@ int main(int argc, char **argv) {
   }
   evr_loop_metrics_t m;
   evr_loop_metrics(t.loop, &m);
-  printf("done: %llu iterations, %llu events, %.1f ms idle in poll, max timer lateness %llu ms\n",
+  printf("done: %llu iterations, %llu events, %.1f ms idle in poll, max timer lateness %.3f ms\n",
          (unsigned long long)m.iterations, (unsigned long long)m.events, (double)m.idle_ns / 1e6,
-         (unsigned long long)m.timer_lateness_max_ms);
+         (double)m.timer_lateness_max_ns / 1e6);
   close(t.fds[0]);
   close(t.fds[1]);
   rc = evr_loop_free(t.loop);

@@ -286,7 +286,7 @@ static void on_episode_timer(evr_timer_t *t) {
 
 /* A count is pending: this loop writes it when it is due. */
 static void episode_later(struct server *srv) {
-  if (!evr_is_active(&srv->ep_timer.base) && !evr_is_closing(&srv->ep_timer.base))
+  if (!evr_timer_is_active(&srv->ep_timer))
     evr_timer_start(&srv->ep_timer, on_episode_timer, 1000, 0);
 }
 
@@ -321,7 +321,7 @@ static void splice_teardown(struct session *ses) {
     close(ses->dir[i].pr);
     close(ses->dir[i].pw);
   }
-  evr_close(&ses->sidle.base, splice_closed);
+  evr_timer_stop(&ses->sidle);
 }
 
 static void side_close(struct side *sd) {
@@ -604,7 +604,7 @@ static void splice_update(struct session *ses) {
 }
 
 static void on_splice_idle(evr_timer_t *t) {
-  struct session *ses = t->base.data;
+  struct session *ses = t->data;
   uint64_t idle_ms = cfg.idle_timeout_s * 1000;
   uint64_t now = evr_now(ses->srv->loop);
   if (now - ses->last_traffic >= idle_ms) {
@@ -644,8 +644,7 @@ static int splice_start(struct session *ses) {
     ses->nopen++;
   }
   evr_timer_init(ses->srv->loop, &ses->sidle);
-  ses->sidle.base.data = ses;
-  ses->nopen++;
+  ses->sidle.data = ses;
   ses->spliced = 1;
   ses->last_traffic = 0;
   /* The streams only own the descriptors from now on. */
@@ -1184,7 +1183,7 @@ static void close_all_sessions(struct server *srv) {
 }
 
 static void on_drain_timeout(evr_timer_t *t) {
-  struct server *srv = t->base.data;
+  struct server *srv = t->data;
   unsigned n = 0;
   for (struct session *s = srv->sessions; s; s = s->next) n++;
   if (n) log_info("loop %d: drain timeout: closing %u connections", srv->index, n);
@@ -1198,7 +1197,7 @@ static void on_command(evr_async_t *a) {
     close_listeners(srv);
     evr_unref(&srv->wake.base);
     evr_timer_start(&srv->drain_timer, on_drain_timeout, cfg.drain_timeout_s * 1000, 0);
-    evr_unref(&srv->drain_timer.base);
+    evr_timer_unref(&srv->drain_timer);
   }
   if (atomic_load(&srv->command) >= 2) close_all_sessions(srv);
 }
@@ -1253,8 +1252,8 @@ static int server_init(struct server *srv, int index, struct server *first) {
     return rc;
   }
   srv->wake.base.data = srv;
-  srv->drain_timer.base.data = srv;
-  evr_unref(&srv->ep_timer.base);
+  srv->drain_timer.data = srv;
+  evr_timer_unref(&srv->ep_timer);
   /* BALANCE_ACCEPT: the first loop accepts for all. */
   for (int i = 0; i < cfg.nlisten && !(spreading() && index > 0); i++) {
     srv->nlisteners++;
@@ -1274,8 +1273,11 @@ static int server_init(struct server *srv, int index, struct server *first) {
 static void server_free(struct server *srv) {
   if (!srv->loop) return;
   /* A client still being handed to this loop is closed when the run below
-   * takes it (session_adopt). */
+   * takes it (session_adopt). Timers are not handles: stop them. */
   srv->draining = 1;
+  evr_timer_stop(&srv->drain_timer);
+  evr_timer_stop(&srv->ep_timer);
+  for (struct session *s = srv->sessions; s; s = s->next) evr_timer_stop(&s->sidle);
   evr_loop_walk(srv->loop, close_any, NULL);
   evr_loop_run(srv->loop, EVR_RUN_DEFAULT);
   int rc = evr_loop_free(srv->loop);

@@ -311,7 +311,7 @@ static void count_iteration(struct evr_hook *h) {
 
 static void on_guard(evr_timer_t *t) {
   (void)t;
-  evr_loop_stop(t->base.loop);
+  evr_loop_stop(t->loop);
 }
 
 /* Connect a blocking client to l and run the parent's loop until the
@@ -326,10 +326,10 @@ static void assert_parent_accepts(evr_listener_t *l) {
   assert_evr_ok(evr_timer_init(test_loop, &guard));
   assert_evr_ok(evr_timer_start(&guard, on_guard, 10000, 0));
   accepted = 0;
-  while (!accepted && evr_is_active(&guard.base))
+  while (!accepted && evr_timer_is_active(&guard))
     assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
   int got = accepted;
-  assert_evr_ok(evr_close(&guard.base, NULL));
+  assert_evr_ok(evr_timer_stop(&guard));
   assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
   (void)close(c);
   assert_int_equal(got, 1);
@@ -392,7 +392,7 @@ static void child_closes_all_and_goes_on(void) {
   evr_unref(&chk.base);
   CHILD_CHECK(evr_loop_run(test_loop, EVR_RUN_DEFAULT) == 0);
   CHILD_CHECK(timer_fired == 1 && iterations < 100);
-  CHILD_CHECK(evr_close(&chk.base, NULL) == 0 && evr_close(&t.base, NULL) == 0);
+  CHILD_CHECK(evr_close(&chk.base, NULL) == 0 && evr_timer_stop(&t) == 0);
   CHILD_CHECK(evr_loop_run(test_loop, EVR_RUN_DEFAULT) == 0);
   CHILD_CHECK(evr_loop_free(test_loop) == 0);
   _exit(0);

@@ -449,7 +449,7 @@ static int leave_closed_file_open_elsewhere(evr_io_t *io, int old[2], int *num) 
  * stopping the loop makes that iteration's poll return at once. */
 static void iter_count_timer_cb(evr_timer_t *t) {
   calls += 1000;
-  evr_loop_stop(t->base.loop);
+  evr_loop_stop(t->loop);
 }
 
 static void test_io_closed_file_open_elsewhere(void **state) {
@@ -489,7 +489,7 @@ static void test_io_closed_file_open_elsewhere(void **state) {
   assert_int_equal(read(num, buf, sizeof buf), 3);
   assert_memory_equal(buf, "new", 3);
   assert_evr_ok(evr_close(&io2.base, NULL));
-  assert_evr_ok(evr_close(&t.base, NULL));
+  assert_evr_ok(evr_timer_stop(&t));
   assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), 0);
   close(num);
   close(keep);
@@ -600,7 +600,7 @@ static int spin_iterations;
 static void spin_check_cb(struct evr_hook *h) {
   if (++spin_iterations >= 1000) evr_loop_stop(h->base.loop);
 }
-static void stop_timer_cb(evr_timer_t *t) { evr_loop_stop(t->base.loop); }
+static void stop_timer_cb(evr_timer_t *t) { evr_loop_stop(t->loop); }
 
 static void test_io_failed_repair_is_an_error_not_a_spin(void **state) {
   (void)state;
@@ -634,8 +634,8 @@ static void test_io_failed_repair_is_an_error_not_a_spin(void **state) {
     assert_int_equal(failed, 0);
     assert_int_equal(rc, 1);
   }
-  assert_false(evr_is_active(&t.base)); /* it stopped the loop */
-  assert_evr_ok(evr_close(&t.base, NULL));
+  assert_false(evr_timer_is_active(&t)); /* it stopped the loop */
+  assert_evr_ok(evr_timer_stop(&t));
   assert_evr_ok(evr_close(&chk.base, NULL));
   assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), 0);
   close(keep);
@@ -673,9 +673,9 @@ static void run_until_calls(int want) {
   static evr_timer_t guard;
   assert_evr_ok(evr_timer_init(test_loop, &guard));
   assert_evr_ok(evr_timer_start(&guard, stop_timer_cb, 10000, 0));
-  while (calls < want && evr_is_active(&guard.base))
+  while (calls < want && evr_timer_is_active(&guard))
     assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
-  assert_evr_ok(evr_close(&guard.base, NULL));
+  assert_evr_ok(evr_timer_stop(&guard));
   assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
   assert_int_equal(calls, want);
 }

@@ -1158,7 +1158,7 @@ static void test_stream_idle_timeout_fires_and_traffic_rearms_it(void **state) {
   assert_evr_ok(evr_stream_read_stop(&a.s));
   assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 0);
   assert_int_equal(idle_fired, 2);
-  assert_evr_ok(evr_close(&traffic_timer.base, NULL));
+  assert_evr_ok(evr_timer_stop(&traffic_timer));
   sink_close(&a);
   close(sv[1]);
 }

@@ -118,7 +118,7 @@ static void test_timer_many_timers_fire_in_due_then_start_order(void **state) {
   srand(7);
   for (int i = 0; i < MAX_TIMERS; i++) {
     start_recorded(i, (uint64_t)(rand() % 30));
-    due[i] = tm[i].wnode.due;
+    due[i] = tm[i].node.due;
   }
   assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 0);
   assert_int_equal(fired, MAX_TIMERS);
@@ -134,10 +134,10 @@ static void test_timer_zero_timeout_runs_in_next_timer_phase_not_synchronously(
   reset();
   start_recorded(0, 0);
   assert_int_equal(fired, 0);
-  assert_true(evr_is_active(&tm[0].base));
+  assert_true(evr_timer_is_active(&tm[0]));
   assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), 0);
   assert_int_equal(fired, 1);
-  assert_false(evr_is_active(&tm[0].base));
+  assert_false(evr_timer_is_active(&tm[0]));
 }
 
 /* The prepare hook runs once per iteration, between two timer phases. */
@@ -176,14 +176,14 @@ static void test_timer_restarted_with_zero_in_its_callback_runs_next_iteration(
 static uint64_t next_due[16];
 
 static uint64_t absolute_due(const evr_timer_t *t) {
-  return evr_now(t->base.loop) + evr_timer_due_in(t);
+  return evr_now_ns(t->loop) + evr_timer_due_in_ns(t);
 }
 
 static void repeat_cb(evr_timer_t *t) {
   assert_true(evr_timer_due_in(t) > 0); /* re-armed into the future */
   next_due[fired] = absolute_due(t);
   if (fired > 0)
-    assert_true(evr_hrtime() / NS_PER_MS >= next_due[fired - 1]);
+    assert_true(evr_hrtime() >= next_due[fired - 1]);
   if (++fired == 10) assert_evr_ok(evr_timer_stop(t));
 }
 
@@ -200,27 +200,27 @@ static void test_timer_repeat_is_scheduled_from_due_time_without_drift(
    * grid points, never shift the grid). */
   for (int i = 1; i < 10; i++) {
     assert_true(next_due[i] > next_due[i - 1]);
-    assert_int_equal((next_due[i] - next_due[i - 1]) % 4, 0);
+    assert_int_equal((next_due[i] - next_due[i - 1]) % (4 * NS_PER_MS), 0);
   }
 }
 
-static uint64_t blocked_at_ms;
+static uint64_t blocked_at;
 
 static void blocking_repeat_cb(evr_timer_t *t) {
-  uint64_t real_ms = evr_hrtime() / NS_PER_MS;
+  uint64_t real = evr_hrtime();
   next_due[fired] = absolute_due(t);
-  if (fired > 0) assert_true(real_ms >= next_due[fired - 1]); /* not early */
+  if (fired > 0) assert_true(real >= next_due[fired - 1]); /* not early */
   switch (fired++) {
   case 0:
-    blocked_at_ms = real_ms;
+    blocked_at = real;
     busy_wait_ms(55); /* misses five periods of 10 ms */
     break;
   case 1:
     /* Runs once, late; the next due time skips what was missed and lies in
      * the future, on the original grid. */
-    assert_true(next_due[1] > real_ms);
-    assert_true(next_due[1] >= blocked_at_ms + 55);
-    assert_int_equal((next_due[1] - next_due[0]) % 10, 0);
+    assert_true(next_due[1] > real);
+    assert_true(next_due[1] >= blocked_at + 55 * NS_PER_MS);
+    assert_int_equal((next_due[1] - next_due[0]) % (10 * NS_PER_MS), 0);
     break;
   default:
     assert_evr_ok(evr_timer_stop(t));
@@ -239,7 +239,7 @@ static void test_timer_repeat_after_blocked_loop_fires_once_and_skips_missed(
   /* The third run waited for the skipped-to due time: no burst. */
   evr_loop_metrics_t m;
   assert_evr_ok(evr_loop_metrics(test_loop, &m));
-  assert_true(m.timer_lateness_max_ms >= 45);
+  assert_true(m.timer_lateness_max_ns >= 45 * NS_PER_MS);
 }
 
 static void test_timer_again_restarts_with_repeat_from_now(void **state) {
@@ -258,12 +258,15 @@ static void test_timer_again_restarts_with_repeat_from_now(void **state) {
   assert_true(evr_timer_due_in(&tm[0]) >= 5);
   assert_true(evr_timer_due_in(&tm[0]) < 100000);
   run_until(test_loop, &fired, 1000);
-  assert_true(evr_is_active(&tm[0].base)); /* repeating now */
+  assert_true(evr_timer_is_active(&tm[0])); /* repeating now */
   assert_evr_ok(evr_timer_stop(&tm[0]));
   assert_true(evr_timer_due_in(&tm[0]) == 0);
   /* again() also starts a stopped timer that has a callback. */
   assert_evr_ok(evr_timer_again(&tm[0]));
-  assert_true(evr_is_active(&tm[0].base));
+  assert_true(evr_timer_is_active(&tm[0]));
+  /* An active timer keeps evr_loop_free() busy: the teardown checks it. */
+  assert_int_equal(evr_loop_free(test_loop), EVR_EBUSY);
+  assert_evr_ok(evr_timer_stop(&tm[0]));
 }
 
 static void test_timer_starting_an_active_timer_restarts_it(void **state) {
@@ -285,13 +288,6 @@ static void test_timer_starting_an_active_timer_restarts_it(void **state) {
 
 /* ---- callbacks that stop, restart and close timers ---- */
 
-static int closed;
-
-static void on_close(evr_handle_t *h) {
-  assert_ptr_equal(h, &tm[3].base);
-  closed++;
-}
-
 static void meddling_cb(evr_timer_t *t) {
   int i = index_of(t);
   order[fired++] = i;
@@ -300,20 +296,19 @@ static void meddling_cb(evr_timer_t *t) {
     assert_evr_ok(evr_timer_stop(&tm[1]));
     assert_evr_ok(evr_timer_start(&tm[2], meddling_cb, 0, 0));
     break;
-  case 3: /* a repeating timer closing itself */
-    assert_evr_ok(evr_close(&t->base, on_close));
-    assert_int_equal(evr_timer_start(t, meddling_cb, 1, 0), EVR_EINVAL);
+  case 3: /* a repeating timer stopping itself: its memory is free again */
     assert_evr_ok(evr_timer_stop(t));
+    memset(t, 0xa5, sizeof *t);
+    assert_evr_ok(evr_timer_init(test_loop, t));
     break;
   default:
     break;
   }
 }
 
-static void test_timer_stop_restart_and_close_inside_callbacks(void **state) {
+static void test_timer_stop_restart_and_reuse_inside_callbacks(void **state) {
   (void)state;
   reset();
-  closed = 0;
   for (int i = 0; i < 4; i++) assert_evr_ok(evr_timer_init(test_loop, &tm[i]));
   assert_evr_ok(evr_timer_start(&tm[0], meddling_cb, 0, 0));
   assert_evr_ok(evr_timer_start(&tm[1], meddling_cb, 0, 0));
@@ -325,8 +320,7 @@ static void test_timer_stop_restart_and_close_inside_callbacks(void **state) {
   assert_int_equal(order[0], 0);
   assert_int_equal(order[1], 3);
   assert_int_equal(order[2], 2);
-  assert_int_equal(closed, 1);
-  assert_true(evr_is_closing(&tm[3].base));
+  assert_false(evr_timer_is_active(&tm[3]));
 }
 
 static void never_cb(evr_timer_t *t) {
@@ -339,11 +333,11 @@ static void test_timer_unreferenced_timer_does_not_keep_loop_alive(
   (void)state;
   assert_evr_ok(evr_timer_init(test_loop, &tm[0]));
   assert_evr_ok(evr_timer_start(&tm[0], never_cb, 60000, 0));
-  evr_unref(&tm[0].base);
+  evr_timer_unref(&tm[0]);
   assert_int_equal(evr_loop_alive(test_loop), 0);
   assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 0);
-  assert_true(evr_is_active(&tm[0].base));
-  evr_ref(&tm[0].base);
+  assert_true(evr_timer_is_active(&tm[0]));
+  evr_timer_ref(&tm[0]);
   assert_int_equal(evr_loop_alive(test_loop), 1);
   assert_evr_ok(evr_timer_stop(&tm[0]));
   assert_int_equal(evr_loop_alive(test_loop), 0);
@@ -354,14 +348,14 @@ static void test_timer_lateness_is_recorded_in_metrics(void **state) {
   reset();
   evr_loop_metrics_t m;
   assert_evr_ok(evr_loop_metrics(test_loop, &m));
-  assert_true(m.timer_lateness_max_ms == 0 || m.timer_lateness_max_ms < 1000);
+  assert_true(m.timer_lateness_max_ns < 1000 * NS_PER_MS);
   assert_evr_ok(evr_timer_init(test_loop, &tm[0]));
   assert_evr_ok(evr_timer_start(&tm[0], busy_then_start_cb, 1, 0));
   start_recorded(5, 1);
   assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 0);
   /* tm[5] was due at most 1 ms after tm[0] and waited for its 20 ms. */
   assert_evr_ok(evr_loop_metrics(test_loop, &m));
-  assert_true(m.timer_lateness_max_ms >= 19);
+  assert_true(m.timer_lateness_max_ns >= 19 * NS_PER_MS);
 }
 
 static void test_timer_error_paths(void **state) {
@@ -381,7 +375,7 @@ static void test_timer_error_paths(void **state) {
 
   assert_evr_ok(evr_timer_init(test_loop, &tm[0]));
   assert_int_equal(evr_timer_start(&tm[0], NULL, 1, 0), EVR_EINVAL);
-  assert_false(evr_is_active(&tm[0].base));
+  assert_false(evr_timer_is_active(&tm[0]));
   evr_timer_set_repeat(&tm[0], 5);
   assert_int_equal(evr_timer_again(&tm[0]), EVR_EINVAL); /* never started */
   assert_evr_ok(evr_timer_start(&tm[0], record_cb, 10, 0));
@@ -389,24 +383,119 @@ static void test_timer_error_paths(void **state) {
   assert_evr_ok(evr_timer_stop(&tm[0]));
   assert_evr_ok(evr_timer_stop(&tm[0])); /* idempotent */
   assert_true(evr_timer_due_in(&tm[0]) == 0);
-  assert_string_equal(evr_handle_type_name(&tm[0].base), "timer");
 
   assert_evr_ok(evr_timer_start(&tm[0], record_cb, 10, 3));
-  assert_evr_ok(evr_close(&tm[0].base, NULL));
-  assert_false(evr_is_active(&tm[0].base));
-  assert_int_equal(evr_timer_start(&tm[0], record_cb, 1, 0), EVR_EINVAL);
-  assert_int_equal(evr_timer_again(&tm[0]), EVR_EINVAL);
+  assert_evr_ok(evr_timer_stop(&tm[0]));
+  assert_false(evr_timer_is_active(&tm[0]));
+  assert_evr_ok(evr_timer_again(&tm[0])); /* its repeat, from now */
+  assert_true(evr_timer_is_active(&tm[0]));
+  assert_true(evr_timer_due_in(&tm[0]) >= 3);
   assert_evr_ok(evr_timer_stop(&tm[0]));
   assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 0);
-  assert_true(evr_is_closing(&tm[0].base));
-  assert_int_equal(evr_timer_start(&tm[0], record_cb, 1, 0), EVR_EINVAL);
+}
+
+/* ---- sub-millisecond due times ---- */
+
+static uint64_t ns_started[8], ns_timeout[8];
+
+static void ns_record_cb(evr_timer_t *t) {
+  int i = index_of(t);
+  assert_true(evr_hrtime() >= ns_started[i] + ns_timeout[i]); /* never early */
+  order[fired++] = i;
+}
+
+static void ns_start(int i, uint64_t timeout_ns) {
+  ns_timeout[i] = timeout_ns;
+  ns_started[i] = evr_hrtime();
+  assert_evr_ok(evr_timer_start_ns(&tm[i], ns_record_cb, timeout_ns, 0));
+}
+
+/* Sub-millisecond timeouts keep their order and are never early, whether
+ * started outside the loop (the clock is read) or from a callback (the
+ * start is settled against a later reading). */
+static void ns_starter_cb(evr_timer_t *t) {
+  (void)t;
+  ns_start(4, 900000);
+  ns_start(5, 150000);
+  ns_start(6, 400000);
+}
+
+static void test_timer_sub_millisecond_timeouts_are_exact_in_order(
+    void **state) {
+  (void)state;
+  reset();
+  for (int i = 0; i < 8; i++) assert_evr_ok(evr_timer_init(test_loop, &tm[i]));
+  ns_start(0, 700000); /* 0.7 ms */
+  ns_start(1, 200000);
+  ns_start(2, 450000);
+  ns_start(3, 1);
+  assert_evr_ok(evr_timer_start(&tm[7], ns_starter_cb, 0, 0));
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 0);
+  assert_int_equal(fired, 7);
+  /* 3 (1 ns) first; 1, 2, 0 by due time; the three started from the
+   * callback after it, in due order. Each was checked against the clock. */
+  assert_int_equal(order[0], 3);
+  int pos1 = -1, pos2 = -1, pos0 = -1, pos5 = -1, pos6 = -1, pos4 = -1;
+  for (int k = 0; k < 7; k++) {
+    if (order[k] == 1) pos1 = k;
+    if (order[k] == 2) pos2 = k;
+    if (order[k] == 0) pos0 = k;
+    if (order[k] == 5) pos5 = k;
+    if (order[k] == 6) pos6 = k;
+    if (order[k] == 4) pos4 = k;
+  }
+  assert_true(pos1 < pos2 && pos2 < pos0);
+  assert_true(pos5 < pos6 && pos6 < pos4);
+  assert_int_equal(evr_timer_get_repeat(&tm[0]), 0);
+}
+
+/* The due time is kept in nanoseconds: a timer's due_in_ns is what was
+ * asked for, not rounded to milliseconds. */
+static void test_timer_due_time_is_kept_in_nanoseconds(void **state) {
+  (void)state;
+  assert_evr_ok(evr_timer_init(test_loop, &tm[0]));
+  assert_evr_ok(evr_timer_start_ns(&tm[0], never_cb, 2500000, 0));
+  /* Started outside the loop: due = a clock reading + 2.5 ms. Seen from
+   * any later reading, at most 2.5 ms are left (a due time rounded to whole
+   * milliseconds could leave more). */
+  evr_update_time(test_loop);
+  uint64_t left = evr_timer_due_in_ns(&tm[0]);
+  assert_true(left > 0 && left <= 2500000);
+  assert_true(evr_timer_due_in(&tm[0]) == (left + NS_PER_MS - 1) / NS_PER_MS);
+  assert_evr_ok(evr_timer_stop(&tm[0]));
+}
+
+static int walked;
+static void count_walk(evr_handle_t *h, void *arg) {
+  (void)h;
+  (void)arg;
+  walked++;
+}
+
+/* A timer is not a handle: 64 bytes, not walked, nothing to close. */
+static void test_timer_is_a_64_byte_watcher_not_a_handle(void **state) {
+  (void)state;
+  assert_int_equal(sizeof(evr_timer_t), 64);
+  walked = 0;
+  evr_loop_walk(test_loop, count_walk, NULL);
+  int handles = walked;
+  assert_evr_ok(evr_timer_init(test_loop, &tm[0]));
+  assert_evr_ok(evr_timer_start(&tm[0], never_cb, 60000, 0));
+  walked = 0;
+  evr_loop_walk(test_loop, count_walk, NULL);
+  assert_int_equal(walked, handles);
+  assert_evr_ok(evr_timer_stop(&tm[0]));
+  /* Stopped, it holds nothing: its memory may be reused at once. */
+  memset(&tm[0], 0, sizeof tm[0]);
+  assert_evr_ok(evr_loop_free(test_loop));
+  test_loop = NULL;
 }
 
 static void test_timer_huge_timeout_is_clamped_and_does_not_fire(void **state) {
   (void)state;
   assert_evr_ok(evr_timer_init(test_loop, &tm[0]));
   assert_evr_ok(evr_timer_start(&tm[0], never_cb, UINT64_MAX, UINT64_MAX));
-  assert_true(evr_timer_due_in(&tm[0]) > (UINT64_C(1) << 61));
+  assert_true(evr_timer_due_in_ns(&tm[0]) > (UINT64_C(1) << 61));
   assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), 1);
   assert_evr_ok(evr_timer_stop(&tm[0]));
 }
@@ -428,11 +517,14 @@ int main(void) {
           test_timer_repeat_after_blocked_loop_fires_once_and_skips_missed),
       EVR_TEST(test_timer_again_restarts_with_repeat_from_now),
       EVR_TEST(test_timer_starting_an_active_timer_restarts_it),
-      EVR_TEST(test_timer_stop_restart_and_close_inside_callbacks),
+      EVR_TEST(test_timer_stop_restart_and_reuse_inside_callbacks),
       EVR_TEST(test_timer_unreferenced_timer_does_not_keep_loop_alive),
       EVR_TEST(test_timer_lateness_is_recorded_in_metrics),
       EVR_TEST(test_timer_error_paths),
       EVR_TEST(test_timer_huge_timeout_is_clamped_and_does_not_fire),
+      EVR_TEST(test_timer_sub_millisecond_timeouts_are_exact_in_order),
+      EVR_TEST(test_timer_due_time_is_kept_in_nanoseconds),
+      EVR_TEST(test_timer_is_a_64_byte_watcher_not_a_handle),
   };
   return cmocka_run_group_tests_name("timer", tests, NULL, NULL);
 }

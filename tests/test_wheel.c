@@ -19,6 +19,11 @@
 #define YEAR_MS (365 * DAY_MS)
 
 static struct evr__wheel wheel;
+/* Ticks of 2^wheel_shift time units: the unit tests use 1 (each unit its
+ * own tick, as if the wheel ran in whole ticks); the model test also runs
+ * with coarser ticks, where due times within a tick must still come out
+ * exact and in order. */
+static unsigned wheel_shift;
 
 static void check(struct evr__wheel *w) {
   int line = evr__wheel_check(w);
@@ -26,9 +31,9 @@ static void check(struct evr__wheel *w) {
 }
 
 /* Pop everything that is ready; returns how many, storing node pointers. */
-static int drain(struct evr__wheel *w, struct evr__wnode **out, int max) {
+static int drain(struct evr__wheel *w, struct evr__tnode **out, int max) {
   int n = 0;
-  struct evr__wnode *p;
+  struct evr__tnode *p;
   while ((p = evr__wheel_pop(w)) != NULL) {
     assert_true(n < max);
     out[n++] = p;
@@ -39,7 +44,7 @@ static int drain(struct evr__wheel *w, struct evr__wnode **out, int max) {
 
 static void test_wheel_empty_wheel_has_no_next_and_pops_nothing(void **state) {
   (void)state;
-  evr__wheel_init(&wheel, 1000);
+  evr__wheel_init(&wheel, 1000, wheel_shift);
   assert_true(evr__wheel_next(&wheel) == UINT64_MAX);
   assert_null(evr__wheel_pop(&wheel));
   evr__wheel_advance(&wheel, 5 * YEAR_MS);
@@ -53,21 +58,21 @@ static void test_wheel_node_expires_exactly_at_its_due_time(void **state) {
   uint64_t dues[] = {1, 63, 64, 65, 4095, 4096, 4097, 300000, HOUR_MS,
                      DAY_MS, YEAR_MS, 3 * YEAR_MS};
   for (size_t i = 0; i < sizeof dues / sizeof dues[0]; i++) {
-    struct evr__wnode n;
+    struct evr__tnode n;
     uint64_t base = 12345;
-    evr__wheel_init(&wheel, base);
-    evr__wnode_init(&n);
+    evr__wheel_init(&wheel, base, wheel_shift);
+    evr__tnode_init(&n, 0);
     evr__wheel_add(&wheel, &n, base + dues[i]);
     check(&wheel);
     assert_true(evr__wheel_next(&wheel) <= base + dues[i]);
     evr__wheel_advance(&wheel, base + dues[i] - 1);
     check(&wheel);
     assert_null(evr__wheel_pop(&wheel));
-    assert_true(evr__wnode_pending(&n));
+    assert_true(evr__tnode_pending(&n));
     evr__wheel_advance(&wheel, base + dues[i]);
     check(&wheel);
     assert_ptr_equal(evr__wheel_pop(&wheel), &n);
-    assert_false(evr__wnode_pending(&n));
+    assert_false(evr__tnode_pending(&n));
     assert_null(evr__wheel_pop(&wheel));
     assert_true(evr__wheel_next(&wheel) == UINT64_MAX);
   }
@@ -79,14 +84,14 @@ static void test_wheel_equal_deadlines_expire_in_start_order(void **state) {
    * e is pushed back to the same due time (it stays in its old slot, behind
    * the others), then c and d start. Cascading and re-filing append nodes
    * behind younger ones; the expiry order must still be start order. */
-  struct evr__wnode a, b, c, d, e;
-  struct evr__wnode *out[8];
-  evr__wnode_init(&a);
-  evr__wnode_init(&b);
-  evr__wnode_init(&c);
-  evr__wnode_init(&d);
-  evr__wnode_init(&e);
-  evr__wheel_init(&wheel, 0);
+  struct evr__tnode a, b, c, d, e;
+  struct evr__tnode *out[8];
+  evr__tnode_init(&a, 0);
+  evr__tnode_init(&b, 0);
+  evr__tnode_init(&c, 0);
+  evr__tnode_init(&d, 0);
+  evr__tnode_init(&e, 0);
+  evr__wheel_init(&wheel, 0, wheel_shift);
   evr__wheel_add(&wheel, &e, 299995);
   evr__wheel_add(&wheel, &a, 300000);
   evr__wheel_advance(&wheel, 299000);
@@ -109,27 +114,27 @@ static void test_wheel_equal_deadlines_expire_in_start_order(void **state) {
 
 static void test_wheel_jump_expires_in_due_then_start_order(void **state) {
   (void)state;
-  struct evr__wnode n[6];
-  struct evr__wnode *out[8];
+  struct evr__tnode n[6];
+  struct evr__tnode *out[8];
   uint64_t dues[6] = {5000, 70, 5000, 2 * YEAR_MS, 70, 3 * YEAR_MS};
-  evr__wheel_init(&wheel, 0);
+  evr__wheel_init(&wheel, 0, wheel_shift);
   for (int i = 0; i < 6; i++) {
-    evr__wnode_init(&n[i]);
+    evr__tnode_init(&n[i], 0);
     evr__wheel_add(&wheel, &n[i], dues[i]);
   }
   check(&wheel);
   evr__wheel_advance(&wheel, 10 * YEAR_MS);
   check(&wheel);
   assert_int_equal(drain(&wheel, out, 8), 6);
-  struct evr__wnode *want[6] = {&n[1], &n[4], &n[0], &n[2], &n[3], &n[5]};
+  struct evr__tnode *want[6] = {&n[1], &n[4], &n[0], &n[2], &n[3], &n[5]};
   for (int i = 0; i < 6; i++) assert_ptr_equal(out[i], want[i]);
 }
 
 static void test_wheel_pushing_a_node_later_only_rewrites_it(void **state) {
   (void)state;
-  struct evr__wnode n;
-  evr__wnode_init(&n);
-  evr__wheel_init(&wheel, 0);
+  struct evr__tnode n;
+  evr__tnode_init(&n, 0);
+  evr__wheel_init(&wheel, 0, wheel_shift);
   evr__wheel_add(&wheel, &n, 100);
   unsigned where = n.where;
   for (uint64_t due = 101; due < 5000; due += 7) {
@@ -154,12 +159,12 @@ static void test_wheel_push_later_keeps_start_order(void **state) {
   (void)state;
   /* a starts before b with an earlier provisional due time; both are then
    * settled to the same due time, b first: a still expires first. */
-  struct evr__wnode a, b, c;
-  struct evr__wnode *out[4];
-  evr__wnode_init(&a);
-  evr__wnode_init(&b);
-  evr__wnode_init(&c);
-  evr__wheel_init(&wheel, 0);
+  struct evr__tnode a, b, c;
+  struct evr__tnode *out[4];
+  evr__tnode_init(&a, 0);
+  evr__tnode_init(&b, 0);
+  evr__tnode_init(&c, 0);
+  evr__wheel_init(&wheel, 0, wheel_shift);
   evr__wheel_add(&wheel, &a, 10);
   evr__wheel_add(&wheel, &b, 12);
   evr__wheel_push_later(&wheel, &b, 20);
@@ -189,9 +194,9 @@ static void test_wheel_push_later_keeps_start_order(void **state) {
 
 static void test_wheel_pulling_a_node_earlier_refiles_it(void **state) {
   (void)state;
-  struct evr__wnode n;
-  evr__wnode_init(&n);
-  evr__wheel_init(&wheel, 0);
+  struct evr__tnode n;
+  evr__tnode_init(&n, 0);
+  evr__wheel_init(&wheel, 0, wheel_shift);
   evr__wheel_add(&wheel, &n, HOUR_MS);
   evr__wheel_add(&wheel, &n, 50);
   check(&wheel);
@@ -203,10 +208,10 @@ static void test_wheel_pulling_a_node_earlier_refiles_it(void **state) {
 
 static void test_wheel_stop_removes_node_and_is_idempotent(void **state) {
   (void)state;
-  struct evr__wnode a, b;
-  evr__wnode_init(&a);
-  evr__wnode_init(&b);
-  evr__wheel_init(&wheel, 0);
+  struct evr__tnode a, b;
+  evr__tnode_init(&a, 0);
+  evr__tnode_init(&b, 0);
+  evr__wheel_init(&wheel, 0, wheel_shift);
   evr__wheel_del(&wheel, &a); /* never started */
   evr__wheel_add(&wheel, &a, 10);
   evr__wheel_add(&wheel, &b, 10);
@@ -231,10 +236,10 @@ static void test_wheel_stop_removes_node_and_is_idempotent(void **state) {
 static void test_wheel_node_started_due_during_expiry_waits_for_next_advance(
     void **state) {
   (void)state;
-  struct evr__wnode a, b;
-  evr__wnode_init(&a);
-  evr__wnode_init(&b);
-  evr__wheel_init(&wheel, 0);
+  struct evr__tnode a, b;
+  evr__tnode_init(&a, 0);
+  evr__tnode_init(&b, 0);
+  evr__wheel_init(&wheel, 0, wheel_shift);
   evr__wheel_add(&wheel, &a, 5);
   evr__wheel_advance(&wheel, 5);
   assert_ptr_equal(evr__wheel_pop(&wheel), &a);
@@ -253,14 +258,14 @@ static void test_wheel_node_started_due_during_expiry_waits_for_next_advance(
 static void test_wheel_timeouts_beyond_range_wait_in_overflow_and_expire_exactly(
     void **state) {
   (void)state;
-  struct evr__wnode far, farther, near;
-  evr__wnode_init(&far);
-  evr__wnode_init(&farther);
-  evr__wnode_init(&near);
+  struct evr__tnode far, farther, near;
+  evr__tnode_init(&far, 0);
+  evr__tnode_init(&farther, 0);
+  evr__tnode_init(&near, 0);
   uint64_t base = 7;
   uint64_t far_due = base + (UINT64_C(1) << 40) + 12345;
   uint64_t farther_due = base + 100 * YEAR_MS + 1;
-  evr__wheel_init(&wheel, base);
+  evr__wheel_init(&wheel, base, wheel_shift);
   evr__wheel_add(&wheel, &farther, farther_due);
   evr__wheel_add(&wheel, &far, far_due);
   evr__wheel_add(&wheel, &near, base + 10);
@@ -274,7 +279,7 @@ static void test_wheel_timeouts_beyond_range_wait_in_overflow_and_expire_exactly
     assert_true(t > wheel.now);
     evr__wheel_advance(&wheel, t);
     check(&wheel);
-    struct evr__wnode *p;
+    struct evr__tnode *p;
     while ((p = evr__wheel_pop(&wheel)) != NULL) {
       assert_true(p->due == t);
       assert_ptr_equal(p, popped == 0 ? &near : popped == 1 ? &far : &farther);
@@ -286,9 +291,9 @@ static void test_wheel_timeouts_beyond_range_wait_in_overflow_and_expire_exactly
 
 static void test_wheel_time_never_goes_backwards(void **state) {
   (void)state;
-  struct evr__wnode n;
-  evr__wnode_init(&n);
-  evr__wheel_init(&wheel, 1000);
+  struct evr__tnode n;
+  evr__tnode_init(&n, 0);
+  evr__wheel_init(&wheel, 1000, wheel_shift);
   evr__wheel_add(&wheel, &n, 1010);
   evr__wheel_advance(&wheel, 10);
   assert_true(wheel.now == 1000);
@@ -299,10 +304,10 @@ static void test_wheel_time_never_goes_backwards(void **state) {
 
 static void test_wheel_next_is_cached_and_tracks_changes(void **state) {
   (void)state;
-  struct evr__wnode a, b;
-  evr__wnode_init(&a);
-  evr__wnode_init(&b);
-  evr__wheel_init(&wheel, 0);
+  struct evr__tnode a, b;
+  evr__tnode_init(&a, 0);
+  evr__tnode_init(&b, 0);
+  evr__wheel_init(&wheel, 0, wheel_shift);
   evr__wheel_add(&wheel, &a, 40);
   assert_true(evr__wheel_next(&wheel) == 40);
   assert_true(wheel.next_valid);
@@ -322,9 +327,10 @@ static void test_wheel_next_is_cached_and_tracks_changes(void **state) {
 #define MODEL_TIMERS 384
 
 struct model_timer {
-  struct evr__wnode node;
+  struct evr__tnode node;
   int active;
   int late;        /* started already due: not eligible until an advance */
+  int fresh;       /* provisional due time, not settled yet */
   uint64_t due;
   uint64_t seq;
 };
@@ -355,17 +361,56 @@ static uint64_t random_delta(void) {
   }
 }
 
+/* Fresh starts, in the order they became fresh (evr__wheel_add_fresh). */
+static int fresh_order[MODEL_TIMERS * 8];
+static int nfresh_order;
+
 static void model_start(struct model_timer *t, uint64_t due) {
   evr__wheel_add(&wheel, &t->node, due);
   t->active = 1;
+  t->fresh = 0;
   t->due = due;
   t->seq = model_seq++;
   t->late = due <= wheel.now;
 }
 
+/* A start whose due time is settled later by a common shift; it takes its
+ * start order at the settle, in the order the timers became fresh. */
+static void model_start_fresh(struct model_timer *t, uint64_t due) {
+  assert_int_equal(evr__wheel_add_fresh(&wheel, &t->node, due), 0);
+  if (!t->fresh) {
+    assert_true(nfresh_order < (int)(sizeof fresh_order / sizeof fresh_order[0]));
+    fresh_order[nfresh_order++] = (int)(t - mt);
+  }
+  t->active = 1;
+  t->fresh = 1;
+  t->due = due;
+  t->late = 0;
+}
+
+static void model_settle(uint64_t shift) {
+  evr__wheel_settle(&wheel, shift);
+  for (int i = 0; i < nfresh_order; i++) {
+    struct model_timer *t = &mt[fresh_order[i]];
+    if (!t->fresh) continue;
+    t->fresh = 0;
+    t->due += shift;
+    t->seq = model_seq++;
+  }
+  nfresh_order = 0;
+}
+
 static void model_stop(struct model_timer *t) {
   evr__wheel_del(&wheel, &t->node);
   t->active = 0;
+  t->fresh = 0;
+}
+
+static void model_any_start(struct model_timer *t, uint64_t due) {
+  if (due > wheel.now && rnd_below(3) == 0)
+    model_start_fresh(t, due);
+  else
+    model_start(t, due);
 }
 
 static struct model_timer *model_expected_pop(void) {
@@ -373,6 +418,7 @@ static struct model_timer *model_expected_pop(void) {
   for (int i = 0; i < MODEL_TIMERS; i++) {
     struct model_timer *t = &mt[i];
     if (!t->active || t->late || t->due > wheel.now) continue;
+    assert_false(t->fresh);
     if (!best || t->due < best->due ||
         (t->due == best->due && t->seq < best->seq))
       best = t;
@@ -386,11 +432,11 @@ static void model_verify(void) {
   uint64_t min_due = UINT64_MAX;
   for (int i = 0; i < MODEL_TIMERS; i++) {
     if (!mt[i].active) {
-      assert_false(evr__wnode_pending(&mt[i].node));
+      assert_false(evr__tnode_pending(&mt[i].node));
       continue;
     }
     active++;
-    assert_true(evr__wnode_pending(&mt[i].node));
+    assert_true(evr__tnode_pending(&mt[i].node));
     assert_true(mt[i].node.due == mt[i].due);
     if (mt[i].due < min_due) min_due = mt[i].due;
   }
@@ -432,6 +478,8 @@ static void model_advance(void) {
     target = wheel.now + random_delta();
   }
   if (target < wheel.now) target = wheel.now;
+  /* The loop settles fresh starts before it advances. */
+  model_settle(rnd_below(2) ? 0 : rnd_below(100));
   evr__wheel_advance(&wheel, target);
   for (int i = 0; i < MODEL_TIMERS; i++) mt[i].late = 0;
   check(&wheel);
@@ -439,7 +487,7 @@ static void model_advance(void) {
   for (;;) {
     struct model_timer *want = model_expected_pop();
     if (leave_some && rnd_below(3) == 0) break;
-    struct evr__wnode *got = evr__wheel_pop(&wheel);
+    struct evr__tnode *got = evr__wheel_pop(&wheel);
     if (!want) {
       assert_null(got);
       break;
@@ -452,11 +500,11 @@ static void model_advance(void) {
     /* Callbacks restart themselves, start, restart or stop others. */
     switch (rnd_below(10)) {
     case 0: model_start(want, wheel.now); break;
-    case 1: model_start(want, wheel.now + random_delta()); break;
+    case 1: model_any_start(want, wheel.now + random_delta()); break;
     case 2: model_stop(random_timer()); break;
     case 3: {
       struct model_timer *o = random_timer();
-      model_start(o, random_due(o));
+      model_any_start(o, random_due(o));
       break;
     }
     default: break;
@@ -475,31 +523,38 @@ static void test_wheel_matches_sorted_reference_model_over_random_operations(
          seed);
   fflush(stdout);
   rng_state = seed;
-  model_seq = 0;
-  evr__wheel_init(&wheel, rnd_below(UINT64_C(1) << 40));
-  memset(mt, 0, sizeof mt);
-  for (int i = 0; i < MODEL_TIMERS; i++) evr__wnode_init(&mt[i].node);
+  static const unsigned shifts[] = {0, 6, 20};
+  for (size_t k = 0; k < sizeof shifts / sizeof shifts[0]; k++) {
+    wheel_shift = shifts[k];
+    model_seq = 0;
+    nfresh_order = 0;
+    evr__wheel_init(&wheel, rnd_below(UINT64_C(1) << 40), wheel_shift);
+    memset(mt, 0, sizeof mt);
+    for (int i = 0; i < MODEL_TIMERS; i++) evr__tnode_init(&mt[i].node, 0);
 
-  const int steps = 150000;
-  for (int step = 0; step < steps; step++) {
-    uint64_t op = rnd_below(100);
-    struct model_timer *t = random_timer();
-    if (op < 55)
-      model_start(t, random_due(t));
-    else if (op < 75)
-      model_stop(t);
-    else
-      model_advance();
-    model_verify();
-    /* Keep far below 2^63. */
-    if (wheel.now > (UINT64_C(1) << 60)) {
-      for (int i = 0; i < MODEL_TIMERS; i++) model_stop(&mt[i]);
-      evr__wheel_init(&wheel, 0);
+    const int steps = 100000;
+    for (int step = 0; step < steps; step++) {
+      uint64_t op = rnd_below(100);
+      struct model_timer *t = random_timer();
+      if (op < 55)
+        model_any_start(t, random_due(t));
+      else if (op < 75)
+        model_stop(t);
+      else
+        model_advance();
+      model_verify();
+      /* Keep far below 2^63. */
+      if (wheel.now > (UINT64_C(1) << 60)) {
+        for (int i = 0; i < MODEL_TIMERS; i++) model_stop(&mt[i]);
+        nfresh_order = 0;
+        evr__wheel_init(&wheel, 0, wheel_shift);
+      }
     }
+    for (int i = 0; i < MODEL_TIMERS; i++) model_stop(&mt[i]);
+    check(&wheel);
+    assert_int_equal(wheel.count, 0);
   }
-  for (int i = 0; i < MODEL_TIMERS; i++) model_stop(&mt[i]);
-  check(&wheel);
-  assert_int_equal(wheel.count, 0);
+  wheel_shift = 0;
 }
 
 int main(void) {

@@ -117,6 +117,9 @@ EVR_API const char *const *evr_backends(void);
  *  of every iteration and by evr_update_time(). */
 EVR_API uint64_t evr_now(const evr_loop_t *loop);
 
+/** The same cached time in nanoseconds (the clock reading behind evr_now()). */
+EVR_API uint64_t evr_now_ns(const evr_loop_t *loop);
+
 /** Refresh the cached time from the monotonic clock. */
 EVR_API void evr_update_time(evr_loop_t *loop);
 
@@ -128,7 +131,7 @@ typedef struct evr_loop_metrics {
   uint64_t iterations;        /* completed loop iterations */
   uint64_t events;            /* I/O callbacks dispatched */
   uint64_t idle_ns;           /* time spent blocked in the backend's wait */
-  uint64_t timer_lateness_max_ms; /* largest (callback time - due time) seen */
+  uint64_t timer_lateness_max_ns; /* largest (callback time - due time) seen */
 } evr_loop_metrics_t;
 
 /** Copy the loop's counters into *out. @return 0 or EVR_EINVAL. */

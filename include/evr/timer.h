@@ -10,15 +10,20 @@
  *    I/O, or at the start of the next iteration), so a busy iteration delays
  *    the timers started in it by the rest of its work. Starting outside
  *    evr_loop_run() reads the clock. A timer may run late: the lateness is
- *    visible in evr_loop_metrics().timer_lateness_max_ms.
+ *    visible in evr_loop_metrics().timer_lateness_max_ns.
  *  - A timeout of 0 runs in the next timer phase, never inside
  *    evr_timer_start() and never in the timer phase that is running now.
- *  - Timers due at the same millisecond run in the order they were started
- *    (a restart counts as a new start).
+ *  - Due times are kept in nanoseconds, and the loop sleeps until the
+ *    earliest one with sub-millisecond resolution where the system has it.
+ *  - Timers run in due-time order; timers with the same due time (the same
+ *    timeout started from the same callback) run in the order they were
+ *    started (a restart counts as a new start).
  *  - A repeating timer is scheduled from its previous due time, so it does not
  *    drift. If the loop was blocked past several periods, it runs once and
  *    skips the missed periods instead of running in a burst.
  *  - Starting, restarting and stopping cost O(1) and never allocate.
+ *  - A timer is not a handle (evr_close() does not apply): a stopped timer
+ *    holds nothing, and its memory is the caller's again at once.
  */
 #ifndef EVR_TIMER_H
 #define EVR_TIMER_H
@@ -30,29 +35,39 @@
 extern "C" {
 #endif
 
-/* Wheel node embedded in each timer. Private: do not touch. Where the node is
- * filed (a wheel slot, the overflow list, the expired list) is in `where`. */
-struct evr__wnode {
+/* A node of the loop's timer wheel, embedded in each timer (and inside
+ * streams and listeners). Private: do not touch. Where the node is filed (a
+ * wheel slot, the overflow list, one of the short sorted lists) is in
+ * `where` (EVR__WN_* in timers/wheel.h). */
+struct evr__tnode {
   evr__qnode_t link;
-  uint64_t due;      /* absolute due time, ms */
-  uint64_t seq;      /* start order: tiebreak for equal due times */
-  unsigned where;    /* EVR__WN_* in timers/wheel.h */
+  uint64_t due;      /* absolute due time, ns of the monotonic clock */
+  uint32_t seq;      /* start order: tiebreak for equal due times */
+  uint16_t where;
+  uint8_t flags;
+  uint8_t kind;      /* EVR__TK_* in reactor/internal.h: whose node it is */
 };
 
 typedef struct evr_timer evr_timer_t;
 typedef void (*evr_timer_cb)(evr_timer_t *timer);
 
+/* A timer is a watcher, not a handle: it holds nothing while stopped, so
+ * there is nothing to close. Its memory may be reused or freed as soon as
+ * evr_timer_stop() returns (also from its own callback), or when a
+ * one-shot timer's callback runs. 64 bytes. */
 struct evr_timer {
-  evr_handle_t base;
+  /* public */
+  void *data;          /* for the user; evr never reads it */
+  /* read-only */
+  evr_loop_t *loop;
   /* private */
-  struct evr__wnode wnode;
+  struct evr__tnode node;
   evr_timer_cb cb;
-  uint64_t repeat;    /* ms; 0 for a one-shot timer */
-  uint64_t timeout;   /* ms, of the last start */
-  uint32_t fresh_idx; /* index in the loop's table of unsettled starts */
+  uint64_t repeat;     /* ns; 0 for a one-shot timer */
 };
 
-/** Initialise a timer handle (inactive, referenced). Loop thread only.
+/** Initialise a timer (inactive, referenced). Do not call it on an active
+ *  timer. Loop thread only.
  *  @return 0; EVR_EINVAL (NULL loop or timer). */
 EVR_API int evr_timer_init(evr_loop_t *loop, evr_timer_t *timer);
 
@@ -64,29 +79,48 @@ EVR_API int evr_timer_init(evr_loop_t *loop, evr_timer_t *timer);
  *  idle-timeout pattern) is a constant-time write. Timeouts too large to
  *  represent are clamped; such a timer never runs in practice. Loop thread
  *  only.
- *  @return 0; EVR_EINVAL (NULL timer or cb, uninitialised, closing or closed
- *          handle). On error the timer is unchanged. */
+ *  @return 0; EVR_EINVAL (NULL timer or cb, uninitialised timer). On error
+ *          the timer is unchanged. */
 EVR_API int evr_timer_start(evr_timer_t *timer, evr_timer_cb cb,
                             uint64_t timeout_ms, uint64_t repeat_ms);
 
-/** Stop the timer; its callback will not run until it is started again.
- *  Idempotent; allowed on a closing handle. Loop thread only.
+/** evr_timer_start() in nanoseconds. Due times are kept in nanoseconds and
+ *  the loop waits with sub-millisecond resolution where the system allows
+ *  (docs/timers.md), so a timeout of 250 us means what it says: no earlier,
+ *  and late only by the wake-up latency of the system and a busy loop. */
+EVR_API int evr_timer_start_ns(evr_timer_t *timer, evr_timer_cb cb,
+                               uint64_t timeout_ns, uint64_t repeat_ns);
+
+/** Stop the timer; its callback will not run until it is started again,
+ *  and its memory may be reused at once. Idempotent. Loop thread only.
  *  @return 0; EVR_EINVAL (NULL or uninitialised timer). */
 EVR_API int evr_timer_stop(evr_timer_t *timer);
 
 /** Restart the timer with timeout = repeat = its repeat value, counted from
  *  now. Starts an inactive timer that has been started before (it reuses
  *  the last callback). Loop thread only.
- *  @return 0; EVR_EINVAL (NULL, uninitialised, closing or closed timer, a
- *          repeat of 0, or a timer that was never started and so has no
- *          callback). */
+ *  @return 0; EVR_EINVAL (NULL or uninitialised timer, a repeat of 0, or a
+ *          timer that was never started and so has no callback). */
 EVR_API int evr_timer_again(evr_timer_t *timer);
 
-/** Milliseconds from the loop's cached time (evr_now()) until the timer is
- *  due; 0 if it is already due, inactive or NULL. Loop thread only. */
-EVR_API uint64_t evr_timer_due_in(const evr_timer_t *timer);
+/** 1 if the timer is started and has not expired (a repeating timer stays
+ *  active), else 0 (also for NULL). */
+EVR_API int evr_timer_is_active(const evr_timer_t *timer);
 
-/** The repeat interval in ms (0: one-shot, or NULL timer). */
+/** An unreferenced active timer does not keep the loop alive. Timers start
+ *  referenced. Idempotent; NULL is ignored. Loop thread only. */
+EVR_API void evr_timer_ref(evr_timer_t *timer);
+EVR_API void evr_timer_unref(evr_timer_t *timer);
+EVR_API int evr_timer_has_ref(const evr_timer_t *timer);
+
+/** Milliseconds from the loop's cached time (evr_now_ns()) until the timer
+ *  is due, rounded up; 0 if it is already due, inactive or NULL. Loop
+ *  thread only. */
+EVR_API uint64_t evr_timer_due_in(const evr_timer_t *timer);
+/** The same in nanoseconds. */
+EVR_API uint64_t evr_timer_due_in_ns(const evr_timer_t *timer);
+
+/** The repeat interval in ms, rounded down (0: one-shot, or NULL timer). */
 EVR_API uint64_t evr_timer_get_repeat(const evr_timer_t *timer);
 
 /** Set the repeat interval. It takes effect when the timer next expires (or

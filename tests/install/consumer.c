@@ -5,7 +5,7 @@
 static int fired;
 static void on_timer(evr_timer_t *t) {
   fired = 1;
-  evr_close(&t->base, NULL);
+  evr_timer_stop(t);
 }
 
 int main(void) {
