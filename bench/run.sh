@@ -589,6 +589,12 @@ timers_table() { # the operation table of bench_timers, as TSV: op n impl... rat
     hdr && !/^\|/ { hdr = 0 }' "$tmp/timers.md"
 }
 timers_table >"$tmp/timers.tsv"
+timers_precision() { # the precision table of bench_timers, as TSV: window impl mean p50 p99 max early
+  awk -F'|' '/^\| window \| impl \|/ { hdr = 1; next } hdr && /^\|---/ { next } hdr && /^\|/ {
+      line = ""; for (i = 2; i < NF; i++) { gsub(/^ +| +$/, "", $i); line = line (i > 2 ? "\t" : "") $i } print line; next }
+    hdr && !/^\|/ { hdr = 0 }' "$tmp/timers.md"
+}
+timers_precision >"$tmp/timers-prec.tsv"
 timer_impls=$(awk -F'|' '/^\| op \|/ { for (i = 5; i < NF; i++) { gsub(/^ +| +$/, "", $i); if ($i ~ / ns$/) { sub(/ ns$/, "", $i); printf "%s ", $i } } exit }' "$tmp/timers.md")
 read -r -a timer_impls <<<"$timer_impls"
 
@@ -691,6 +697,24 @@ t_end=$(date +%s)
         if (op != "restart (idle)") { tot[op]++; if (r >= 0.97) okc[op]++; if (!(op in worst) || r < worst[op]) { worst[op] = r; wn[op] = n } }
       }
       END { for (op in tot) printf "| timer %s no slower than the faster peer, all sizes | | | worst %.2f× (%d timers) | %s |\n", op, worst[op], wn[op], (okc[op] == tot[op] ? "met" : "missed") }' "$tmp/timers.tsv" | sort -t'|' -k2,2
+  fi
+  if printf '%s\n' "${timer_impls[@]}" | grep -qx libev && [ -s "$tmp/timers.tsv" ]; then
+    # every operation, every size: evr no slower than libev (within 3%)
+    awk -F'\t' -v ni="${#timer_impls[@]}" -v names="${timer_impls[*]}" '
+      BEGIN { split(names, nm, " "); for (k = 2; k <= ni; k++) if (nm[k] == "libev") ev = 3 + k }
+      { op = $1; r = $ev / $4; tot[op]++; if (r >= 0.97) okc[op]++
+        if (!(op in worst) || r < worst[op]) { worst[op] = r; wn[op] = $2 } }
+      END { for (op in tot) printf "| timer %s no slower than libev, all sizes | | | worst %.2f× (%d timers) | %s |\n", op, worst[op], wn[op], (okc[op] == tot[op] ? "met" : "missed") }' "$tmp/timers.tsv" | sort -t'|' -k2,2
+  fi
+  if [ -s "$tmp/timers-prec.tsv" ]; then
+    # per window: evr's mean and p99 lateness at most libev's, and nothing early
+    awk -F'\t' '
+      { w = $1; if (!(w in seen)) { seen[w] = 1; order[++nw] = w }
+        mean[w, $2] = $3; p99[w, $2] = $5; early[w, $2] = $7 }
+      END { for (k = 1; k <= nw; k++) { w = order[k]
+              if (!((w, "evr") in mean) || !((w, "libev") in mean)) continue
+              ok = mean[w, "evr"] <= mean[w, "libev"] && p99[w, "evr"] <= p99[w, "libev"] && early[w, "evr"] == 0
+              printf "| timer precision, 100,000 timers over %s: mean and p99 lateness ≤ libev'"'"'s, 0 early (ms) | mean %.3f, p99 %.3f, %d early | libev mean %.3f, p99 %.3f, %d early | — | %s |\n", w, mean[w, "evr"], p99[w, "evr"], early[w, "evr"], mean[w, "libev"], p99[w, "libev"], early[w, "libev"], (ok ? "met" : "missed") } }' "$tmp/timers-prec.tsv"
   fi
   echo
   echo "\"Best peer\" is the peer evr compares worst with. The ratio is the median of per-round ratios, so it can differ from the ratio of the two medians shown. \"on par\" means within 3%; the machine is shared, so differences of a few percent are noise."
