@@ -260,26 +260,41 @@ static evr__list_t *merge_chain(evr__list_t *a, evr__list_t *b) {
   return head.next;
 }
 
-static evr__list_t *sort_chain(evr__list_t *c, size_t n) {
-  if (n < 2) return c;
-  size_t half = n / 2;
-  evr__list_t *mid = c;
-  for (size_t i = 1; i < half; i++) mid = mid->next;
-  evr__list_t *b = mid->next;
-  mid->next = NULL;
-  return merge_chain(sort_chain(c, half), sort_chain(b, n - half));
+/* Bottom-up merge sort of a NULL-terminated chain: runs of 2^k nodes wait
+ * in part[k] like the digits of a binary counter, so no pass walks the
+ * chain to split it. Stable: part[k] always holds earlier nodes. */
+static evr__list_t *sort_chain(evr__list_t *c) {
+  evr__list_t *part[64] = {0};
+  unsigned top = 0;
+  while (c) {
+    evr__list_t *run = c;
+    c = c->next;
+    run->next = NULL;
+    unsigned k;
+    for (k = 0; part[k]; k++) {
+      run = merge_chain(part[k], run);
+      part[k] = NULL;
+    }
+    part[k] = run;
+    if (k > top) top = k;
+  }
+  evr__list_t *r = NULL;
+  for (unsigned k = 0; k <= top; k++)
+    if (part[k]) r = r ? merge_chain(part[k], r) : part[k];
+  return r;
 }
 
 static void sort_list(evr__list_t *head) {
-  size_t n = 0;
   int sorted = 1;
-  for (evr__list_t *p = head->next; p != head; p = p->next) {
-    if (p->next != head && before(node_of(p->next), node_of(p))) sorted = 0;
-    n++;
+  for (evr__list_t *p = head->next; p->next != head; p = p->next) {
+    if (before(node_of(p->next), node_of(p))) {
+      sorted = 0;
+      break;
+    }
   }
   if (sorted) return;
   head->prev->next = NULL;
-  evr__list_t *c = sort_chain(head->next, n), *prev = head;
+  evr__list_t *c = sort_chain(head->next), *prev = head;
   head->next = c;
   for (; c; prev = c, c = c->next) c->prev = prev;
   prev->next = head;
