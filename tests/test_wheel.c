@@ -322,6 +322,57 @@ static void test_wheel_next_is_cached_and_tracks_changes(void **state) {
   check(&wheel);
 }
 
+/* Many nodes due within one tick (coarse ticks, as the loop uses) expire
+ * in exact due order, equal due times in start order, whether the tick is
+ * collected when it is over or while it is current. */
+static void test_wheel_many_nodes_within_one_tick_expire_in_exact_order(
+    void **state) {
+  (void)state;
+  enum { N = 1000 };
+  static struct evr__tnode n[N];
+  for (int pass = 0; pass < 2; pass++) {
+    wheel_shift = 20;
+    uint64_t base = UINT64_C(5) << 20; /* a tick boundary */
+    evr__wheel_init(&wheel, base - 3, wheel_shift);
+    unsigned r = 12345;
+    for (int i = 0; i < N; i++) {
+      r = r * 1103515245u + 12345u;
+      evr__tnode_init(&n[i], 0);
+      /* Within tick 5 (and some in tick 6), many equal due times. */
+      uint64_t off = (uint64_t)((r >> 8) % 1500000u) / 7 * 7;
+      evr__wheel_add(&wheel, &n[i], base + off);
+    }
+    check(&wheel);
+    /* pass 0: jump past both ticks; pass 1: stop inside tick 5 first. */
+    if (pass == 1) {
+      evr__wheel_advance(&wheel, base + 500000);
+      const struct evr__tnode *prev = NULL, *p;
+      while ((p = evr__wheel_pop(&wheel)) != NULL) {
+        assert_true(p->due <= base + 500000);
+        if (prev)
+          assert_true(prev->due < p->due ||
+                      (prev->due == p->due && prev->seq < p->seq));
+        prev = p;
+        check(&wheel);
+      }
+    }
+    evr__wheel_advance(&wheel, base + 2000000);
+    const struct evr__tnode *prev = NULL, *p;
+    size_t popped = 0;
+    while ((p = evr__wheel_pop(&wheel)) != NULL) {
+      if (prev)
+        assert_true(prev->due < p->due ||
+                    (prev->due == p->due && prev->seq < p->seq));
+      prev = p;
+      popped++;
+    }
+    check(&wheel);
+    assert_int_equal(wheel.count, 0);
+    assert_true(popped > 0);
+  }
+  wheel_shift = 0;
+}
+
 /* ---- randomized comparison with a reference model ---- */
 
 #define MODEL_TIMERS 384
@@ -573,6 +624,8 @@ int main(void) {
           test_wheel_timeouts_beyond_range_wait_in_overflow_and_expire_exactly),
       cmocka_unit_test(test_wheel_time_never_goes_backwards),
       cmocka_unit_test(test_wheel_next_is_cached_and_tracks_changes),
+      cmocka_unit_test(
+          test_wheel_many_nodes_within_one_tick_expire_in_exact_order),
       cmocka_unit_test(
           test_wheel_matches_sorted_reference_model_over_random_operations),
   };

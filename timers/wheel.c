@@ -204,7 +204,8 @@ void evr__wheel_settle(struct evr__wheel *w, uint64_t shift) {
   uint32_t n = w->nfresh;
   for (uint32_t i = 0; i < n; i++) {
     struct evr__tnode *t = w->fresh[i];
-    if (i + 8 < n && w->fresh[i + 8]) __builtin_prefetch(w->fresh[i + 8]);
+    /* Far enough ahead to cover a miss to memory at this loop's pace. */
+    if (i + 32 < n && w->fresh[i + 32]) __builtin_prefetch(w->fresh[i + 32]);
     if (!t) continue;
     t->flags &= (uint8_t)~EVR__TN_FRESH;
     t->seq = w->seq++;
@@ -260,6 +261,17 @@ static evr__list_t *merge_chain(evr__list_t *a, evr__list_t *b) {
   return head.next;
 }
 
+/* Append the whole of src to dst's tail; src becomes empty. */
+static void append_list(evr__list_t *dst, evr__list_t *src) {
+  if (evr__list_empty(src)) return;
+  evr__list_t *first = src->next, *last = src->prev;
+  first->prev = dst->prev;
+  dst->prev->next = first;
+  last->next = dst;
+  dst->prev = last;
+  evr__list_init(src);
+}
+
 /* Bottom-up merge sort of a NULL-terminated chain: runs of 2^k nodes wait
  * in part[k] like the digits of a binary counter, so no pass walks the
  * chain to split it. Stable: part[k] always holds earlier nodes. */
@@ -301,16 +313,6 @@ static void sort_list(evr__list_t *head) {
   head->prev = prev;
 }
 
-/* Append the whole of src to dst's tail; src becomes empty. */
-static void append_list(evr__list_t *dst, evr__list_t *src) {
-  if (evr__list_empty(src)) return;
-  evr__list_t *first = src->next, *last = src->prev;
-  first->prev = dst->prev;
-  dst->prev->next = first;
-  last->next = dst;
-  dst->prev = last;
-  evr__list_init(src);
-}
 
 /* Merge every node of src (sorted) into dst (sorted), keeping the order;
  * src becomes empty. */
@@ -333,23 +335,56 @@ static void mark(evr__list_t *head, unsigned where) {
     node_of(p)->where = (uint16_t)where;
 }
 
+/* Sort the nodes of one tick (all due within tick pos): a large batch is
+ * first distributed by the next 6 bits of the due time below the tick, a
+ * radix step that is cheaper than the comparisons it saves, then each
+ * bucket is sorted and the buckets are joined in order. */
+#define TICK_BUCKET_MIN 256
+
+static void sort_tick(struct evr__wheel *w, evr__list_t *head, size_t n) {
+  if (n < TICK_BUCKET_MIN || w->shift < EVR__WHEEL_BITS) {
+    sort_list(head);
+    return;
+  }
+  evr__list_t bucket[EVR__WHEEL_SLOTS];
+  uint64_t used = 0;
+  unsigned sub = w->shift - EVR__WHEEL_BITS;
+  for (unsigned b = 0; b < EVR__WHEEL_SLOTS; b++) evr__list_init(&bucket[b]);
+  while (!evr__list_empty(head)) {
+    evr__list_t *l = head->next;
+    unsigned b = (unsigned)(node_of(l)->due >> sub) & (EVR__WHEEL_SLOTS - 1);
+    evr__list_remove(l);
+    evr__list_insert_tail(&bucket[b], l);
+    used |= UINT64_C(1) << b;
+  }
+  while (used) {
+    unsigned b = (unsigned)__builtin_ctzll(used);
+    used &= used - 1;
+    sort_list(&bucket[b]);
+    append_list(head, &bucket[b]);
+  }
+}
+
 /* pos just moved to the start of the slot whose nodes are in batch: take
  * those due within tick pos (expired if that tick is over, else into near)
  * and file the others again. */
 static void collect_batch(struct evr__wheel *w, evr__list_t *batch) {
   evr__list_t cur;
+  size_t ncur = 0;
   evr__list_init(&cur);
   while (!evr__list_empty(batch)) {
     evr__list_t *l = batch->next;
     struct evr__tnode *n = node_of(l);
     evr__list_remove(l);
-    if (tick_of(w, n->due) == w->pos)
+    if (tick_of(w, n->due) == w->pos) {
       evr__list_insert_tail(&cur, l);
-    else
+      ncur++;
+    } else {
       file(w, n);
+    }
   }
   if (evr__list_empty(&cur)) return;
-  sort_list(&cur);
+  sort_tick(w, &cur, ncur);
   if (w->pos < tick_of(w, w->now)) {
     mark(&cur, EVR__WN_READY);
     append_list(&w->ready, &cur); /* the whole tick is over */
