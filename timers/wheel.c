@@ -174,7 +174,7 @@ int evr__wheel_add_fresh(struct evr__wheel *w, struct evr__tnode *n,
   assert(due > w->now);
   if (n->flags & EVR__TN_FRESH) {
     /* Fresh already: only its provisional due time changes. */
-    if (n->where <= EVR__WN_OVERFLOW && due >= n->due) {
+    if (evr__wheel_keeps(w, n, due)) {
       n->due = due;
       return 0;
     }
@@ -184,7 +184,7 @@ int evr__wheel_add_fresh(struct evr__wheel *w, struct evr__tnode *n,
     return 0;
   }
   if (w->nfresh == EVR__WHEEL_FRESH_MAX) return -1;
-  if (n->where <= EVR__WN_OVERFLOW && due >= n->due) {
+  if (evr__wheel_keeps(w, n, due)) {
     n->due = due; /* lazy re-filing, as in evr__wheel_add() */
   } else {
     if (n->where != EVR__WN_IDLE)

@@ -111,15 +111,34 @@ static inline int evr__tnode_pending(const struct evr__tnode *n) {
 void evr__wheel_add_slow(struct evr__wheel *w, struct evr__tnode *n,
                          uint64_t due);
 
+/* 1 if n, filed in a slot or the overflow list, may keep its place with
+ * due time `due` (> now): its slot starts no later than that tick, so the
+ * wheel meets the node again before it is due and files it then. Moving a
+ * node earlier within its slot then costs a write, like pushing it later;
+ * only the cached earliest time of a level-0 slot may need lowering. */
+static inline int evr__wheel_keeps(struct evr__wheel *w, struct evr__tnode *n,
+                                   uint64_t due) {
+  unsigned where = n->where;
+  if (where > EVR__WN_OVERFLOW) return 0;
+  if (due >= n->due) return 1; /* later: the usual case */
+  if (where == EVR__WN_OVERFLOW) return 0;
+  unsigned l = where / EVR__WHEEL_SLOTS, sh = EVR__WHEEL_BITS * l;
+  uint64_t mask = ((uint64_t)1 << (sh + EVR__WHEEL_BITS)) - 1;
+  uint64_t start = (w->pos & ~mask) |
+                   ((uint64_t)(where % EVR__WHEEL_SLOTS) << sh);
+  if ((due >> w->shift) < start) return 0;
+  if (l == 0 && due < w->next) w->next = due; /* exact for level 0 */
+  return 1;
+}
+
 /* Start n, due at `due`, or restart it if it is pending. O(1). Restarting a
- * node that sits in a slot or the overflow list to a due time no earlier
- * than its current one just rewrites the node: the slot it sits in starts
- * no later than the new due time, so the wheel meets the node again before
- * it is due and files it then. */
+ * node that sits in a slot to a due time no earlier than the slot's start
+ * (the idle-timeout pattern pushes it later) just rewrites the node: see
+ * evr__wheel_keeps(). */
 static inline void evr__wheel_add(struct evr__wheel *w, struct evr__tnode *n,
                                   uint64_t due) {
-  if (n->where <= EVR__WN_OVERFLOW && !(n->flags & EVR__TN_FRESH) &&
-      due >= n->due && due > w->now) {
+  if (!(n->flags & EVR__TN_FRESH) && due > w->now &&
+      evr__wheel_keeps(w, n, due)) {
     n->due = due;
     n->seq = w->seq++;
     return;
