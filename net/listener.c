@@ -90,7 +90,7 @@ static void hide(evr_handle_t *h) {
   evr_unref(h);
 }
 
-static void listener_close(evr_handle_t *h) {
+void evr__listener_close(evr_handle_t *h) {
   evr_listener_t *l = EVR_CONTAINER_OF(h, evr_listener_t, base);
   if (l->lflags & L_LISTENING) evr__io_release(&l->io);
   (void)evr_timer_stop(&l->pause);
@@ -102,11 +102,9 @@ static void listener_close(evr_handle_t *h) {
   l->lflags = 0;
 }
 
-static const evr__handle_vt_t listener_vt = {"listener", listener_close};
-
 int evr_listener_init(evr_loop_t *loop, evr_listener_t *l) {
   if (!loop || !l) return EVR_EINVAL;
-  evr__handle_init(loop, &l->base, &listener_vt);
+  evr__handle_init(loop, &l->base, EVR__HT_LISTENER);
   l->fd = -1;
   l->accepted = 0;
   l->shed = 0;
@@ -122,7 +120,8 @@ int evr_listener_init(evr_loop_t *loop, evr_listener_t *l) {
 }
 
 static int usable(const evr_listener_t *l) {
-  return l && l->base.vt == &listener_vt && evr__handle_usable(&l->base);
+  return l && evr__handle_is(&l->base, EVR__HT_LISTENER) &&
+         evr__handle_usable(&l->base);
 }
 
 static void accept_ready(evr_io_t *io, unsigned events);
@@ -481,7 +480,8 @@ int evr_listener_resume(evr_listener_t *l) {
 }
 
 int evr_listener_sockname(const evr_listener_t *l, evr_addr_t *out) {
-  if (!l || !out || l->base.vt != &listener_vt || l->fd < 0) return EVR_EINVAL;
+  if (!l || !out || !evr__handle_is(&l->base, EVR__HT_LISTENER) || l->fd < 0)
+    return EVR_EINVAL;
   return evr__sockname(l->fd, out);
 }
 

@@ -60,8 +60,6 @@ static inline int req_pending(const evr_write_t *req) {
   return (req->flags & W_TAG_MASK) == W_PENDING;
 }
 
-static void stream_close(evr_handle_t *h);
-const evr__handle_vt_t evr__stream_vt = {"stream", stream_close};
 
 static inline void touch(evr_stream_t *s) {
   /* The cached clock: re-arming the idle timeout costs one store. */
@@ -170,7 +168,7 @@ int evr__stream_sync(evr_stream_t *s) {
 int evr_stream_init(evr_loop_t *loop, evr_stream_t *s) {
   if (!loop || !s) return EVR_EINVAL;
   net_ready(loop);
-  evr__handle_init(loop, &s->base, &evr__stream_vt);
+  evr__handle_init(loop, &s->base, EVR__HT_STREAM);
   s->fd = -1;
   s->write_queue_size = 0;
   memset(&s->io, 0, sizeof s->io);
@@ -767,7 +765,7 @@ static void stream_finish(evr_handle_t *h) {
   }
 }
 
-static void stream_close(evr_handle_t *h) {
+void evr__stream_close(evr_handle_t *h) {
   evr_stream_t *s = EVR_CONTAINER_OF(h, evr_stream_t, base);
   evr_loop_t *loop = h->loop;
   if (s->sflags & EVR__S_CONNECTING) evr__connect_abandon(s);

@@ -43,10 +43,8 @@ void evr__connect_ready(evr_stream_t *s);      /* connecting fd writable */
 void evr__connect_finish(evr_stream_t *s, int status);
 void evr__connect_abandon(evr_stream_t *s);    /* the stream is closing */
 
-extern const evr__handle_vt_t evr__stream_vt;
-
 static inline int evr__stream_valid(const evr_stream_t *s) {
-  return s && (s->base.flags & EVR__H_INIT) && s->base.vt == &evr__stream_vt;
+  return s && evr__handle_is(&s->base, EVR__HT_STREAM);
 }
 
 static inline int evr__stream_usable(const evr_stream_t *s) {

@@ -215,15 +215,12 @@ int evr__async_wake_reset(evr_loop_t *loop) {
 
 /* ---- async handles ---- */
 
-static void async_close(evr_handle_t *h);
-static const evr__handle_vt_t async_vt = {"async", async_close};
-
 static void async_fire(evr__notify_t *n) {
   evr_async_t *a = EVR_CONTAINER_OF(n, evr_async_t, notify);
   a->cb(a);
 }
 
-static void async_close(evr_handle_t *h) {
+void evr__async_close(evr_handle_t *h) {
   evr_async_t *a = EVR_CONTAINER_OF(h, evr_async_t, base);
   /* A send in progress still uses the loop's descriptor: let it finish. It
    * is a handful of instructions and one write(). */
@@ -234,7 +231,7 @@ static void async_close(evr_handle_t *h) {
 
 int evr_async_init(evr_loop_t *loop, evr_async_t *a, evr_async_cb cb) {
   if (!loop || !a || !cb) return EVR_EINVAL;
-  evr__handle_init(loop, &a->base, &async_vt);
+  evr__handle_init(loop, &a->base, EVR__HT_ASYNC);
   a->cb = cb;
   a->senders = 0;
   a->notify.pending = 0;
@@ -246,9 +243,9 @@ int evr_async_init(evr_loop_t *loop, evr_async_t *a, evr_async_cb cb) {
 }
 
 int evr_async_send(evr_async_t *a) {
-  /* vt and loop are written once by evr_async_init(), before the handle is
-   * shared; flags are not read here, they change on the loop thread. */
-  if (!a || a->base.vt != &async_vt) return EVR_EINVAL;
+  /* type and loop are written once by evr_async_init(), before the handle
+   * is shared; flags are not read here, they change on the loop thread. */
+  if (!a || a->base.type != EVR__HT_ASYNC) return EVR_EINVAL;
   __atomic_fetch_add(&a->senders, 1, __ATOMIC_SEQ_CST);
   if (!__atomic_exchange_n(&a->notify.pending, 1, __ATOMIC_SEQ_CST))
     evr__wake(a->base.loop);

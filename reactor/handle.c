@@ -7,10 +7,29 @@
  */
 #include "reactor/internal.h"
 
+/* Every handle type: its name and its close function. A handle stores the
+ * index (one byte), not a pointer to its entry. */
+static const struct {
+  const char *name;
+  void (*close)(evr_handle_t *h);
+} types[EVR__HT_COUNT] = {
+    [EVR__HT_IO] = {"io", evr__io_close},
+    [EVR__HT_PREPARE] = {"prepare", evr__hook_close},
+    [EVR__HT_CHECK] = {"check", evr__hook_close},
+    [EVR__HT_ASYNC] = {"async", evr__async_close},
+    [EVR__HT_SIGNAL] = {"signal", evr__signal_close},
+    [EVR__HT_STREAM] = {"stream", evr__stream_close},
+    [EVR__HT_LISTENER] = {"listener", evr__listener_close},
+};
+
+static inline int type_known(const evr_handle_t *h) {
+  return h->type > EVR__HT_NONE && h->type < EVR__HT_COUNT;
+}
+
 void evr__handle_init(evr_loop_t *loop, evr_handle_t *h,
-                      const evr__handle_vt_t *vt) {
+                      enum evr__handle_type type) {
   h->loop = loop;
-  h->vt = vt;
+  h->type = (uint8_t)type;
   h->close_cb = NULL;
   h->flags = EVR__H_INIT | EVR__H_REF;
   evr__list_init(&h->node);
@@ -60,13 +79,13 @@ int evr_is_closing(const evr_handle_t *h) {
 }
 
 const char *evr_handle_type_name(const evr_handle_t *h) {
-  return h && h->vt ? h->vt->name : "unknown";
+  return h && type_known(h) ? types[h->type].name : "unknown";
 }
 
 int evr_close(evr_handle_t *h, evr_close_cb cb) {
-  if (!h || !(h->flags & EVR__H_INIT) || !h->vt) return EVR_EINVAL;
+  if (!h || !(h->flags & EVR__H_INIT) || !type_known(h)) return EVR_EINVAL;
   if (h->flags & (EVR__H_CLOSING | EVR__H_CLOSED)) return EVR_EALREADY;
-  h->vt->close(h);          /* type-specific stop: must leave it inactive */
+  types[h->type].close(h);  /* type-specific stop: must leave it inactive */
   evr__handle_stop(h);
   h->flags |= EVR__H_CLOSING;
   h->close_cb = cb;
@@ -83,7 +102,7 @@ void evr__run_closing(evr_loop_t *loop) {
     evr__list_t *n = evr__list_first(&batch);
     evr_handle_t *h = EVR_CONTAINER_OF(n, evr_handle_t, node);
     evr__list_remove(n);
-    h->flags = (h->flags & ~EVR__H_CLOSING) | EVR__H_CLOSED;
+    h->flags = (uint8_t)((h->flags & ~EVR__H_CLOSING) | EVR__H_CLOSED);
     if (h->close_cb) h->close_cb(h);
   }
 }

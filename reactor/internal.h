@@ -14,7 +14,7 @@
 #include "reactor/backend.h"
 #include "reactor/list.h"
 
-/* Handle flags. */
+/* Handle flags (evr_handle_t.flags). */
 #define EVR__H_INIT 0x01u    /* initialised (guards use of zeroed memory) */
 #define EVR__H_ACTIVE 0x02u
 #define EVR__H_REF 0x04u
@@ -23,6 +23,30 @@
 /* io watchers only (reactor/io.c, lazy removal): */
 #define EVR__H_LINGER 0x20u  /* stopped, kernel registration kept for now */
 #define EVR__H_LQUEUED 0x40u /* its fd is in loop->linger */
+
+/* Handle types (evr_handle_t.type): indexes into the table of
+ * reactor/handle.c, which names each type and holds its close function.
+ * 0 is no type, so zeroed memory is never taken for a handle. */
+enum evr__handle_type {
+  EVR__HT_NONE = 0,
+  EVR__HT_IO,
+  EVR__HT_PREPARE,
+  EVR__HT_CHECK,
+  EVR__HT_ASYNC,
+  EVR__HT_SIGNAL,
+  EVR__HT_STREAM,
+  EVR__HT_LISTENER,
+  EVR__HT_COUNT
+};
+
+/* The type-specific close of each type: stop all activity (the handle must
+ * be inactive afterwards); must not fail. Defined in the type's file. */
+void evr__io_close(evr_handle_t *h);         /* reactor/io.c */
+void evr__hook_close(evr_handle_t *h);       /* reactor/hook.c */
+void evr__async_close(evr_handle_t *h);      /* reactor/async.c */
+void evr__signal_close(evr_handle_t *h);     /* reactor/signal.c */
+void evr__stream_close(evr_handle_t *h);     /* net/stream.c */
+void evr__listener_close(evr_handle_t *h);   /* net/listener.c */
 
 struct evr__timers; /* timers/timer.c */
 
@@ -82,12 +106,17 @@ struct evr_loop {
 
 /* ---- handles (reactor/handle.c) ---- */
 void evr__handle_init(evr_loop_t *loop, evr_handle_t *h,
-                      const evr__handle_vt_t *vt);
+                      enum evr__handle_type type);
 void evr__handle_start(evr_handle_t *h);   /* mark active, count the ref */
 void evr__handle_stop(evr_handle_t *h);    /* mark inactive, drop the ref */
 static inline int evr__handle_usable(const evr_handle_t *h) {
   return h && (h->flags & EVR__H_INIT) &&
          !(h->flags & (EVR__H_CLOSING | EVR__H_CLOSED));
+}
+/* Initialised as a handle of this type (it may be closing or closed). */
+static inline int evr__handle_is(const evr_handle_t *h,
+                                 enum evr__handle_type type) {
+  return h && (h->flags & EVR__H_INIT) && h->type == type;
 }
 static inline int evr__handle_active(const evr_handle_t *h) {
   return (h->flags & EVR__H_ACTIVE) != 0;

@@ -84,11 +84,9 @@ void evr__io_drop_lingering(evr_loop_t *loop) {
   loop->nlinger = 0;
 }
 
-static void io_close(evr_handle_t *h) {
+void evr__io_close(evr_handle_t *h) {
   evr__io_release(EVR_CONTAINER_OF(h, evr_io_t, base));
 }
-
-static const evr__handle_vt_t io_vt = {"io", io_close};
 
 int evr_io_init(evr_loop_t *loop, evr_io_t *io, int fd) {
   if (!loop || !io) return EVR_EINVAL;
@@ -103,7 +101,7 @@ int evr_io_init(evr_loop_t *loop, evr_io_t *io, int fd) {
     io->base.flags = (io->base.flags & EVR__H_REF) | EVR__H_INIT;
     io->base.close_cb = NULL;
   } else {
-    evr__handle_init(loop, &io->base, &io_vt);
+    evr__handle_init(loop, &io->base, EVR__HT_IO);
   }
   io->fd = fd;
   io->events = 0;

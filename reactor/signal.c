@@ -103,12 +103,10 @@ static void sig_unlink(evr_signal_t *s) {
   spin_unlock_blocked(&old);
 }
 
-static void signal_close(evr_handle_t *h);
-static const evr__handle_vt_t signal_vt = {"signal", signal_close};
 
 int evr_signal_init(evr_loop_t *loop, evr_signal_t *s) {
   if (!loop || !s) return EVR_EINVAL;
-  evr__handle_init(loop, &s->base, &signal_vt);
+  evr__handle_init(loop, &s->base, EVR__HT_SIGNAL);
   s->signum = 0;
   s->cb = NULL;
   evr__list_init(&s->sig_node);
@@ -120,7 +118,8 @@ int evr_signal_init(evr_loop_t *loop, evr_signal_t *s) {
 }
 
 int evr_signal_start(evr_signal_t *s, int signum, evr_signal_cb cb) {
-  if (!s || !evr__handle_usable(&s->base) || s->base.vt != &signal_vt || !cb)
+  if (!evr__handle_is(&s->base, EVR__HT_SIGNAL) || !evr__handle_usable(&s->base) ||
+      !cb)
     return EVR_EINVAL;
   if (signum <= 0 || signum >= NSIG) return EVR_EINVAL;
   if (evr__handle_active(&s->base) && s->signum == signum) {
@@ -153,8 +152,7 @@ int evr_signal_start(evr_signal_t *s, int signum, evr_signal_cb cb) {
 }
 
 int evr_signal_stop(evr_signal_t *s) {
-  if (!s || !(s->base.flags & EVR__H_INIT) || s->base.vt != &signal_vt)
-    return EVR_EINVAL;
+  if (!evr__handle_is(&s->base, EVR__HT_SIGNAL)) return EVR_EINVAL;
   if (!evr__handle_active(&s->base)) return 0;
   (void)pthread_mutex_lock(&sig_mutex);
   sig_release(s->signum);
@@ -167,7 +165,7 @@ int evr_signal_stop(evr_signal_t *s) {
   return 0;
 }
 
-static void signal_close(evr_handle_t *h) {
+void evr__signal_close(evr_handle_t *h) {
   evr_signal_t *s = EVR_CONTAINER_OF(h, evr_signal_t, base);
   (void)evr_signal_stop(s);
   evr__list_remove(&s->notify.node);

@@ -30,12 +30,6 @@ typedef struct evr__qnode {
   struct evr__qnode *prev;
 } evr__qnode_t;
 
-/* Per-type hooks of a handle. Private. */
-typedef struct evr__handle_vt {
-  const char *name;                      /* "io", "timer", ... */
-  void (*close)(evr_handle_t *h);        /* stop all activity; must not fail */
-} evr__handle_vt_t;
-
 typedef void (*evr_close_cb)(evr_handle_t *handle);
 
 /* The common first member of every handle type (evr_io_t, evr_timer_t ...).
@@ -46,10 +40,11 @@ struct evr_handle {
   /* read-only */
   evr_loop_t *loop;
   /* private */
-  const evr__handle_vt_t *vt;
   evr__qnode_t node;          /* loop's handle list, then its closing list */
   evr_close_cb close_cb;
-  uint32_t flags;
+  uint8_t type;               /* index into the library's table of handle
+                                 types (name, close); 0: not initialised */
+  uint8_t flags;
 };
 
 typedef enum evr_run_mode {
