@@ -12,9 +12,9 @@
  * That happens when a watcher is stopped and its fd closed before the core's
  * lazy removal ran (reactor/io.c). So each registration carries a
  * generation next to the fd (event data: fd | gen << 32, the generation kept
- * in io->backend_slot), and an event that matches no watcher and cannot be
- * removed, or carries another generation than its fd's watcher, makes the
- * backend rebuild its set from the watchers after the batch: one rare,
+ * in the node's backend_slot), and an event that matches no node and cannot
+ * be removed, or carries another generation than its fd's node, makes the
+ * backend rebuild its set from the nodes after the batch: one rare,
  * O(watchers) repair instead of a loop that wakes up forever.
  */
 #define _GNU_SOURCE
@@ -67,8 +67,8 @@ static uint64_t ev_data(int fd, uint32_t gen) {
   return (uint64_t)(uint32_t)fd | (uint64_t)gen << 32;
 }
 
-static int ep_update(evr_loop_t *loop, evr_io_t *io, unsigned old_mask,
-                     unsigned new_mask) {
+static int ep_update(evr_loop_t *loop, struct evr__ionode *io,
+                     unsigned old_mask, unsigned new_mask) {
   struct epoll_state *st = loop->backend_state;
   if (old_mask == 0) {
     if (++st->gen == 0) st->gen = 1;
@@ -113,9 +113,9 @@ static int ep_poll(evr_loop_t *loop, int timeout_ms) {
     struct epoll_event *e = &st->events[st->cur];
     int fd = (int)(uint32_t)e->data.u64;
     if (fd < 0) continue; /* forgotten during this batch */
-    evr_io_t *io = evr__io_lookup(loop, fd);
+    struct evr__ionode *io = evr__io_lookup(loop, fd);
     if (!io || !io->registered) {
-      /* No watcher: left by an ADD that met EEXIST (see ep_update); drop
+      /* No node: left by an ADD that met EEXIST (see ep_update); drop
        * it so it cannot wake us again. If that fails, the registration
        * belongs to a closed file that is still open elsewhere. */
       if (epoll_ctl(st->epfd, EPOLL_CTL_DEL, fd, e) < 0) stale = 1;
@@ -130,7 +130,7 @@ static int ep_poll(evr_loop_t *loop, int timeout_ms) {
     if (e->events & EPOLLOUT) m |= EVR_WRITE;
     if (e->events & EPOLLERR) m |= EVR_ERR;
     if (e->events & EPOLLHUP) m |= EVR_HUP;
-    evr__io_dispatch(loop, fd, m);
+    evr__io_dispatch(loop, fd, m, 0);
   }
   st->n = st->cur = 0;
   /* A set that cannot be rebuilt would report the stale file again at once:
@@ -160,7 +160,7 @@ static int ep_rebuild(evr_loop_t *loop) {
   int fd = epoll_create1(EPOLL_CLOEXEC);
   if (fd < 0) return -errno;
   for (unsigned i = 0; i < loop->nfds; i++) {
-    evr_io_t *io = loop->fds[i];
+    struct evr__ionode *io = loop->fds[i];
     if (!io || !io->registered) continue;
     if (++st->gen == 0) st->gen = 1;
     io->backend_slot = st->gen;

@@ -207,8 +207,8 @@ static int kq_apply(int kq, struct kevent *ch, int n) {
  * removes the filters at once, so a stopped watcher holds none and its
  * restart is an add, which meets EBADF for a closed descriptor and
  * registers a new file on a reused number afresh. */
-static int kq_update(evr_loop_t *loop, evr_io_t *io, unsigned old_mask,
-                     unsigned new_mask) {
+static int kq_update(evr_loop_t *loop, struct evr__ionode *io,
+                     unsigned old_mask, unsigned new_mask) {
   struct kq_state *st = loop->backend_state;
   struct kevent ch[2];
   int n = 0;
@@ -248,7 +248,7 @@ static unsigned to_mask(const struct kevent *e) {
 /* The socket error reported with EV_EOF. Native kqueue leaves it pending on
  * the socket as well, but libkqueue reads it with getsockopt(SO_ERROR),
  * which clears it: read() then returns 0 and a reset would pass for a FIN.
- * The dispatch hands it on in loop->io_error (see net/stream.c). */
+ * The dispatch hands it to the node's owner (see net/stream.c). */
 static int eof_error(const struct kevent *e) {
   return (e->flags & EV_EOF) && e->fflags && e->fflags < 4096 ? (int)e->fflags : 0;
 }
@@ -272,7 +272,7 @@ static int kq_poll(evr_loop_t *loop, int timeout_ms) {
   if (n < 0) return errno == EINTR ? 0 : -errno;
 
   int woken = 0;
-  /* Merge pass, before any user code runs: io->backend_slot remembers the
+  /* Merge pass, before any user code runs: a node's backend_slot remembers the
    * index (plus one) of the first event of the fd. A value left from an
    * earlier batch is recognised as such because that entry must name the
    * same fd and still be live. */
@@ -286,7 +286,7 @@ static int kq_poll(evr_loop_t *loop, int timeout_ms) {
     }
 #endif
     int fd = (int)e->ident;
-    evr_io_t *io = evr__io_lookup(loop, fd);
+    struct evr__ionode *io = evr__io_lookup(loop, fd);
     unsigned m = to_mask(e);
     unsigned filt = m & (EVR_READ | EVR_WRITE);
     if (!io || !(io->registered & filt)) {
@@ -312,10 +312,8 @@ static int kq_poll(evr_loop_t *loop, int timeout_ms) {
   for (st->cur = 0; st->cur < n; st->cur++) {
     unsigned m = st->mask[st->cur];
     if (!m) continue; /* merged, unwatched or forgotten during this batch */
-    loop->io_error = st->err[st->cur];
-    evr__io_dispatch(loop, (int)st->events[st->cur].ident, m);
+    evr__io_dispatch(loop, (int)st->events[st->cur].ident, m, st->err[st->cur]);
   }
-  loop->io_error = 0;
   st->n = st->cur = 0;
   /* The wait consumed the trigger (EV_CLEAR) before this call, which the
    * lost-wake-up argument in reactor/async.c relies on. */
@@ -350,7 +348,7 @@ static int kq_reinit(evr_loop_t *loop) {
   first_err = kq_wake_register(kq);
 #endif
   for (unsigned i = 0; i < loop->nfds; i++) {
-    evr_io_t *io = loop->fds[i];
+    struct evr__ionode *io = loop->fds[i];
     if (!io || !io->registered) continue;
     int rc = kq_update(loop, io, 0, io->registered);
     if (rc && rc != EVR_EBADF && !first_err) first_err = rc;

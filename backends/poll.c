@@ -1,6 +1,6 @@
 /* backends/poll.c: the portable POSIX backend.
  *
- * A dense pollfd array; io->backend_slot is the watcher's index, so removal
+ * A dense pollfd array; a node's backend_slot is its index, so removal
  * swaps the last entry into the hole in O(1). poll() runs on a copy made when
  * the set changed, which stays stable while callbacks add and remove watchers;
  * forget() clears the fd's later entries in that copy.
@@ -54,8 +54,8 @@ static int grow(struct pollfd **p, unsigned *cap, unsigned need) {
   return 0;
 }
 
-static int pl_update(evr_loop_t *loop, evr_io_t *io, unsigned old_mask,
-                     unsigned new_mask) {
+static int pl_update(evr_loop_t *loop, struct evr__ionode *io,
+                     unsigned old_mask, unsigned new_mask) {
   struct poll_state *st = loop->backend_state;
   st->dirty = 1;
   if (old_mask == 0) {
@@ -73,7 +73,7 @@ static int pl_update(evr_loop_t *loop, evr_io_t *io, unsigned old_mask,
   }
   st->set[i] = st->set[--st->n];
   if (i < st->n) {
-    evr_io_t *moved = evr__io_lookup(loop, st->set[i].fd);
+    struct evr__ionode *moved = evr__io_lookup(loop, st->set[i].fd);
     assert(moved);
     moved->backend_slot = i;
   }
@@ -105,7 +105,7 @@ static int pl_poll(evr_loop_t *loop, int timeout_ms) {
     if (r & POLLOUT) m |= EVR_WRITE;
     if (r & (POLLERR | POLLNVAL)) m |= EVR_ERR;
     if (r & POLLHUP) m |= EVR_HUP;
-    evr__io_dispatch(loop, p->fd, m);
+    evr__io_dispatch(loop, p->fd, m, 0);
   }
   st->batch = st->cur = 0;
   return n;

@@ -113,7 +113,7 @@ static void conn_fail(struct conn *c, const char *what, int err) {
   fprintf(stderr, "evr-bench-echo: connection %td: %s%s%s\n", c - conns, what,
           err ? ": " : "", err ? strerror(err) : "");
   errors++;
-  int fd = c->io.fd;
+  int fd = evr_io_fd(&c->io);
   (void)evr_close(&c->io.base, NULL);
   (void)close(fd);
   if (--open_conns == 0) stop_all();
@@ -124,7 +124,7 @@ static void flush(struct conn *c) {
     uint64_t len = c->queued - c->sent;
     if (len > MAXIO) len = MAXIO;
     const unsigned char *p = table + (c->phase + c->sent) % PRIME;
-    ssize_t w = write(c->io.fd, p, (size_t)len);
+    ssize_t w = write(evr_io_fd(&c->io), p, (size_t)len);
     if (w < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN) {
@@ -154,7 +154,7 @@ static void queue_msgs(struct conn *c, uint64_t k, uint64_t now) {
 }
 
 static void on_read(struct conn *c) {
-  ssize_t n = read(c->io.fd, rbuf, MAXIO);
+  ssize_t n = read(evr_io_fd(&c->io), rbuf, MAXIO);
   if (n <= 0) {
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
     conn_fail(c, n == 0 ? "closed by the server" : "read", n == 0 ? 0 : errno);
@@ -402,7 +402,7 @@ int main(int argc, char **argv) {
   /* Tear down: every handle closed, the loop freed. */
   for (uint32_t i = 0; i < opt.conns; i++) {
     if (!evr_is_closing(&conns[i].io.base)) {
-      int fd = conns[i].io.fd;
+      int fd = evr_io_fd(&conns[i].io);
       (void)evr_close(&conns[i].io.base, NULL);
       (void)close(fd);
     }

@@ -46,7 +46,7 @@ static void conn_free(evr_handle_t *h) {
 }
 
 static void conn_close(struct conn *c) {
-  int fd = c->io.fd;
+  int fd = evr_io_fd(&c->io);
   (void)evr_close(&c->io.base, conn_free); /* stops the watcher now */
   (void)close(fd);
 }
@@ -57,7 +57,7 @@ static void conn_cb(evr_io_t *io, unsigned events) {
   struct conn *c = BENCH_CONTAINER_OF(io, struct conn, io);
   (void)events;
   if (c->rest) { /* waiting for EVR_WRITE */
-    ssize_t w = write(io->fd, c->rest + c->off, c->len - c->off);
+    ssize_t w = write(evr_io_fd(io), c->rest + c->off, c->len - c->off);
     if (w < 0) {
       if (!soft_error()) conn_close(c);
       return;
@@ -69,12 +69,12 @@ static void conn_cb(evr_io_t *io, unsigned events) {
     (void)evr_io_set(io, EVR_READ);
     return;
   }
-  ssize_t n = read(io->fd, buf, sizeof buf);
+  ssize_t n = read(evr_io_fd(io), buf, sizeof buf);
   if (n <= 0) {
     if (n == 0 || !soft_error()) conn_close(c);
     return;
   }
-  ssize_t w = write(io->fd, buf, (size_t)n);
+  ssize_t w = write(evr_io_fd(io), buf, (size_t)n);
   if (w == n) return;
   if (w < 0) {
     if (!soft_error()) {
@@ -97,7 +97,7 @@ static void conn_cb(evr_io_t *io, unsigned events) {
 static void accept_cb(evr_io_t *io, unsigned events) {
   (void)events;
   for (int i = 0; i < 256; i++) {
-    int fd = bench_accept(io->fd);
+    int fd = bench_accept(evr_io_fd(io));
     if (fd < 0) {
       if (errno == ECONNABORTED || errno == EINTR) continue;
       if (errno != EAGAIN) perror("accept"); /* EMFILE: retry next round */
@@ -168,7 +168,7 @@ static void stream_accept(int fd) {
 static void close_any(evr_handle_t *h, void *arg) {
   (void)arg;
   if (h == &listener.base) {
-    int fd = listener.fd;
+    int fd = evr_io_fd(&listener);
     (void)evr_close(h, NULL);
     (void)close(fd);
   } else if (h == &sig_term.base || h == &sig_int.base) {

@@ -86,7 +86,7 @@ void evr__connect_finish(evr_stream_t *s, int status) {
   s->error = 0;
   s->eof_error = 0;
   if (status == 0) {
-    s->fd = s->io.fd;
+    s->fd = s->node.fd;
     s->sflags |= EVR__S_SOCKET;
     s->last_activity = loop->now_ms;
   } else {
@@ -127,7 +127,7 @@ static void connect_next(evr_stream_t *s) {
 
 void evr__connect_ready(evr_stream_t *s) {
   if (!(s->sflags & EVR__S_CONN_WAIT)) return;
-  int err = evr__sock_error(s->io.fd);
+  int err = evr__sock_error(s->node.fd);
   if (err == 0) {
     /* Readiness with no pending error normally means connected. But the
      * error is read-once, and a kqueue emulated on epoll (libkqueue) reads
@@ -135,7 +135,7 @@ void evr__connect_ready(evr_stream_t *s) {
      * cause is lost then; on loopback and LANs it is nearly always a
      * refusal, reported as such. */
     evr_addr_t peer;
-    int rc = evr__peername(s->io.fd, &peer);
+    int rc = evr__peername(s->node.fd, &peer);
     if (rc == EVR_ENOTCONN || rc == EVR_EINVAL) err = EVR_ECONNREFUSED;
   }
   if (err == 0) {

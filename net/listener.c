@@ -1,9 +1,9 @@
 /* net/listener.c: listening sockets and the accept loop.
  *
- * A listener owns its socket, an internal I/O watcher and an internal timer.
- * Both internal handles are taken off the loop's handle list and
- * unreferenced: the listener alone is what users see (evr_loop_walk) and
- * what keeps the loop alive, and its close stops them synchronously.
+ * A listener owns its socket, the socket's I/O node and an internal timer
+ * (taken off the loop's handle list and unreferenced): the listener alone
+ * is what users see (evr_loop_walk) and what keeps the loop alive, and its
+ * close stops both synchronously.
  * The listener is active from evr_listen() to close, except while paused
  * by the user. While descriptors are exhausted (EMFILE/ENFILE) it keeps a
  * spare descriptor to shed pending connections, reports the condition once
@@ -26,7 +26,7 @@
 #define BACKOFF_MS 100u
 
 /* lflags */
-#define L_LISTENING 0x01u /* fd is listening and io is initialised */
+#define L_LISTENING 0x01u /* fd is listening and its node is set up */
 #define L_PAUSED 0x02u    /* evr_listener_pause() */
 #define L_BACKOFF 0x04u   /* descriptors ran out: the pause timer runs */
 #define L_EPISODE 0x08u   /* the exhaustion was reported; a good accept ends it */
@@ -83,16 +83,9 @@ static int open_spare(void) {
   return fd;
 }
 
-/* The internal handles must not show up in evr_loop_walk() nor keep the
- * loop alive by themselves. */
-static void hide(evr_handle_t *h) {
-  evr__list_remove(&h->node);
-  evr_unref(h);
-}
-
 void evr__listener_close(evr_handle_t *h) {
   evr_listener_t *l = EVR_CONTAINER_OF(h, evr_listener_t, base);
-  if (l->lflags & L_LISTENING) evr__io_release(&l->io);
+  evr__io_release(h->loop, &l->node);
   (void)evr_timer_stop(&l->pause);
   remove_unix_file(l);
   if (l->fd >= 0) evr__close_fd(l->fd);
@@ -108,7 +101,7 @@ int evr_listener_init(evr_loop_t *loop, evr_listener_t *l) {
   l->fd = -1;
   l->accepted = 0;
   l->shed = 0;
-  memset(&l->io, 0, sizeof l->io);
+  evr__io_init(&l->node, -1, EVR__IO_LISTENER);
   (void)evr_timer_init(loop, &l->pause);
   evr_timer_unref(&l->pause);
   l->cb = NULL;
@@ -124,13 +117,11 @@ static int usable(const evr_listener_t *l) {
          evr__handle_usable(&l->base);
 }
 
-static void accept_ready(evr_io_t *io, unsigned events);
-
 /* Watch the socket when neither the user nor the back-off holds it. */
 static int watch(evr_listener_t *l) {
   if (l->lflags & (L_PAUSED | L_BACKOFF)) return 0;
-  if (evr__handle_active(&l->io.base)) return 0;
-  return evr_io_resume(&l->io, EVR_READ, accept_ready); /* the listener owns its fd */
+  /* The listener owns its fd: it stayed open since any stop. */
+  return evr__io_set(l->base.loop, &l->node, EVR_READ);
 }
 
 static void backoff_done(evr_timer_t *t) {
@@ -146,7 +137,7 @@ static void backoff_done(evr_timer_t *t) {
 }
 
 static void start_backoff(evr_listener_t *l) {
-  (void)evr_io_stop(&l->io);
+  evr__io_stop(l->base.loop, &l->node);
   l->lflags |= L_BACKOFF;
   (void)evr_timer_start(&l->pause, backoff_done, BACKOFF_MS, 0);
 }
@@ -184,9 +175,9 @@ static void exhausted(evr_listener_t *l, int err) {
   }
 }
 
-static void accept_ready(evr_io_t *io, unsigned events) {
-  evr_listener_t *l = EVR_CONTAINER_OF(io, evr_listener_t, io);
-  (void)events;
+/* The listening socket is readable (evr__io_dispatch). */
+void evr__listener_io(struct evr__ionode *n) {
+  evr_listener_t *l = EVR_CONTAINER_OF(n, evr_listener_t, node);
   for (unsigned n = 0; n < l->batch && still_accepting(l); n++) {
     int fd = evr__accept(l->fd);
     if (fd >= 0) {
@@ -329,15 +320,14 @@ static int bind_unix_path(int fd, const evr_addr_t *addr, unsigned flags,
 static int start_listening(evr_listener_t *l, int fd,
                            const evr_listen_options_t *opts,
                            evr_accept_cb cb) {
-  int rc = evr_io_init(l->base.loop, &l->io, fd);
-  if (rc) return rc;
-  hide(&l->io.base);
+  evr__io_init(&l->node, fd, EVR__IO_LISTENER);
   l->fd = fd;
   l->cb = cb;
   l->batch = opts && opts->accept_batch ? opts->accept_batch : DEFAULT_BATCH;
   l->lflags = L_LISTENING;
-  rc = watch(l);
+  int rc = watch(l);
   if (rc) {
+    evr__io_init(&l->node, -1, EVR__IO_LISTENER);
     l->fd = -1;
     l->lflags = 0;
     return rc;
@@ -461,7 +451,7 @@ int evr_listener_pause(evr_listener_t *l) {
   if (!usable(l) || !(l->lflags & L_LISTENING)) return EVR_EINVAL;
   if (l->lflags & L_PAUSED) return 0;
   l->lflags |= L_PAUSED;
-  (void)evr_io_stop(&l->io);
+  evr__io_stop(l->base.loop, &l->node);
   evr__handle_stop(&l->base);
   return 0;
 }

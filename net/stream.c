@@ -11,11 +11,10 @@
  *    others. A request is pending (W_PENDING) from its submission until just
  *    before its callback, wherever it waits, and cannot be submitted again
  *    meanwhile.
- *  - On close, what is due runs before the close callback: the stream puts
- *    its embedded watcher's handle on the loop's closing list just ahead of
- *    itself as a "finisher"; the close phase, which runs that list in order,
- *    then drains net_done and cancels the rest (EVR_ECANCELED) right before
- *    the stream's close_cb.
+ *  - On close, what is due runs before the close callback: in the close
+ *    phase, right before the stream's close_cb, its finish function
+ *    (evr__stream_finish, called by the close phase for every stream) runs
+ *    the write callbacks already due, then cancels the rest (EVR_ECANCELED).
  *  - The watcher's interest is exactly: READ while reading, WRITE while
  *    bytes are queued or a connect is in progress. An idle stream has no
  *    interest, no read buffer and no armed timer (unless an idle timeout is
@@ -124,22 +123,16 @@ static void net_run_done(evr_loop_t *loop) {
   }
 }
 
-/* ---- the watcher ---- */
-
-static void io_cb(evr_io_t *io, unsigned events);
+/* ---- the descriptor's I/O node ---- */
 
 void evr__stream_io_attach(evr_stream_t *s, int fd) {
-  /* evr_io_init() only fails for a closed fd, which callers rule out. */
-  (void)evr_io_init(s->base.loop, &s->io, fd);
-  evr__list_remove(&s->io.base.node);
-  evr_unref(&s->io.base);
+  evr__io_init(&s->node, fd, EVR__IO_STREAM);
 }
 
 void evr__stream_io_release(evr_stream_t *s) {
-  if (!(s->io.base.flags & EVR__H_INIT)) return;
-  evr__io_release(&s->io);
-  if (s->io.fd >= 0) evr__close_fd(s->io.fd);
-  s->io.fd = -1;
+  evr__io_release(s->base.loop, &s->node);
+  if (s->node.fd >= 0) evr__close_fd(s->node.fd);
+  s->node.fd = -1;
   s->fd = -1;
 }
 
@@ -149,13 +142,9 @@ int evr__stream_sync(evr_stream_t *s) {
   if (s->sflags & EVR__S_READING) want |= EVR_READ;
   if ((s->sflags & EVR__S_CONN_WAIT) || !evr__list_empty(&s->writes))
     want |= EVR_WRITE;
-  if (!want) {
-    if (s->io.base.flags & EVR__H_INIT) (void)evr_io_stop(&s->io);
-  } else if (evr__handle_active(&s->io.base)) {
-    if (s->io.events != want) rc = evr_io_set(&s->io, want);
-  } else {
-    rc = evr_io_resume(&s->io, want, io_cb); /* the stream owns its fd */
-  }
+  /* The stream owns its fd: it stayed open since any stop. */
+  assert(s->node.fd >= 0 || !want);
+  rc = evr__io_set(s->base.loop, &s->node, want);
   if (rc == 0 && (want || (s->sflags & EVR__S_CONNECTING)))
     evr__handle_start(&s->base);
   else
@@ -171,8 +160,7 @@ int evr_stream_init(evr_loop_t *loop, evr_stream_t *s) {
   evr__handle_init(loop, &s->base, EVR__HT_STREAM);
   s->fd = -1;
   s->write_queue_size = 0;
-  memset(&s->io, 0, sizeof s->io);
-  s->io.fd = -1;
+  evr__io_init(&s->node, -1, EVR__IO_STREAM);
   (void)evr_timer_init(loop, &s->timer);
   evr_timer_unref(&s->timer);
   evr__list_init(&s->writes);
@@ -642,9 +630,10 @@ int evr_stream_set_water_marks(evr_stream_t *s, size_t low, size_t high,
 
 /* ---- the watcher's callback ---- */
 
-static void io_cb(evr_io_t *io, unsigned events) {
-  evr_stream_t *s = EVR_CONTAINER_OF(io, evr_stream_t, io);
-  if (io->base.loop->io_error && !s->eof_error) s->eof_error = io->base.loop->io_error;
+/* The descriptor is ready (evr__io_dispatch). */
+void evr__stream_io(struct evr__ionode *n, unsigned events, int err) {
+  evr_stream_t *s = EVR_CONTAINER_OF(n, evr_stream_t, node);
+  if (err && !s->eof_error) s->eof_error = err;
   if (s->sflags & EVR__S_CONNECTING) {
     evr__connect_ready(s);
     return;
@@ -732,8 +721,8 @@ int evr_stream_abort(evr_stream_t *s, evr_close_cb close_cb) {
 }
 
 /* Close phase, just before the stream's close_cb (see the file comment). */
-static void stream_finish(evr_handle_t *h) {
-  evr_stream_t *s = EVR_CONTAINER_OF(h, evr_stream_t, io.base);
+void evr__stream_finish(evr_handle_t *h) {
+  evr_stream_t *s = EVR_CONTAINER_OF(h, evr_stream_t, base);
   evr_loop_t *loop = s->base.loop;
   net_run_done(loop);
   if (s->sflags & EVR__S_CONNECTING) {
@@ -767,21 +756,11 @@ static void stream_finish(evr_handle_t *h) {
 
 void evr__stream_close(evr_handle_t *h) {
   evr_stream_t *s = EVR_CONTAINER_OF(h, evr_stream_t, base);
-  evr_loop_t *loop = h->loop;
   if (s->sflags & EVR__S_CONNECTING) evr__connect_abandon(s);
   (void)evr_timer_stop(&s->timer);
   evr__stream_io_release(s);
   s->sflags &= ~EVR__S_READING;
-  /* The finisher: the watcher's handle (off the handle list, inactive) goes
-   * on the closing list now; evr_close() queues the stream right after it,
-   * and the close phase runs that list in order. */
-  evr_handle_t *f = &s->io.base;
-  f->loop = loop;
-  f->data = NULL;
-  f->flags = EVR__H_INIT | EVR__H_CLOSING;
-  f->close_cb = stream_finish;
-  evr__list_init(&f->node);
-  evr__list_insert_tail(&loop->closing, &f->node);
+  /* What is due and what is cancelled runs from evr__stream_finish(). */
 }
 
 /* ---- timer: connect timeout, due outcomes, idle ---- */

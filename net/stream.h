@@ -2,7 +2,7 @@
  * private state. Not installed.
  *
  * While a connect is pending (EVR__S_CONNECTING), s->fd stays -1 and the
- * connecting socket lives in s->io.fd (-1 when there is none, e.g. while the
+ * connecting socket lives in s->node.fd (-1 when there is none, e.g. while the
  * host name is resolved). The embedded timer is the connect timeout then.
  */
 #ifndef EVR_NET_STREAM_H

@@ -3,8 +3,9 @@
  * Every loop owns one wake-up channel: the backend's native one when it has
  * it (EVFILT_USER on a kernel kqueue), else an eventfd (Linux) or a
  * non-blocking pipe (EVR_HAVE_EVENTFD and EVR_HAVE_PIPE2 in evr_config.h
- * pick the calls), watched by an internal, unreferenced evr_io_t that is
- * kept off the handle list. When it fires, the loop runs, in order: the
+ * pick the calls), watched through an I/O node of the loop's own (no
+ * handle: it never keeps the loop alive, and evr_loop_walk() does not see
+ * it). When it fires, the loop runs, in order: the
  * raised notifiers (async and signal handles), the posted callbacks, the
  * pool completions.
  * The invariant that makes wake-ups impossible to lose: a waker sets its
@@ -128,14 +129,13 @@ void evr__wake_dispatch(evr_loop_t *loop) {
   evr__work_run_done(loop);
 }
 
-static void wake_cb(evr_io_t *io, unsigned events) {
-  (void)events;
-  evr_loop_t *loop = EVR_CONTAINER_OF(io, evr_loop_t, wake_io);
+/* The wake-up descriptor is readable (evr__io_dispatch). */
+void evr__wake_io(evr_loop_t *loop) {
   wake_drain(loop);
   evr__wake_dispatch(loop);
 }
 
-/* Create the descriptor and start its internal watcher. */
+/* Create the descriptor and start watching it. */
 static int wake_start(evr_loop_t *loop) {
   atomic_store(&loop->wake_pending, 0);
   if (loop->backend->wake) {
@@ -148,21 +148,15 @@ static int wake_start(evr_loop_t *loop) {
     loop->wake_rfd = loop->wake_wfd = -1;
     return rc;
   }
-  rc = evr_io_init(loop, &loop->wake_io, loop->wake_rfd);
-  if (rc == 0) {
-    /* Internal: invisible to evr_loop_walk() and evr_loop_free()'s handle
-     * check, and it never keeps the loop alive. */
-    evr__list_remove(&loop->wake_io.base.node);
-    evr_unref(&loop->wake_io.base);
-    rc = evr_io_start(&loop->wake_io, EVR_READ, wake_cb);
-  }
+  evr__io_init(&loop->wake_node, loop->wake_rfd, EVR__IO_WAKE);
+  rc = evr__io_start(loop, &loop->wake_node, EVR_READ, 0);
   if (rc) wake_close(loop);
   return rc;
 }
 
 static void wake_stop(evr_loop_t *loop) {
   if (loop->wake_rfd < 0) return;
-  evr__io_release(&loop->wake_io);
+  evr__io_release(loop, &loop->wake_node);
   wake_close(loop);
 }
 

@@ -32,10 +32,10 @@ typedef struct evr__backend {
   int (*init)(evr_loop_t *loop);
   /* Release everything; safe after a failed init. */
   void (*destroy)(evr_loop_t *loop);
-  /* Apply (or queue until poll) an interest change of io from old_mask to
+  /* Apply (or queue until poll) an interest change of node n from old_mask to
    * new_mask (EVR_READ|EVR_WRITE; 0 means remove). 0 or -errno; on error the
    * backend's registration is unchanged. */
-  int (*update)(evr_loop_t *loop, evr_io_t *io, unsigned old_mask,
+  int (*update)(evr_loop_t *loop, struct evr__ionode *n, unsigned old_mask,
                 unsigned new_mask);
   /* Wait at most timeout_ms (-1 forever, 0 not at all), then report each
    * ready fd with evr__io_dispatch(). Returns the number of events harvested

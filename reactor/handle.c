@@ -3,23 +3,27 @@
  *
  * Invariant: loop->active_refs counts exactly the handles that are ACTIVE and
  * REF at once; every transition goes through the functions below. A closing
- * handle sits on loop->closing (via its node) until its close_cb has run.
+ * handle sits on loop->closing (via its node) until the close phase takes
+ * it off; then its type's finish function (if any) and its close_cb run.
  */
 #include "reactor/internal.h"
 
-/* Every handle type: its name and its close function. A handle stores the
- * index (one byte), not a pointer to its entry. */
+/* Every handle type: its name, its close function (evr_close(): stop all
+ * activity) and, for a type whose requests must complete before its close
+ * callback, its finish function (the close phase, right before close_cb). A
+ * handle stores the index (one byte), not a pointer to its entry. */
 static const struct {
   const char *name;
   void (*close)(evr_handle_t *h);
+  void (*finish)(evr_handle_t *h);
 } types[EVR__HT_COUNT] = {
-    [EVR__HT_IO] = {"io", evr__io_close},
-    [EVR__HT_PREPARE] = {"prepare", evr__hook_close},
-    [EVR__HT_CHECK] = {"check", evr__hook_close},
-    [EVR__HT_ASYNC] = {"async", evr__async_close},
-    [EVR__HT_SIGNAL] = {"signal", evr__signal_close},
-    [EVR__HT_STREAM] = {"stream", evr__stream_close},
-    [EVR__HT_LISTENER] = {"listener", evr__listener_close},
+    [EVR__HT_IO] = {"io", evr__io_close, NULL},
+    [EVR__HT_PREPARE] = {"prepare", evr__hook_close, NULL},
+    [EVR__HT_CHECK] = {"check", evr__hook_close, NULL},
+    [EVR__HT_ASYNC] = {"async", evr__async_close, NULL},
+    [EVR__HT_SIGNAL] = {"signal", evr__signal_close, NULL},
+    [EVR__HT_STREAM] = {"stream", evr__stream_close, evr__stream_finish},
+    [EVR__HT_LISTENER] = {"listener", evr__listener_close, NULL},
 };
 
 static inline int type_known(const evr_handle_t *h) {
@@ -102,6 +106,7 @@ void evr__run_closing(evr_loop_t *loop) {
     evr__list_t *n = evr__list_first(&batch);
     evr_handle_t *h = EVR_CONTAINER_OF(n, evr_handle_t, node);
     evr__list_remove(n);
+    if (types[h->type].finish) types[h->type].finish(h);
     h->flags = (uint8_t)((h->flags & ~EVR__H_CLOSING) | EVR__H_CLOSED);
     if (h->close_cb) h->close_cb(h);
   }

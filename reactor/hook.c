@@ -33,7 +33,7 @@ static int hook_start(struct evr_hook *hook, evr_hook_cb cb,
 }
 
 static int hook_stop(struct evr_hook *hook, enum evr__handle_type type) {
-  if (!evr__handle_is(&hook->base, type)) return EVR_EINVAL;
+  if (!hook || !evr__handle_is(&hook->base, type)) return EVR_EINVAL;
   evr__hook_close(&hook->base);
   return 0;
 }

@@ -20,9 +20,17 @@
 #define EVR__H_REF 0x04u
 #define EVR__H_CLOSING 0x08u
 #define EVR__H_CLOSED 0x10u
-/* io watchers only (reactor/io.c, lazy removal): */
-#define EVR__H_LINGER 0x20u  /* stopped, kernel registration kept for now */
-#define EVR__H_LQUEUED 0x40u /* its fd is in loop->linger */
+
+/* I/O node kinds (evr__ionode.kind): the owner evr__io_dispatch() hands
+ * the node's events to. */
+enum evr__io_kind {
+  EVR__IO_WATCHER = 1,   /* an evr_io_t: its callback */
+  EVR__IO_STREAM,        /* an evr_stream_t: evr__stream_io() */
+  EVR__IO_LISTENER,      /* an evr_listener_t: evr__listener_io() */
+  EVR__IO_WAKE           /* the loop's wake-up channel: evr__wake_io() */
+};
+/* I/O node flags (evr__ionode.flags), reactor/io.c's lazy removal: */
+#define EVR__IO_LQUEUED 0x01u /* its fd is in loop->linger */
 
 /* Handle types (evr_handle_t.type): indexes into the table of
  * reactor/handle.c, which names each type and holds its close function.
@@ -46,6 +54,8 @@ void evr__hook_close(evr_handle_t *h);       /* reactor/hook.c */
 void evr__async_close(evr_handle_t *h);      /* reactor/async.c */
 void evr__signal_close(evr_handle_t *h);     /* reactor/signal.c */
 void evr__stream_close(evr_handle_t *h);     /* net/stream.c */
+/* The close phase, right before close_cb: complete what is due (streams). */
+void evr__stream_finish(evr_handle_t *h);    /* net/stream.c */
 void evr__listener_close(evr_handle_t *h);   /* net/listener.c */
 
 struct evr__timers; /* timers/timer.c */
@@ -64,11 +74,11 @@ struct evr_loop {
   evr__list_t handles;         /* every open handle */
   evr__list_t closing;         /* handles whose close_cb is due */
 
-  /* fd -> the open watcher last started on it (active or stopped; see
-   * reactor/io.c), grown when a watcher starts on a larger fd */
-  evr_io_t **fds;
+  /* fd -> the I/O node last started on it and not released since (active
+   * or stopped; see reactor/io.c), grown when a node starts on a larger fd */
+  struct evr__ionode **fds;
   unsigned nfds;
-  int *linger;                 /* fds whose stopped watcher awaits removal */
+  int *linger;                 /* fds whose stopped node awaits removal */
   unsigned nlinger, linger_cap;
 
   /* phases */
@@ -79,8 +89,6 @@ struct evr_loop {
   struct evr__timers *timers;
 
   /* streams (net/stream.c) */
-  int io_error;                /* during an I/O callback: a socket error the
-                                  backend saw and the fd may no longer hold */
   char *net_buf;               /* shared read buffer, allocated on first read */
   evr__list_t net_done;        /* evr_write_t whose callback is due */
   evr_defer_t net_task;        /* runs net_done in the deferred phase */
@@ -92,7 +100,7 @@ struct evr_loop {
   int running;
 
   /* cross-thread wake-up (reactor/async.c, post.c, pool.c, signal.c) */
-  evr_io_t wake_io;            /* internal: not on `handles`, unreferenced */
+  struct evr__ionode wake_node; /* the wake-up descriptor's registration */
   int wake_rfd, wake_wfd;      /* eventfd: the same fd; a pipe; or -1 with
                                   the backend's native channel */
   atomic_int wake_pending;     /* written and not yet drained */
@@ -132,22 +140,46 @@ static inline void evr__req_unregister(evr_loop_t *loop) {
 
 /* ---- I/O (reactor/io.c) ---- */
 /* Called by backends for each harvested event: revents is a mask of EVR_READ,
- * EVR_WRITE, EVR_ERR and EVR_HUP. Drops the event if fd has no active
- * watcher or the watcher no longer wants it. */
-void evr__io_dispatch(evr_loop_t *loop, int fd, unsigned revents);
-/* The open watcher last started on fd (active if io->events, registered
- * with the backend if io->registered), or NULL. */
-static inline evr_io_t *evr__io_lookup(const evr_loop_t *loop, int fd) {
+ * EVR_WRITE, EVR_ERR and EVR_HUP; err is a socket error (positive errno)
+ * that the backend took from the socket with the event (kqueue's EV_EOF
+ * under libkqueue, which clears it on the socket), else 0. Drops the event
+ * if fd has no active node or the node no longer wants it; otherwise hands
+ * it to the node's owner (node->kind). */
+void evr__io_dispatch(evr_loop_t *loop, int fd, unsigned revents, int err);
+/* The node last started on fd and not released since (active if
+ * n->events, registered with the backend if n->registered), or NULL. */
+static inline struct evr__ionode *evr__io_lookup(const evr_loop_t *loop, int fd) {
   return (fd >= 0 && (unsigned)fd < loop->nfds) ? loop->fds[fd] : NULL;
 }
+/* A stopped node of this kind for fd (-1: none yet), not in the map. */
+void evr__io_init(struct evr__ionode *n, int fd, unsigned kind);
+/* Start a stopped node with interest events (EVR_READ|EVR_WRITE, not 0).
+ * same_file: the owner vouches that n->fd has stayed open since the node
+ * stopped (no check of a lingering registration). 0, EVR_EEXIST (another
+ * node is active on the fd), EVR_ENOMEM or the backend's error. */
+int evr__io_start(evr_loop_t *loop, struct evr__ionode *n, unsigned events,
+                  int same_file);
+/* Change an active node's interest (not to 0). 0 or the backend's error. */
+int evr__io_modify(evr_loop_t *loop, struct evr__ionode *n, unsigned events);
+/* Stop a node (its registration may linger until the next poll). Events
+ * already harvested for its fd are not dispatched. Idempotent. */
+void evr__io_stop(evr_loop_t *loop, struct evr__ionode *n);
+/* Make the interest of a node whose descriptor has stayed open `events`:
+ * start, modify or (0) stop it. 0 or the error of start/modify. */
+int evr__io_set(evr_loop_t *loop, struct evr__ionode *n, unsigned events);
+/* Stop n, remove its registration now and take it out of the map: before
+ * its fd is closed. Idempotent; a node with fd -1 is left as it is. */
+void evr__io_release(evr_loop_t *loop, struct evr__ionode *n);
 void evr__io_free_map(evr_loop_t *loop);
-/* Apply the removals that evr_io_stop() put off (before each poll). */
+/* Apply the removals that evr__io_stop() put off (before each poll). */
 void evr__io_flush(evr_loop_t *loop);
 /* In a forked child: forget the pending removals without making them (the
  * registrations are in the parent's set; evr_loop_fork builds a new one). */
 void evr__io_drop_lingering(evr_loop_t *loop);
-/* Stop io and remove its registration now: before its fd is closed. */
-void evr__io_release(evr_io_t *io);
+/* The owners' entries of evr__io_dispatch(); ev as for a watcher. */
+void evr__stream_io(struct evr__ionode *n, unsigned ev, int err); /* net/stream.c */
+void evr__listener_io(struct evr__ionode *n);                     /* net/listener.c */
+void evr__wake_io(evr_loop_t *loop);                              /* reactor/async.c */
 
 /* ---- deferred tasks (reactor/defer.c) ---- */
 void evr__defer_run(evr_loop_t *loop);

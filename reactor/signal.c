@@ -118,8 +118,8 @@ int evr_signal_init(evr_loop_t *loop, evr_signal_t *s) {
 }
 
 int evr_signal_start(evr_signal_t *s, int signum, evr_signal_cb cb) {
-  if (!evr__handle_is(&s->base, EVR__HT_SIGNAL) || !evr__handle_usable(&s->base) ||
-      !cb)
+  if (!s || !evr__handle_is(&s->base, EVR__HT_SIGNAL) ||
+      !evr__handle_usable(&s->base) || !cb)
     return EVR_EINVAL;
   if (signum <= 0 || signum >= NSIG) return EVR_EINVAL;
   if (evr__handle_active(&s->base) && s->signum == signum) {
@@ -152,7 +152,7 @@ int evr_signal_start(evr_signal_t *s, int signum, evr_signal_cb cb) {
 }
 
 int evr_signal_stop(evr_signal_t *s) {
-  if (!evr__handle_is(&s->base, EVR__HT_SIGNAL)) return EVR_EINVAL;
+  if (!s || !evr__handle_is(&s->base, EVR__HT_SIGNAL)) return EVR_EINVAL;
   if (!evr__handle_active(&s->base)) return 0;
   (void)pthread_mutex_lock(&sig_mutex);
   sig_release(s->signum);

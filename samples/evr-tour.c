@@ -33,7 +33,7 @@ static void after_read(evr_defer_t *task) {
 static void on_readable(evr_io_t *io, unsigned events) {
   struct tour *t = io->base.data;
   char buf[64];
-  ssize_t n = read(io->fd, buf, sizeof buf - 1);
+  ssize_t n = read(evr_io_fd(io), buf, sizeof buf - 1);
   if (n <= 0) {
     fprintf(stderr, "read: %s\n", n == 0 ? "unexpected end of stream" : strerror(errno));
     evr_loop_stop(t->loop);

@@ -48,7 +48,7 @@ static void self_cb(evr_defer_t *t) {
 static void read_cb(evr_io_t *io, unsigned ev) {
   char c;
   assert_true(ev & EVR_READ);
-  assert_int_equal(read(io->fd, &c, 1), 1);
+  assert_int_equal(read(evr_io_fd(io), &c, 1), 1);
   io_reads++;
   mark('R');
   if (io_reads < 5) assert_int_equal(write(pipe_fds[1], "x", 1), 1);

@@ -37,7 +37,7 @@ static void on_timer(evr_timer_t *t) {
 static void on_io(evr_io_t *io, unsigned events) {
   char buf[16];
   if (events & EVR_READ) {
-    ssize_t n = read(io->fd, buf, sizeof buf);
+    ssize_t n = read(evr_io_fd(io), buf, sizeof buf);
     if (n > 0) io_fired++;
   }
 }

@@ -32,7 +32,7 @@ static void test_io_readable_only_when_data(void **state) {
   assert_int_equal(evr_is_active(&io.base), 0);
   assert_evr_ok(evr_io_start(&io, EVR_READ, count_cb));
   assert_int_equal(evr_is_active(&io.base), 1);
-  assert_int_equal(io.events, EVR_READ);
+  assert_int_equal(evr_io_events(&io), EVR_READ);
   assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), 1);
   assert_int_equal(calls, 0);
   assert_int_equal(write(fds[1], "abc", 3), 3);
@@ -65,7 +65,7 @@ static void test_io_writable_and_both(void **state) {
   assert_int_equal(last_ev, EVR_WRITE);
   assert_int_equal(write(sv[1], "z", 1), 1);
   assert_evr_ok(evr_io_set(&io, EVR_READ | EVR_WRITE));
-  assert_int_equal(io.events, EVR_READ | EVR_WRITE);
+  assert_int_equal(evr_io_events(&io), EVR_READ | EVR_WRITE);
   assert_int_equal(evr_loop_run(test_loop, EVR_RUN_ONCE), 1);
   assert_int_equal(calls, 2);
   assert_int_equal(last_ev, EVR_READ | EVR_WRITE);
@@ -112,7 +112,7 @@ static int flip_reads, flip_writes;
 static void flip_cb(evr_io_t *io, unsigned ev) {
   if (ev & EVR_READ) {
     char c;
-    assert_int_equal(read(io->fd, &c, 1), 1);
+    assert_int_equal(read(evr_io_fd(io), &c, 1), 1);
     flip_reads++;
     assert_evr_ok(evr_io_set(io, EVR_WRITE));
   } else if (ev & EVR_WRITE) {
@@ -151,7 +151,7 @@ static ssize_t eof_read_rc;
 static void eof_cb(evr_io_t *io, unsigned ev) {
   char c;
   assert_true(ev & EVR_READ);
-  eof_read_rc = read(io->fd, &c, 1);
+  eof_read_rc = read(evr_io_fd(io), &c, 1);
   calls++;
   assert_evr_ok(evr_io_stop(io));
 }
@@ -194,7 +194,7 @@ static void test_io_eof_on_pipe_and_socketpair(void **state) {
 static int epipe_seen;
 static void epipe_cb(evr_io_t *io, unsigned ev) {
   assert_true(ev & EVR_WRITE);
-  ssize_t n = test_send(io->fd, "x", 1);
+  ssize_t n = test_send(evr_io_fd(io), "x", 1);
   if (n < 0 && errno == EPIPE) epipe_seen = 1;
   assert_evr_ok(evr_io_stop(io));
 }
@@ -302,7 +302,7 @@ static void st_cb(evr_io_t *io, unsigned ev) {
   if (st_first) return;
   st_first = 1;
   evr_io_t *victim = io == &st_io_a ? &st_io_b : &st_io_a;
-  int vfd = victim->fd;
+  int vfd = evr_io_fd(victim);
   assert_evr_ok(evr_io_stop(victim));
   assert_int_equal(close(vfd), 0);
   assert_int_equal(dup2(st_spare[0], vfd), vfd);
@@ -512,7 +512,7 @@ static void many_cb(evr_io_t *io, unsigned ev) {
   struct many *m = (struct many *)(void *)io; /* io is the first member */
   assert_true(ev & EVR_READ);
   unsigned char buf[64];
-  ssize_t n = read(io->fd, buf, sizeof buf);
+  ssize_t n = read(evr_io_fd(io), buf, sizeof buf);
   assert_true(n > 0);
   for (ssize_t i = 0; i < n; i++)
     assert_int_equal(buf[i], (unsigned char)(m->read + (unsigned)i));
@@ -583,7 +583,7 @@ static void test_io_many_descriptors_random_activity(void **state) {
   }
   assert_int_equal(evr_loop_run(test_loop, EVR_RUN_NOWAIT), 0);
   for (unsigned i = 0; i < n; i++) {
-    close(many[i].io.fd);
+    close(evr_io_fd(&many[i].io));
     close(many[i].peer);
   }
   free(many);
@@ -647,7 +647,7 @@ static void drain_cb(evr_io_t *io, unsigned ev) {
   char buf[16];
   calls++;
   last_ev = ev;
-  if (ev & EVR_READ) assert_true(read(io->fd, buf, sizeof buf) > 0);
+  if (ev & EVR_READ) assert_true(read(evr_io_fd(io), buf, sizeof buf) > 0);
 }
 
 /* Put a new socket pair's first end on descriptor number num (closed by

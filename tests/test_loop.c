@@ -100,7 +100,7 @@ static int po_fds[2];
 static void po_io_cb(evr_io_t *io, unsigned ev) {
   (void)ev;
   char c;
-  assert_int_equal(read(io->fd, &c, 1), 1);
+  assert_int_equal(read(evr_io_fd(io), &c, 1), 1);
   mark('I');
 }
 static void po_prep_cb(evr_prepare_t *h) { (void)h; mark('P'); }
@@ -215,7 +215,7 @@ static int once_reads;
 static void once_cb(evr_io_t *io, unsigned ev) {
   assert_true(ev & EVR_READ);
   char buf[8];
-  assert_true(read(io->fd, buf, sizeof buf) > 0);
+  assert_true(read(evr_io_fd(io), buf, sizeof buf) > 0);
   once_reads++;
 }
 

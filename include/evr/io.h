@@ -25,16 +25,33 @@ enum {
 typedef struct evr_io evr_io_t;
 typedef void (*evr_io_cb)(evr_io_t *io, unsigned events);
 
+/* The registration of one descriptor with the loop: what the loop's
+ * descriptor map, its backend and its dispatch work on (reactor/io.c).
+ * Embedded in evr_io_t, and in streams and listeners, which watch their
+ * descriptors without a watcher handle. Private: do not touch. */
+struct evr__ionode {
+  int fd;
+  uint32_t backend_slot;  /* backend-private per-fd data */
+  uint8_t events;         /* interest (EVR_READ | EVR_WRITE); 0: stopped */
+  uint8_t registered;     /* interest the backend currently has */
+  uint8_t flags;          /* reactor/io.c's bookkeeping */
+  uint8_t kind;           /* who gets the events: a watcher, a stream, ... */
+};
+
 struct evr_io {
   evr_handle_t base;
-  /* read-only */
-  int fd;
-  unsigned events;          /* current interest: EVR_READ | EVR_WRITE */
   /* private */
-  unsigned registered;      /* interest the backend currently has */
-  uint32_t backend_slot;    /* backend-private per-fd data */
+  struct evr__ionode node;
   evr_io_cb cb;
 };
+
+/** The descriptor a watcher was initialised for. */
+static inline int evr_io_fd(const evr_io_t *io) { return io->node.fd; }
+
+/** The watcher's current interest: EVR_READ | EVR_WRITE, 0 when stopped. */
+static inline unsigned evr_io_events(const evr_io_t *io) {
+  return io->node.events;
+}
 
 /** Initialise a watcher for fd. Does not register anything yet.
  *  May be called again on an open watcher of the same loop that was last

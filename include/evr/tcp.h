@@ -95,7 +95,7 @@ struct evr_stream {
   /* read-only */
   size_t write_queue_size;    /* bytes queued and not yet sent */
   /* private */
-  evr_io_t io;
+  struct evr__ionode node;    /* the descriptor's registration */
   evr_timer_t timer;          /* connect timeout, then idle timeout */
   evr__qnode_t writes;        /* evr_write_t, FIFO */
   evr_read_cb read_cb;
@@ -251,7 +251,7 @@ struct evr_listener {
   uint64_t accepted;     /* connections handed to the callback */
   uint64_t shed;         /* connections dropped for lack of descriptors */
   /* private */
-  evr_io_t io;
+  struct evr__ionode node; /* the listening socket's registration */
   evr_timer_t pause;     /* EMFILE back-off */
   evr_accept_cb cb;
   unsigned batch;
