@@ -4,8 +4,8 @@
  *
  * Invariants:
  *  - A write request's callback runs exactly once, from the loop, never
- *    inside evr_stream_write(): completed requests go to the loop's net_done
- *    list, which a loop-level deferred task drains (phase 5). Requests of one
+ *    inside evr_stream_write(): completed requests go to the done list of
+ *    the loop's stream context, which its deferred task drains (phase 5). Requests of one
  *    stream complete in submission order, so their callbacks run in order;
  *    that is why a request with nothing to send still queues behind the
  *    others. A request is pending (W_PENDING) from its submission until just
@@ -65,18 +65,45 @@ static inline void touch(evr_stream_t *s) {
   s->last_activity = s->base.loop->now_ms;
 }
 
-/* ---- completed write requests ---- */
+/* ---- the loop's stream context ---- */
 
-static void net_run_done(evr_loop_t *loop);
+/* What the streams of one loop share (loop->net): made by the loop's first
+ * evr_stream_init(), freed with the loop (evr__net_free). */
+struct evr__net {
+  evr_loop_t *loop;
+  char *buf;           /* the read buffer, allocated on the first read */
+  evr__list_t done;    /* evr_write_t whose callback is due, in order */
+  evr_defer_t task;    /* runs `done` in the deferred phase */
+};
 
-static void net_task_cb(evr_defer_t *task) {
-  net_run_done(EVR_CONTAINER_OF(task, evr_loop_t, net_task));
+static int net_get(evr_loop_t *loop) {
+  if (loop->net) return 0;
+  struct evr__net *net = malloc(sizeof *net);
+  if (!net) return EVR_ENOMEM;
+  net->loop = loop;
+  net->buf = NULL;
+  evr__list_init(&net->done);
+  evr_defer_init(&net->task);
+  loop->net = net;
+  return 0;
 }
 
-static void net_ready(evr_loop_t *loop) {
-  if (loop->net_done.next) return;
-  evr__list_init(&loop->net_done);
-  evr_defer_init(&loop->net_task);
+void evr__net_free(evr_loop_t *loop) {
+  struct evr__net *net = loop->net;
+  if (!net) return;
+  /* evr_loop_free() refuses while a stream is open or a task pending. */
+  assert(evr__list_empty(&net->done) && !evr_defer_pending(&net->task));
+  free(net->buf);
+  free(net);
+  loop->net = NULL;
+}
+
+/* ---- completed write requests ---- */
+
+static void net_run_done(struct evr__net *net);
+
+static void net_task_cb(evr_defer_t *task) {
+  net_run_done(EVR_CONTAINER_OF(task, struct evr__net, task));
 }
 
 static void req_release_bufs(evr_write_t *req) {
@@ -90,7 +117,7 @@ static void req_release_bufs(evr_write_t *req) {
 /* The request left the queue (or never entered it) with this outcome: its
  * callback is due from the deferred phase. */
 static void req_complete(evr_write_t *req, int status) {
-  evr_loop_t *loop = req->stream->base.loop;
+  struct evr__net *net = req->stream->base.loop->net;
   evr__list_remove(&req->node);
   req_release_bufs(req);
   if (req->flags & W_OWNED) {
@@ -98,9 +125,9 @@ static void req_complete(evr_write_t *req, int status) {
     return;
   }
   req->status = status;
-  evr__list_insert_tail(&loop->net_done, &req->node);
-  if (!evr_defer_pending(&loop->net_task))
-    (void)evr_defer(loop, &loop->net_task, net_task_cb);
+  evr__list_insert_tail(&net->done, &req->node);
+  if (!evr_defer_pending(&net->task))
+    (void)evr_defer(net->loop, &net->task, net_task_cb);
 }
 
 /* Run a request's callback now (it is off every list). The callback may
@@ -111,15 +138,14 @@ static void req_deliver(evr_loop_t *loop, evr_write_t *req, int status) {
   if (req->cb) req->cb(req, status);
 }
 
-static void net_run_done(evr_loop_t *loop) {
+static void net_run_done(struct evr__net *net) {
   evr__list_t batch;
-  if (!loop->net_done.next) return;
-  evr__list_move(&loop->net_done, &batch);
+  evr__list_move(&net->done, &batch);
   while (!evr__list_empty(&batch)) {
     evr__list_t *n = evr__list_first(&batch);
     evr_write_t *req = EVR_CONTAINER_OF(n, evr_write_t, node);
     evr__list_remove(n);
-    req_deliver(loop, req, req->status);
+    req_deliver(net->loop, req, req->status);
   }
 }
 
@@ -156,7 +182,8 @@ int evr__stream_sync(evr_stream_t *s) {
 
 int evr_stream_init(evr_loop_t *loop, evr_stream_t *s) {
   if (!loop || !s) return EVR_EINVAL;
-  net_ready(loop);
+  int rc = net_get(loop);
+  if (rc) return rc;
   evr__handle_init(loop, &s->base, EVR__HT_STREAM);
   s->fd = -1;
   s->write_queue_size = 0;
@@ -261,7 +288,7 @@ static void stream_error(evr_stream_t *s, int err) {
 
 static void do_read(evr_stream_t *s) {
   evr_loop_t *loop = s->base.loop;
-  char *buf = loop->net_buf;
+  char *buf = loop->net->buf;
   if (!buf) {
     buf = malloc(NET_BUF_SIZE);
     if (!buf) {
@@ -270,7 +297,7 @@ static void do_read(evr_stream_t *s) {
       s->read_cb(s, EVR_ENOMEM, NULL);
       return;
     }
-    loop->net_buf = buf;
+    loop->net->buf = buf;
   }
   for (int i = 0; i < READS_PER_EVENT && (s->sflags & EVR__S_READING); i++) {
     size_t max = s->read_max ? s->read_max : NET_BUF_SIZE;
@@ -724,7 +751,7 @@ int evr_stream_abort(evr_stream_t *s, evr_close_cb close_cb) {
 void evr__stream_finish(evr_handle_t *h) {
   evr_stream_t *s = EVR_CONTAINER_OF(h, evr_stream_t, base);
   evr_loop_t *loop = s->base.loop;
-  net_run_done(loop);
+  net_run_done(loop->net);
   if (s->sflags & EVR__S_CONNECTING) {
     evr_connect_cb cb = s->pending_cb.connect;
     s->sflags &= ~(EVR__S_CONNECTING | EVR__S_CONN_WAIT | EVR__S_CONN_DUE);
@@ -788,7 +815,7 @@ void evr__stream_timer_cb(evr_timer_t *t) {
     s->sflags &= ~(EVR__S_SHUT_DUE | EVR__S_SHUT_REQ);
     s->pending_cb.shutdown = NULL;
     /* Write callbacks of the bytes before the FIN come first. */
-    net_run_done(s->base.loop);
+    net_run_done(s->base.loop->net);
     evr__req_unregister(s->base.loop);
     if (cb) cb(s, status);
     if (evr__stream_closing(s)) return;

@@ -59,6 +59,7 @@ void evr__stream_finish(evr_handle_t *h);    /* net/stream.c */
 void evr__listener_close(evr_handle_t *h);   /* net/listener.c */
 
 struct evr__timers; /* timers/timer.c */
+struct evr__net;    /* net/stream.c */
 
 struct evr_loop {
   const evr__backend_t *backend;
@@ -88,10 +89,8 @@ struct evr_loop {
 
   struct evr__timers *timers;
 
-  /* streams (net/stream.c) */
-  char *net_buf;               /* shared read buffer, allocated on first read */
-  evr__list_t net_done;        /* evr_write_t whose callback is due */
-  evr_defer_t net_task;        /* runs net_done in the deferred phase */
+  struct evr__net *net;        /* what the loop's streams share (net/stream.c):
+                                  made by the first evr_stream_init() */
 
   evr_loop_metrics_t metrics;
   unsigned fork_gen;           /* evr__fork_gen when the loop's kernel
@@ -180,6 +179,10 @@ void evr__io_drop_lingering(evr_loop_t *loop);
 void evr__stream_io(struct evr__ionode *n, unsigned ev, int err); /* net/stream.c */
 void evr__listener_io(struct evr__ionode *n);                     /* net/listener.c */
 void evr__wake_io(evr_loop_t *loop);                              /* reactor/async.c */
+
+/* ---- streams (net/stream.c) ---- */
+/* Free the loop's stream context, if it has one (evr_loop_free). */
+void evr__net_free(evr_loop_t *loop);
 
 /* ---- deferred tasks (reactor/defer.c) ---- */
 void evr__defer_run(evr_loop_t *loop);

@@ -102,7 +102,7 @@ int evr_loop_free(evr_loop_t *loop) {
   evr__timers_destroy(loop);
   loop->backend->destroy(loop);
   evr__io_free_map(loop);
-  free(loop->net_buf);
+  evr__net_free(loop);
   free(loop);
   return 0;
 }

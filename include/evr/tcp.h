@@ -114,7 +114,9 @@ struct evr_stream {
   unsigned sflags;
 };
 
-/** Initialise a stream handle (no socket yet). @return 0 or EVR_EINVAL. */
+/** Initialise a stream handle (no socket yet). The first stream of a loop
+ *  allocates what the loop's streams share (freed with the loop).
+ *  @return 0; EVR_EINVAL; EVR_ENOMEM. */
 EVR_API int evr_stream_init(evr_loop_t *loop, evr_stream_t *s);
 
 /** Adopt a connected stream descriptor (a socket from accept, a socketpair
