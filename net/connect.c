@@ -2,13 +2,15 @@
  *
  * A connect runs as: socket(); connect() (EINPROGRESS: wait writable, then
  * SO_ERROR). connect_host first resolves on the thread pool and then tries
- * every address in the resolver's order. The embedded timer bounds the whole
- * operation; an outcome known inside the starting call (an immediate
- * refusal, a Unix socket that connects at once) is delivered through the
- * same timer with a timeout of 0, so the callback never runs inside the call.
+ * every address in the resolver's order. The stream's wheel node bounds the
+ * whole operation (EVR__TIMER_CONNECT); an outcome known inside the starting
+ * call (an immediate refusal, a Unix socket that connects at once) is
+ * delivered through the same node with a timeout of 0 (EVR__CONN_CONNECT_DUE,
+ * EVR__TIMER_DUE), so the callback never runs inside the call.
  * Invariant: the connect callback runs exactly once; after the stream is
  * closed it runs (from the close phase) with EVR_ECANCELED, and a resolution
- * still running on the pool is detached (its result is freed when it lands).
+ * still running on the pool is detached at the close (its result is freed
+ * when it lands).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -16,10 +18,11 @@
 #include "net/sock.h"
 #include "net/stream.h"
 
-/* State of a pending evr_stream_connect_host(). */
+/* State of a pending evr_stream_connect_host() (s->pending.host). */
 struct evr__connect {
   evr_resolve_t req;
   evr_stream_t *s;    /* NULL once the stream gave up (closed, timed out) */
+  evr_connect_cb cb;  /* the user's callback */
   evr_addr_t *addrs;  /* copy of the resolver's answer */
   int naddrs, next;   /* next: the address to try after the current one */
   int resolving;      /* req's callback has not run yet */
@@ -31,17 +34,27 @@ static void state_free(struct evr__connect *st) {
   free(st);
 }
 
-/* The stream no longer needs its connect_host state. */
-static void state_release(evr_stream_t *s) {
-  struct evr__connect *st = s->connect_state;
-  if (!st) return;
-  s->connect_state = NULL;
-  if (st->resolving) {
-    st->s = NULL; /* freed by on_resolved, which runs with EVR_ECANCELED */
-    (void)evr_resolve_cancel(&st->req);
+/* The pending connect's callback, taken from the stream: its request is
+ * no longer pending there, and a connect_host state is freed, or detached
+ * while its resolution runs (on_resolved frees it). */
+static evr_connect_cb connect_take(evr_stream_t *s) {
+  evr_connect_cb cb;
+  if (s->req == EVR__REQ_CONNECT_HOST) {
+    struct evr__connect *st = s->pending.host;
+    cb = st->cb;
+    if (st->resolving) {
+      st->s = NULL; /* freed by on_resolved, which runs with EVR_ECANCELED */
+      (void)evr_resolve_cancel(&st->req);
+    } else {
+      state_free(st);
+    }
   } else {
-    state_free(st);
+    assert(s->req == EVR__REQ_CONNECT);
+    cb = s->pending.connect;
   }
+  s->req = EVR__REQ_NONE;
+  s->pending.connect = NULL;
+  return cb;
 }
 
 static int addr_ok(const evr_addr_t *a) {
@@ -50,9 +63,10 @@ static int addr_ok(const evr_addr_t *a) {
   return fam == AF_INET || fam == AF_INET6 || fam == AF_UNIX;
 }
 
-/* Start connecting to a. @return 1 (in progress: waiting writable), 0
- * (connected), or a negative code; *early is set when the code came from
- * socket() (nothing to report through the callback yet). */
+/* Start connecting to a. @return 1 (in progress: waiting writable, conn is
+ * CONNECTING), 0 (connected), or a negative code (no socket left); *early
+ * is set when the code came from socket() (nothing to report through the
+ * callback yet). */
 static int try_connect(evr_stream_t *s, const evr_addr_t *a, int *early) {
   *early = 0;
   int fd = evr__socket(a->u.sa.sa_family, SOCK_STREAM);
@@ -67,10 +81,9 @@ static int try_connect(evr_stream_t *s, const evr_addr_t *a, int *early) {
    * socket whose listener's backlog is full says EAGAIN: reported as is. */
   int err = errno;
   if (err == EINPROGRESS || err == EINTR) {
-    s->sflags |= EVR__S_CONN_WAIT;
+    s->conn = EVR__CONN_CONNECTING;
     int rc = evr__stream_sync(s);
     if (rc == 0) return 1;
-    s->sflags &= ~EVR__S_CONN_WAIT;
     evr__stream_io_release(s);
     return rc;
   }
@@ -80,38 +93,29 @@ static int try_connect(evr_stream_t *s, const evr_addr_t *a, int *early) {
 
 void evr__connect_finish(evr_stream_t *s, int status) {
   evr_loop_t *loop = s->base.loop;
-  state_release(s);
-  (void)evr_timer_stop(&s->timer);
-  s->sflags &= ~(EVR__S_CONNECTING | EVR__S_CONN_WAIT | EVR__S_CONN_DUE);
+  evr_connect_cb cb = connect_take(s);
+  evr__stream_timer_disarm(s); /* the timeout, or the due outcome */
   s->error = 0;
-  s->eof_error = 0;
   if (status == 0) {
-    s->fd = s->node.fd;
-    s->sflags |= EVR__S_SOCKET;
-    s->last_activity = loop->now_ms;
+    s->conn = EVR__CONN_OPEN;
+    s->sflags = EVR__SF_SOCKET;
   } else {
     evr__stream_io_release(s);
+    s->conn = EVR__CONN_NONE;
+    s->sflags = 0;
   }
   (void)evr__stream_sync(s);
-  evr_connect_cb cb = s->pending_cb.connect;
-  s->pending_cb.connect = NULL;
   evr__req_unregister(loop);
   cb(s, status);
-  if (status == 0 && !evr__stream_closing(s) &&
-      !evr_timer_is_active(&s->timer))
+  /* Unless the callback closed the stream or gave the node a use. */
+  if (status == 0 && !evr__stream_closing(s) && s->timer_use == EVR__TIMER_NONE)
     evr__stream_idle_arm(s);
 }
 
-/* Deliver an outcome known now from the timer's next phase. */
-static void connect_due(evr_stream_t *s, int status) {
-  s->error = status;
-  s->sflags |= EVR__S_CONN_DUE;
-  (void)evr_timer_start(&s->timer, evr__stream_timer_cb, 0, 0);
-}
 
 /* Try the remaining resolved addresses. Runs from the loop. */
 static void connect_next(evr_stream_t *s) {
-  struct evr__connect *st = s->connect_state;
+  struct evr__connect *st = s->pending.host;
   while (st->next < st->naddrs) {
     int early;
     int r = try_connect(s, &st->addrs[st->next++], &early);
@@ -126,7 +130,7 @@ static void connect_next(evr_stream_t *s) {
 }
 
 void evr__connect_ready(evr_stream_t *s) {
-  if (!(s->sflags & EVR__S_CONN_WAIT)) return;
+  if (s->conn != EVR__CONN_CONNECTING) return;
   int err = evr__sock_error(s->node.fd);
   if (err == 0) {
     /* Readiness with no pending error normally means connected. But the
@@ -142,48 +146,60 @@ void evr__connect_ready(evr_stream_t *s) {
     evr__connect_finish(s, 0);
     return;
   }
-  s->sflags &= ~EVR__S_CONN_WAIT;
+  /* No socket until the next attempt (conn stays within connecting). */
   evr__stream_io_release(s);
-  struct evr__connect *st = s->connect_state;
-  if (st && st->next < st->naddrs) {
-    st->last_err = err;
-    connect_next(s);
-    return;
+  if (s->req == EVR__REQ_CONNECT_HOST) {
+    struct evr__connect *st = s->pending.host;
+    if (st->next < st->naddrs) {
+      st->last_err = err;
+      connect_next(s);
+      return;
+    }
   }
   evr__connect_finish(s, err);
 }
 
 void evr__connect_abandon(evr_stream_t *s) {
-  /* The callback itself runs from the stream's finisher (ECANCELED). */
-  state_release(s);
-  s->sflags &= ~(EVR__S_CONN_WAIT | EVR__S_CONN_DUE);
+  /* The stream is closing: detach a resolution now, so that nothing of the
+   * connect runs any more; the callback itself runs from the close phase
+   * (evr__stream_finish, EVR_ECANCELED) as a plain connect's. */
+  if (s->req == EVR__REQ_CONNECT_HOST) {
+    evr_connect_cb cb = connect_take(s);
+    s->req = EVR__REQ_CONNECT;
+    s->pending.connect = cb;
+  }
+  s->conn = EVR__CONN_NONE;
 }
 
-/* s->sflags already has EVR__S_CONNECTING. */
-static int connect_begin(evr_stream_t *s, unsigned timeout_ms,
-                         evr_connect_cb cb) {
+/* s->conn and the request are set; a stream without a connection has no
+ * timer armed. */
+static int connect_begin(evr_stream_t *s, unsigned timeout_ms) {
+  assert(s->timer_use == EVR__TIMER_NONE);
   s->error = 0;
-  s->eof_error = 0;
-  s->pending_cb.connect = cb;
+  s->sflags = 0;
   evr__req_register(s->base.loop);
   if (timeout_ms)
-    (void)evr_timer_start(&s->timer, evr__stream_timer_cb, timeout_ms, 0);
+    evr__stream_timer_arm(s, EVR__TIMER_CONNECT,
+                          (uint64_t)timeout_ms * UINT64_C(1000000));
   return evr__stream_sync(s);
 }
 
 int evr_stream_connect(evr_stream_t *s, const evr_addr_t *addr,
                        unsigned timeout_ms, evr_connect_cb cb) {
   if (!evr__stream_usable(s) || !cb || !addr_ok(addr)) return EVR_EINVAL;
-  if (s->fd >= 0 || (s->sflags & EVR__S_CONNECTING)) return EVR_EBUSY;
+  if (s->conn != EVR__CONN_NONE) return EVR_EBUSY;
   int early;
-  s->sflags = EVR__S_CONNECTING;
   int r = try_connect(s, addr, &early);
-  if (early) {
-    s->sflags = 0;
-    return r;
+  if (early) return r;
+  s->req = EVR__REQ_CONNECT;
+  s->pending.connect = cb;
+  if (r <= 0) s->conn = EVR__CONN_CONNECT_DUE; /* connected or refused at once */
+  (void)connect_begin(s, timeout_ms);
+  if (r <= 0) {
+    /* The outcome, from the next timer phase (in place of the timeout). */
+    s->error = r;
+    evr__stream_timer_arm(s, EVR__TIMER_DUE, 0);
   }
-  (void)connect_begin(s, timeout_ms, cb);
-  if (r <= 0) connect_due(s, r); /* connected at once, or refused at once */
   return 0;
 }
 
@@ -208,16 +224,18 @@ static void on_resolved(evr_resolve_t *req, int status,
   memcpy(st->addrs, addrs, (size_t)status * sizeof *st->addrs);
   st->naddrs = status;
   st->next = 0;
+  s->conn = EVR__CONN_CONNECTING; /* no socket yet: try_connect makes one */
   connect_next(s);
 }
 
 int evr_stream_connect_host(evr_stream_t *s, const char *host, uint16_t port,
                             unsigned timeout_ms, evr_connect_cb cb) {
   if (!evr__stream_usable(s) || !cb || !host || !*host) return EVR_EINVAL;
-  if (s->fd >= 0 || (s->sflags & EVR__S_CONNECTING)) return EVR_EBUSY;
+  if (s->conn != EVR__CONN_NONE) return EVR_EBUSY;
   struct evr__connect *st = calloc(1, sizeof *st);
   if (!st) return EVR_ENOMEM;
   st->s = s;
+  st->cb = cb;
   int rc = evr_resolve(s->base.loop, &st->req, host, port, AF_UNSPEC,
                        on_resolved);
   if (rc) {
@@ -225,8 +243,9 @@ int evr_stream_connect_host(evr_stream_t *s, const char *host, uint16_t port,
     return rc;
   }
   st->resolving = 1;
-  s->connect_state = st;
-  s->sflags = EVR__S_CONNECTING;
-  (void)connect_begin(s, timeout_ms, cb);
+  s->conn = EVR__CONN_RESOLVING;
+  s->req = EVR__REQ_CONNECT_HOST;
+  s->pending.host = st;
+  (void)connect_begin(s, timeout_ms);
   return 0;
 }

@@ -1,9 +1,9 @@
 /* net/listener.c: listening sockets and the accept loop.
  *
- * A listener owns its socket, the socket's I/O node and an internal timer
- * (taken off the loop's handle list and unreferenced): the listener alone
- * is what users see (evr_loop_walk) and what keeps the loop alive, and its
- * close stops both synchronously.
+ * A listener owns its socket, the socket's I/O node and a wheel node for
+ * the EMFILE back-off (only the three pause_* functions touch it). Neither
+ * is a handle: the listener alone is what users see (evr_loop_walk) and
+ * what keeps the loop alive, and its close stops both synchronously.
  * The listener is active from evr_listen() to close, except while paused
  * by the user. While descriptors are exhausted (EMFILE/ENFILE) it keeps a
  * spare descriptor to shed pending connections, reports the condition once
@@ -21,14 +21,15 @@
 #include <unistd.h>
 #include "net/sock.h"
 #include "reactor/internal.h"
+#include "timers/wheel.h"
 
 #define DEFAULT_BATCH 64u
-#define BACKOFF_MS 100u
+#define BACKOFF_NS (100u * UINT64_C(1000000))
 
 /* lflags */
 #define L_LISTENING 0x01u /* fd is listening and its node is set up */
 #define L_PAUSED 0x02u    /* evr_listener_pause() */
-#define L_BACKOFF 0x04u   /* descriptors ran out: the pause timer runs */
+#define L_BACKOFF 0x04u   /* descriptors ran out: the pause node is armed */
 #define L_EPISODE 0x08u   /* the exhaustion was reported; a good accept ends it */
 
 /* The Unix socket file a listener created. unlink_path points at path[], so
@@ -83,10 +84,20 @@ static int open_spare(void) {
   return fd;
 }
 
+/* ---- the back-off's wheel node ---- */
+
+static void pause_arm(evr_listener_t *l) {
+  evr__tnode_start(l->base.loop, &l->pause, BACKOFF_NS);
+}
+
+static void pause_disarm(evr_listener_t *l) {
+  evr__tnode_stop(l->base.loop, &l->pause);
+}
+
 void evr__listener_close(evr_handle_t *h) {
   evr_listener_t *l = EVR_CONTAINER_OF(h, evr_listener_t, base);
   evr__io_release(h->loop, &l->node);
-  (void)evr_timer_stop(&l->pause);
+  pause_disarm(l);
   remove_unix_file(l);
   if (l->fd >= 0) evr__close_fd(l->fd);
   if (l->spare_fd >= 0) evr__close_fd(l->spare_fd);
@@ -102,8 +113,7 @@ int evr_listener_init(evr_loop_t *loop, evr_listener_t *l) {
   l->accepted = 0;
   l->shed = 0;
   evr__io_init(&l->node, -1, EVR__IO_LISTENER);
-  (void)evr_timer_init(loop, &l->pause);
-  evr_timer_unref(&l->pause);
+  evr__tnode_init(&l->pause, EVR__TK_LISTENER);
   l->cb = NULL;
   l->batch = DEFAULT_BATCH;
   l->spare_fd = -1;
@@ -124,22 +134,23 @@ static int watch(evr_listener_t *l) {
   return evr__io_set(l->base.loop, &l->node, EVR_READ);
 }
 
-static void backoff_done(evr_timer_t *t) {
-  evr_listener_t *l = EVR_CONTAINER_OF(t, evr_listener_t, pause);
+/* The back-off expired (timers/timer.c, timer phase). */
+void evr__listener_timeout(struct evr__tnode *n) {
+  evr_listener_t *l = EVR_CONTAINER_OF(n, evr_listener_t, pause);
   l->lflags &= ~L_BACKOFF;
   if (l->spare_fd < 0) l->spare_fd = open_spare();
   if (watch(l) < 0) {
     /* Cannot watch again (backend out of memory): retry later rather than
      * go deaf. */
     l->lflags |= L_BACKOFF;
-    (void)evr_timer_start(&l->pause, backoff_done, BACKOFF_MS, 0);
+    pause_arm(l);
   }
 }
 
 static void start_backoff(evr_listener_t *l) {
   evr__io_stop(l->base.loop, &l->node);
   l->lflags |= L_BACKOFF;
-  (void)evr_timer_start(&l->pause, backoff_done, BACKOFF_MS, 0);
+  pause_arm(l);
 }
 
 /* 1 while the accept loop may go on: the callback may have paused or
@@ -473,10 +484,4 @@ int evr_listener_sockname(const evr_listener_t *l, evr_addr_t *out) {
   if (!l || !out || !evr__handle_is(&l->base, EVR__HT_LISTENER) || l->fd < 0)
     return EVR_EINVAL;
   return evr__sockname(l->fd, out);
-}
-
-/* Listeners do not file internal wheel nodes (EVR__TK_LISTENER) yet. */
-void evr__listener_timeout(struct evr__tnode *n) {
-  (void)n;
-  assert(0 && "no listener wheel nodes");
 }

@@ -5,8 +5,8 @@
  * Invariants:
  *  - A write request's callback runs exactly once, from the loop, never
  *    inside evr_stream_write(): completed requests go to the done list of
- *    the loop's stream context, which its deferred task drains (phase 5). Requests of one
- *    stream complete in submission order, so their callbacks run in order;
+ *    the loop's stream context, which its deferred task drains (phase 5).
+ *    Requests of one stream complete in submission order, so their callbacks run in order;
  *    that is why a request with nothing to send still queues behind the
  *    others. A request is pending (W_PENDING) from its submission until just
  *    before its callback, wherever it waits, and cannot be submitted again
@@ -15,10 +15,14 @@
  *    phase, right before the stream's close_cb, its finish function
  *    (evr__stream_finish, called by the close phase for every stream) runs
  *    the write callbacks already due, then cancels the rest (EVR_ECANCELED).
- *  - The watcher's interest is exactly: READ while reading, WRITE while
+ *  - The node's interest is exactly: READ while reading, WRITE while
  *    bytes are queued or a connect is in progress. An idle stream has no
  *    interest, no read buffer and no armed timer (unless an idle timeout is
  *    set); the hot paths never allocate.
+ *  - One wheel node serves every timeout, and timer_use says which one it
+ *    is armed for (net/stream.h). Only the four timer functions below touch
+ *    it. The idle timeout is pushed later by traffic (a constant-time
+ *    restart of the node), so it fires after idle_ns without progress.
  */
 #include <fcntl.h>
 #include <limits.h>
@@ -31,6 +35,7 @@
 #include <unistd.h>
 #include "net/sock.h"
 #include "net/stream.h"
+#include "timers/wheel.h"
 
 #define NET_BUF_SIZE (64u * 1024u)
 /* Reads per readiness event: bounds what one busy stream takes from the
@@ -60,9 +65,36 @@ static inline int req_pending(const evr_write_t *req) {
 }
 
 
+/* ---- the wheel node: connect timeout, due outcomes, idle timeout ---- */
+
+void evr__stream_timer_arm(evr_stream_t *s, unsigned use, uint64_t timeout_ns) {
+  s->timer_use = (uint8_t)use;
+  evr__tnode_start(s->base.loop, &s->timer, timeout_ns);
+}
+
+void evr__stream_timer_disarm(evr_stream_t *s) {
+  s->timer_use = EVR__TIMER_NONE;
+  evr__tnode_stop(s->base.loop, &s->timer);
+}
+
+/* Read or write progress: push the idle timeout later. */
 static inline void touch(evr_stream_t *s) {
-  /* The cached clock: re-arming the idle timeout costs one store. */
-  s->last_activity = s->base.loop->now_ms;
+  if (s->timer_use == EVR__TIMER_IDLE)
+    evr__tnode_start(s->base.loop, &s->timer, s->idle_ns);
+}
+
+static void stream_timeout(evr_stream_t *s, unsigned use);
+
+/* The node expired (timers/timer.c, timer phase). */
+void evr__stream_timeout(struct evr__tnode *n) {
+  evr_stream_t *s = EVR_CONTAINER_OF(n, evr_stream_t, timer);
+  unsigned use = s->timer_use;
+  s->timer_use = EVR__TIMER_NONE; /* the node is idle now */
+  stream_timeout(s, use);
+}
+
+int evr_stream_fd(const evr_stream_t *s) {
+  return s && s->conn >= EVR__CONN_OPEN ? s->node.fd : -1;
 }
 
 /* ---- the loop's stream context ---- */
@@ -159,19 +191,17 @@ void evr__stream_io_release(evr_stream_t *s) {
   evr__io_release(s->base.loop, &s->node);
   if (s->node.fd >= 0) evr__close_fd(s->node.fd);
   s->node.fd = -1;
-  s->fd = -1;
 }
 
 int evr__stream_sync(evr_stream_t *s) {
   unsigned want = 0;
-  int rc = 0;
-  if (s->sflags & EVR__S_READING) want |= EVR_READ;
-  if ((s->sflags & EVR__S_CONN_WAIT) || !evr__list_empty(&s->writes))
+  if (s->sflags & EVR__SF_READING) want |= EVR_READ;
+  if (s->conn == EVR__CONN_CONNECTING || !evr__list_empty(&s->writes))
     want |= EVR_WRITE;
   /* The stream owns its fd: it stayed open since any stop. */
   assert(s->node.fd >= 0 || !want);
-  rc = evr__io_set(s->base.loop, &s->node, want);
-  if (rc == 0 && (want || (s->sflags & EVR__S_CONNECTING)))
+  int rc = evr__io_set(s->base.loop, &s->node, want);
+  if (rc == 0 && (want || evr__stream_connecting(s)))
     evr__handle_start(&s->base);
   else
     evr__handle_stop(&s->base);
@@ -185,29 +215,28 @@ int evr_stream_init(evr_loop_t *loop, evr_stream_t *s) {
   int rc = net_get(loop);
   if (rc) return rc;
   evr__handle_init(loop, &s->base, EVR__HT_STREAM);
-  s->fd = -1;
   s->write_queue_size = 0;
   evr__io_init(&s->node, -1, EVR__IO_STREAM);
-  (void)evr_timer_init(loop, &s->timer);
-  evr_timer_unref(&s->timer);
+  s->error = 0;
+  s->read_max = 0;
+  s->conn = EVR__CONN_NONE;
+  s->req = EVR__REQ_NONE;
+  s->timer_use = EVR__TIMER_NONE;
+  s->sflags = 0;
   evr__list_init(&s->writes);
+  evr__tnode_init(&s->timer, EVR__TK_STREAM);
   s->read_cb = NULL;
-  s->pending_cb.connect = NULL;
+  s->pending.connect = NULL;
   s->water_cb = NULL;
   s->idle_cb = NULL;
-  s->connect_state = NULL;
   s->low_water = s->high_water = 0;
-  s->idle_ms = s->last_activity = 0;
-  s->read_max = 0;
-  s->error = 0;
-  s->eof_error = 0;
-  s->sflags = 0;
+  s->idle_ns = 0;
   return 0;
 }
 
 int evr_stream_open(evr_stream_t *s, int fd) {
   if (!evr__stream_usable(s) || fd < 0) return EVR_EINVAL;
-  if (s->fd >= 0 || (s->sflags & EVR__S_CONNECTING)) return EVR_EBUSY;
+  if (s->conn != EVR__CONN_NONE) return EVR_EBUSY;
   /* Every check comes before the first change: a refused descriptor is
    * still the caller's, with the flags it had. */
   int type;
@@ -222,18 +251,16 @@ int evr_stream_open(evr_stream_t *s, int fd) {
         listening)
       return EVR_EINVAL;
 #endif
-    sock = EVR__S_SOCKET;
+    sock = EVR__SF_SOCKET;
   } else if (errno != ENOTSOCK) {
     return -errno; /* EVR_EBADF for a closed descriptor */
   }
   int rc = evr__sock_prepare(fd); /* changes nothing when it fails */
   if (rc < 0) return rc;
   evr__stream_io_attach(s, fd);
-  s->fd = fd;
-  s->sflags = sock;
+  s->conn = EVR__CONN_OPEN;
+  s->sflags = (uint8_t)sock;
   s->error = 0;
-  s->eof_error = 0;
-  touch(s);
   evr__stream_idle_arm(s);
   return 0;
 }
@@ -241,16 +268,16 @@ int evr_stream_open(evr_stream_t *s, int fd) {
 /* ---- errors ---- */
 
 static void water_check_low(evr_stream_t *s) {
-  if ((s->sflags & EVR__S_ABOVE) && s->write_queue_size <= s->low_water) {
-    s->sflags &= ~EVR__S_ABOVE;
+  if ((s->sflags & EVR__SF_ABOVE) && s->write_queue_size <= s->low_water) {
+    s->sflags &= (uint8_t)~EVR__SF_ABOVE;
     if (s->water_cb) s->water_cb(s, 0);
   }
 }
 
 static void water_check_high(evr_stream_t *s) {
-  if (s->high_water && !(s->sflags & EVR__S_ABOVE) &&
+  if (s->high_water && !(s->sflags & EVR__SF_ABOVE) &&
       s->write_queue_size > s->high_water) {
-    s->sflags |= EVR__S_ABOVE;
+    s->sflags |= EVR__SF_ABOVE;
     if (s->water_cb) s->water_cb(s, 1);
   }
 }
@@ -272,10 +299,10 @@ static void do_shutdown(evr_stream_t *s);
 static void stream_error(evr_stream_t *s, int err) {
   if (!s->error) s->error = err;
   fail_writes(s, err);
-  int reading = (s->sflags & EVR__S_READING) != 0;
-  s->sflags &= ~EVR__S_READING;
+  int reading = (s->sflags & EVR__SF_READING) != 0;
+  s->sflags &= (uint8_t)~(EVR__SF_READING | EVR__SF_HUP_ERROR);
   (void)evr__stream_sync(s);
-  if ((s->sflags & EVR__S_SHUT) && !(s->sflags & EVR__S_SHUT_SENT)) {
+  if (s->conn == EVR__CONN_DRAINING) {
     do_shutdown(s); /* sees s->error; an end() closes here */
     if (evr__stream_closing(s)) return;
   }
@@ -292,16 +319,16 @@ static void do_read(evr_stream_t *s) {
   if (!buf) {
     buf = malloc(NET_BUF_SIZE);
     if (!buf) {
-      s->sflags &= ~EVR__S_READING;
+      s->sflags &= (uint8_t)~EVR__SF_READING;
       (void)evr__stream_sync(s);
       s->read_cb(s, EVR_ENOMEM, NULL);
       return;
     }
     loop->net->buf = buf;
   }
-  for (int i = 0; i < READS_PER_EVENT && (s->sflags & EVR__S_READING); i++) {
+  for (int i = 0; i < READS_PER_EVENT && (s->sflags & EVR__SF_READING); i++) {
     size_t max = s->read_max ? s->read_max : NET_BUF_SIZE;
-    ssize_t n = read(s->fd, buf, max);
+    ssize_t n = read(s->node.fd, buf, max);
     if (n > 0) {
       touch(s);
       s->read_cb(s, n, buf);
@@ -309,13 +336,13 @@ static void do_read(evr_stream_t *s) {
       if ((size_t)n < max) return; /* drained: don't pay for an EAGAIN */
       continue;
     }
-    if (n == 0 && s->eof_error) {
+    if (n == 0 && (s->sflags & EVR__SF_HUP_ERROR)) {
       /* A reset the backend consumed (kqueue emulated over epoll). */
-      stream_error(s, -s->eof_error);
+      stream_error(s, s->error);
       return;
     }
     if (n == 0) {
-      s->sflags = (s->sflags & ~EVR__S_READING) | EVR__S_EOF;
+      s->sflags = (uint8_t)((s->sflags & ~EVR__SF_READING) | EVR__SF_EOF);
       (void)evr__stream_sync(s);
       s->read_cb(s, EVR_EOF, NULL);
       return;
@@ -331,16 +358,16 @@ static void do_read(evr_stream_t *s) {
 }
 
 int evr_stream_read_start(evr_stream_t *s, evr_read_cb cb) {
-  if (!evr__stream_usable(s) || !cb || (s->sflags & EVR__S_END)) return EVR_EINVAL;
-  if (s->fd < 0 || (s->sflags & EVR__S_CONNECTING)) return EVR_ENOTCONN;
-  if (s->sflags & EVR__S_READING) return EVR_EALREADY;
-  if (s->sflags & EVR__S_EOF) return EVR_EOF;
+  if (!evr__stream_usable(s) || !cb || s->req == EVR__REQ_END) return EVR_EINVAL;
+  if (s->conn < EVR__CONN_OPEN) return EVR_ENOTCONN;
+  if (s->sflags & EVR__SF_READING) return EVR_EALREADY;
+  if (s->sflags & EVR__SF_EOF) return EVR_EOF;
   if (s->error) return s->error;
   s->read_cb = cb;
-  s->sflags |= EVR__S_READING;
+  s->sflags |= EVR__SF_READING;
   int rc = evr__stream_sync(s);
   if (rc) {
-    s->sflags &= ~EVR__S_READING;
+    s->sflags &= (uint8_t)~EVR__SF_READING;
     (void)evr__stream_sync(s);
   }
   return rc;
@@ -348,8 +375,8 @@ int evr_stream_read_start(evr_stream_t *s, evr_read_cb cb) {
 
 int evr_stream_read_stop(evr_stream_t *s) {
   if (!evr__stream_valid(s)) return EVR_EINVAL;
-  if (!(s->sflags & EVR__S_READING)) return 0;
-  s->sflags &= ~EVR__S_READING;
+  if (!(s->sflags & EVR__SF_READING)) return 0;
+  s->sflags &= (uint8_t)~EVR__SF_READING;
   if (!evr__stream_closing(s)) (void)evr__stream_sync(s);
   return 0;
 }
@@ -366,19 +393,19 @@ int evr_stream_set_read_max(evr_stream_t *s, size_t max) {
 static ssize_t stream_writev(const evr_stream_t *s, struct iovec *iov, int n) {
   ssize_t r;
   do {
-    if (s->sflags & EVR__S_SOCKET) {
+    if (s->sflags & EVR__SF_SOCKET) {
 #if EVR__SIGPIPE_MASK
       evr__sigpipe_t sp; /* neither MSG_NOSIGNAL nor SO_NOSIGPIPE (sock.h) */
       evr__sigpipe_hold(&sp);
 #endif
       if (n == 1) {
-        r = send(s->fd, iov[0].iov_base, iov[0].iov_len, EVR__SEND_FLAGS);
+        r = send(s->node.fd, iov[0].iov_base, iov[0].iov_len, EVR__SEND_FLAGS);
       } else {
         struct msghdr m;
         memset(&m, 0, sizeof m);
         m.msg_iov = iov;
         m.msg_iovlen = (size_t)n;
-        r = sendmsg(s->fd, &m, EVR__SEND_FLAGS);
+        r = sendmsg(s->node.fd, &m, EVR__SEND_FLAGS);
       }
 #if EVR__SIGPIPE_MASK
       evr__sigpipe_release(&sp, r < 0 && errno == EPIPE);
@@ -386,8 +413,8 @@ static ssize_t stream_writev(const evr_stream_t *s, struct iovec *iov, int n) {
     } else {
       /* Pipes: a closed reader raises SIGPIPE here unless the process
        * ignores it (docs/net.md). */
-      r = n == 1 ? write(s->fd, iov[0].iov_base, iov[0].iov_len)
-                 : writev(s->fd, iov, n);
+      r = n == 1 ? write(s->node.fd, iov[0].iov_base, iov[0].iov_len)
+                 : writev(s->node.fd, iov, n);
     }
   } while (r < 0 && errno == EINTR);
   if (r >= 0) return r;
@@ -464,7 +491,7 @@ static void do_write(evr_stream_t *s) {
   if (progress) touch(s);
   if (evr__list_empty(&s->writes)) {
     (void)evr__stream_sync(s);
-    if (s->sflags & EVR__S_SHUT) {
+    if (s->conn == EVR__CONN_DRAINING) {
       do_shutdown(s);
       if (evr__stream_closing(s)) return;
     }
@@ -475,8 +502,8 @@ static void do_write(evr_stream_t *s) {
 /* Validate a write and report the state that forbids it. */
 static int write_check(const evr_stream_t *s) {
   if (!evr__stream_usable(s)) return EVR_EINVAL;
-  if (s->fd < 0 || (s->sflags & EVR__S_CONNECTING)) return EVR_ENOTCONN;
-  if (s->sflags & EVR__S_SHUT) return EVR_EPIPE;
+  if (s->conn < EVR__CONN_OPEN) return EVR_ENOTCONN;
+  if (s->conn > EVR__CONN_OPEN) return EVR_EPIPE;
   if (s->error) return s->error;
   return 0;
 }
@@ -651,7 +678,7 @@ int evr_stream_set_water_marks(evr_stream_t *s, size_t low, size_t high,
   s->low_water = high ? low : 0;
   s->high_water = high;
   s->water_cb = high ? cb : NULL;
-  if (!high) s->sflags &= ~EVR__S_ABOVE;
+  if (!high) s->sflags &= (uint8_t)~EVR__SF_ABOVE;
   return 0;
 }
 
@@ -660,60 +687,65 @@ int evr_stream_set_water_marks(evr_stream_t *s, size_t low, size_t high,
 /* The descriptor is ready (evr__io_dispatch). */
 void evr__stream_io(struct evr__ionode *n, unsigned events, int err) {
   evr_stream_t *s = EVR_CONTAINER_OF(n, evr_stream_t, node);
-  if (err && !s->eof_error) s->eof_error = err;
-  if (s->sflags & EVR__S_CONNECTING) {
+  if (s->conn == EVR__CONN_CONNECTING) {
     evr__connect_ready(s);
     return;
   }
-  if ((events & EVR_READ) && (s->sflags & EVR__S_READING)) {
+  if (err && !s->error) {
+    /* The backend took the socket's error (kqueue under libkqueue): it
+     * sticks now, and the reader gets it once the data before it is read. */
+    s->error = evr__errno_code(err);
+    s->sflags |= EVR__SF_HUP_ERROR;
+  }
+  if ((events & EVR_READ) && (s->sflags & EVR__SF_READING)) {
     do_read(s);
     if (evr__stream_closing(s)) return;
   }
-  if ((events & (EVR_WRITE | EVR_ERR | EVR_HUP)) &&
-      !evr__list_empty(&s->writes) && s->fd >= 0)
+  if ((events & (EVR_WRITE | EVR_ERR | EVR_HUP)) && !evr__list_empty(&s->writes))
     do_write(s);
 }
 
 /* ---- ending ---- */
 
-/* Send the FIN (the queue is empty, or failed), then report it: through the
- * timer for shutdown(), by closing for end(). */
-static void do_shutdown(evr_stream_t *s) {
-  if (s->sflags & EVR__S_SHUT_SENT) return;
-  s->sflags |= EVR__S_SHUT_SENT;
-  int status = s->error;
-  if (!status && shutdown(s->fd, SHUT_WR) < 0) status = -errno;
-  if (status) {
-    /* The connection is broken (ENOTCONN after a reset, ENOTSOCK for a
-     * pipe): the error sticks like any other. */
-    s->sflags |= EVR__S_SHUT_FAIL;
-    if (!s->error) s->error = status;
-  }
-  if (s->sflags & EVR__S_END) {
-    do_end_close(s);
-    return;
-  }
-  s->sflags |= EVR__S_SHUT_DUE;
-  (void)evr_timer_start(&s->timer, evr__stream_timer_cb, 0, 0);
-}
-
 static void do_end_close(evr_stream_t *s) {
-  evr_close_cb cb = s->pending_cb.end;
-  s->pending_cb.end = NULL;
+  evr_close_cb cb = s->pending.end;
+  s->req = EVR__REQ_NONE;
+  s->pending.end = NULL;
   (void)evr_close(&s->base, cb);
 }
 
+/* Send the FIN (the queue is empty, or failed), then report it: from the
+ * next timer phase for shutdown(), by closing for end(). */
+static void do_shutdown(evr_stream_t *s) {
+  if (s->conn != EVR__CONN_DRAINING) return;
+  s->conn = EVR__CONN_SHUT;
+  int status = s->error;
+  if (!status && shutdown(s->node.fd, SHUT_WR) < 0) status = -errno;
+  if (status) {
+    /* The connection is broken (ENOTCONN after a reset, ENOTSOCK for a
+     * pipe): the error sticks like any other. */
+    s->sflags |= EVR__SF_SHUT_FAILED;
+    if (!s->error) s->error = status;
+  }
+  if (s->req == EVR__REQ_END) {
+    do_end_close(s);
+    return;
+  }
+  evr__stream_timer_arm(s, EVR__TIMER_DUE, 0);
+}
+
 static int shut_status(const evr_stream_t *s) {
-  if (!(s->sflags & EVR__S_SHUT_FAIL)) return 0;
+  if (!(s->sflags & EVR__SF_SHUT_FAILED)) return 0;
   return s->error ? s->error : EVR_EIO;
 }
 
 int evr_stream_shutdown(evr_stream_t *s, evr_shutdown_cb cb) {
   if (!evr__stream_usable(s)) return EVR_EINVAL;
-  if (s->fd < 0 || (s->sflags & EVR__S_CONNECTING)) return EVR_ENOTCONN;
-  if (s->sflags & EVR__S_SHUT) return EVR_EALREADY;
-  s->sflags |= EVR__S_SHUT | EVR__S_SHUT_REQ;
-  s->pending_cb.shutdown = cb;
+  if (s->conn < EVR__CONN_OPEN) return EVR_ENOTCONN;
+  if (s->conn > EVR__CONN_OPEN) return EVR_EALREADY;
+  s->conn = EVR__CONN_DRAINING;
+  s->req = EVR__REQ_SHUTDOWN;
+  s->pending.shutdown = cb;
   evr__req_register(s->base.loop);
   if (evr__list_empty(&s->writes)) do_shutdown(s);
   return 0;
@@ -722,40 +754,44 @@ int evr_stream_shutdown(evr_stream_t *s, evr_shutdown_cb cb) {
 int evr_stream_end(evr_stream_t *s, evr_close_cb close_cb) {
   if (!evr__stream_valid(s)) return EVR_EINVAL;
   if (evr__stream_closing(s)) return EVR_EALREADY;
-  if (s->sflags & EVR__S_SHUT) return EVR_EALREADY;
-  s->sflags = (s->sflags & ~EVR__S_READING) | EVR__S_SHUT | EVR__S_END;
-  s->pending_cb.end = close_cb;
-  if (s->fd < 0 || (s->sflags & EVR__S_CONNECTING) ||
-      evr__list_empty(&s->writes)) {
-    if (s->fd >= 0 && !s->error) (void)shutdown(s->fd, SHUT_WR);
-    do_end_close(s);
-    return 0;
+  if (s->conn > EVR__CONN_OPEN) return EVR_EALREADY;
+  if (s->conn < EVR__CONN_OPEN) {
+    /* Nothing to drain: a pending connect is cancelled as by a close. */
+    return evr_close(&s->base, close_cb);
   }
-  (void)evr__stream_sync(s);
+  s->sflags &= (uint8_t)~EVR__SF_READING;
+  s->conn = EVR__CONN_DRAINING;
+  s->req = EVR__REQ_END;
+  s->pending.end = close_cb;
+  if (evr__list_empty(&s->writes))
+    do_shutdown(s); /* closes */
+  else
+    (void)evr__stream_sync(s);
   return 0;
 }
 
 int evr_stream_abort(evr_stream_t *s, evr_close_cb close_cb) {
   if (!evr__stream_valid(s)) return EVR_EINVAL;
   if (evr__stream_closing(s)) return EVR_EALREADY;
-  if (s->fd >= 0 && (s->sflags & EVR__S_SOCKET)) {
+  if (s->conn >= EVR__CONN_OPEN && (s->sflags & EVR__SF_SOCKET)) {
     /* Closing with a zero linger time sends a RST. Unix sockets ignore it
      * (their peer sees ECONNRESET only if unread data is dropped). */
     struct linger lg = {1, 0};
-    (void)setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    (void)setsockopt(s->node.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   }
   return evr_close(&s->base, close_cb);
 }
 
-/* Close phase, just before the stream's close_cb (see the file comment). */
+/* The close phase, right before the stream's close_cb (see the file
+ * comment): what is due first, then what is cancelled. */
 void evr__stream_finish(evr_handle_t *h) {
   evr_stream_t *s = EVR_CONTAINER_OF(h, evr_stream_t, base);
   evr_loop_t *loop = s->base.loop;
   net_run_done(loop->net);
-  if (s->sflags & EVR__S_CONNECTING) {
-    evr_connect_cb cb = s->pending_cb.connect;
-    s->sflags &= ~(EVR__S_CONNECTING | EVR__S_CONN_WAIT | EVR__S_CONN_DUE);
-    s->pending_cb.connect = NULL;
+  if (s->req == EVR__REQ_CONNECT) { /* see evr__connect_abandon() */
+    evr_connect_cb cb = s->pending.connect;
+    s->req = EVR__REQ_NONE;
+    s->pending.connect = NULL;
     evr__req_unregister(loop);
     if (cb) cb(s, EVR_ECANCELED);
   }
@@ -771,86 +807,97 @@ void evr__stream_finish(evr_handle_t *h) {
       req_deliver(loop, req, EVR_ECANCELED);
   }
   s->write_queue_size = 0;
-  if (s->sflags & EVR__S_SHUT_REQ) {
-    evr_shutdown_cb cb = s->pending_cb.shutdown;
-    int status = (s->sflags & EVR__S_SHUT_DUE) ? shut_status(s) : EVR_ECANCELED;
-    s->sflags &= ~(EVR__S_SHUT_REQ | EVR__S_SHUT_DUE);
-    s->pending_cb.shutdown = NULL;
+  if (s->req == EVR__REQ_SHUTDOWN) {
+    /* Sent (its callback was due on the timer), or cancelled. */
+    evr_shutdown_cb cb = s->pending.shutdown;
+    int status = s->conn == EVR__CONN_SHUT ? shut_status(s) : EVR_ECANCELED;
+    s->req = EVR__REQ_NONE;
+    s->pending.shutdown = NULL;
     evr__req_unregister(loop);
     if (cb) cb(s, status);
   }
+  /* An end() overtaken by evr_close() or abort(): their close_cb counts. */
+  s->req = EVR__REQ_NONE;
+  s->pending.end = NULL;
 }
 
 void evr__stream_close(evr_handle_t *h) {
   evr_stream_t *s = EVR_CONTAINER_OF(h, evr_stream_t, base);
-  if (s->sflags & EVR__S_CONNECTING) evr__connect_abandon(s);
-  (void)evr_timer_stop(&s->timer);
+  if (evr__stream_connecting(s)) evr__connect_abandon(s);
+  evr__stream_timer_disarm(s);
   evr__stream_io_release(s);
-  s->sflags &= ~EVR__S_READING;
+  s->sflags &= (uint8_t)~EVR__SF_READING;
   /* What is due and what is cancelled runs from evr__stream_finish(). */
 }
 
-/* ---- timer: connect timeout, due outcomes, idle ---- */
+/* ---- timeouts ---- */
 
 void evr__stream_idle_arm(evr_stream_t *s) {
-  if (!s->idle_ms || s->fd < 0 || (s->sflags & EVR__S_CONNECTING) ||
-      (s->sflags & EVR__S_SHUT_DUE) || evr__stream_closing(s))
-    return;
-  uint64_t now = s->base.loop->now_ms;
-  uint64_t idle = now - s->last_activity;
-  uint64_t wait = idle >= s->idle_ms ? 0 : s->idle_ms - idle;
-  (void)evr_timer_start(&s->timer, evr__stream_timer_cb, wait, 0);
+  if (!s->idle_ns || s->conn < EVR__CONN_OPEN || evr__stream_closing(s)) return;
+  /* A due shutdown callback comes first; it arms the idle timeout after. */
+  if (s->timer_use == EVR__TIMER_DUE) return;
+  evr__stream_timer_arm(s, EVR__TIMER_IDLE, s->idle_ns);
 }
 
-void evr__stream_timer_cb(evr_timer_t *t) {
-  evr_stream_t *s = EVR_CONTAINER_OF(t, evr_stream_t, timer);
-  if (s->sflags & EVR__S_CONNECTING) {
-    int status = (s->sflags & EVR__S_CONN_DUE) ? s->error : EVR_ETIMEDOUT;
-    evr__connect_finish(s, status);
-    return;
-  }
-  if (s->sflags & EVR__S_SHUT_DUE) {
-    evr_shutdown_cb cb = s->pending_cb.shutdown;
-    int status = shut_status(s);
-    s->sflags &= ~(EVR__S_SHUT_DUE | EVR__S_SHUT_REQ);
-    s->pending_cb.shutdown = NULL;
-    /* Write callbacks of the bytes before the FIN come first. */
-    net_run_done(s->base.loop->net);
-    evr__req_unregister(s->base.loop);
-    if (cb) cb(s, status);
-    if (evr__stream_closing(s)) return;
-    evr__stream_idle_arm(s);
-    return;
-  }
-  if (!s->idle_ms || s->fd < 0) return;
-  uint64_t now = s->base.loop->now_ms;
-  if (now - s->last_activity < s->idle_ms) {
-    evr__stream_idle_arm(s); /* traffic since the timer was set */
-    return;
-  }
-  if (s->sflags & EVR__S_END) {
+static void shutdown_due(evr_stream_t *s) {
+  evr_loop_t *loop = s->base.loop;
+  evr_shutdown_cb cb = s->pending.shutdown;
+  int status = shut_status(s);
+  s->req = EVR__REQ_NONE;
+  s->pending.shutdown = NULL;
+  /* Write callbacks of the bytes before the FIN come first. */
+  net_run_done(loop->net);
+  evr__req_unregister(loop);
+  if (cb) cb(s, status);
+  if (evr__stream_closing(s)) return;
+  evr__stream_idle_arm(s);
+}
+
+static void idle_expired(evr_stream_t *s) {
+  if (s->req == EVR__REQ_END) {
     /* end() cannot drain: give up on the queue and close. */
     fail_writes(s, EVR_ETIMEDOUT);
     do_end_close(s);
     return;
   }
-  s->last_activity = now;
   if (s->idle_cb) s->idle_cb(s);
   /* Left open: wait another period (from now). */
   evr__stream_idle_arm(s);
 }
 
+static void stream_timeout(evr_stream_t *s, unsigned use) {
+  switch (use) {
+    case EVR__TIMER_CONNECT:
+      evr__connect_finish(s, EVR_ETIMEDOUT);
+      break;
+    case EVR__TIMER_DUE:
+      if (s->conn == EVR__CONN_CONNECT_DUE)
+        evr__connect_finish(s, s->error);
+      else
+        shutdown_due(s);
+      break;
+    case EVR__TIMER_IDLE:
+      idle_expired(s);
+      break;
+    default:
+      assert(!"stream timer expired unarmed");
+  }
+}
+
 int evr_stream_set_idle_timeout(evr_stream_t *s, uint64_t ms, evr_idle_cb cb) {
   if (!evr__stream_valid(s) || (ms && !cb)) return EVR_EINVAL;
   if (evr__stream_closing(s)) return EVR_EINVAL;
-  s->idle_ms = ms;
+  /* Clamped far beyond any real use (2^62 ns is 146 years). */
+  s->idle_ns = ms > (UINT64_C(1) << 62) / 1000000u ? UINT64_C(1) << 62
+                                                   : ms * 1000000u;
   s->idle_cb = ms ? cb : NULL;
-  if (s->sflags & (EVR__S_CONNECTING | EVR__S_SHUT_DUE)) return 0;
+  /* Connecting, or a due outcome: the idle timeout is armed after it. */
+  if (s->timer_use == EVR__TIMER_CONNECT || s->timer_use == EVR__TIMER_DUE)
+    return 0;
   if (!ms) {
-    (void)evr_timer_stop(&s->timer);
+    if (s->timer_use == EVR__TIMER_IDLE) evr__stream_timer_disarm(s);
     return 0;
   }
-  touch(s);
   evr__stream_idle_arm(s);
   return 0;
 }
@@ -859,10 +906,10 @@ int evr_stream_set_idle_timeout(evr_stream_t *s, uint64_t ms, evr_idle_cb cb) {
 
 static int tcp_check(const evr_stream_t *s) {
   if (!evr__stream_valid(s)) return EVR_EINVAL;
-  if (s->fd < 0) return EVR_ENOTCONN;
-  if (!(s->sflags & EVR__S_SOCKET)) return EVR_ENOTSUP;
+  if (evr_stream_fd(s) < 0) return EVR_ENOTCONN; /* also once closed */
+  if (!(s->sflags & EVR__SF_SOCKET)) return EVR_ENOTSUP;
   evr_addr_t a;
-  int rc = evr__sockname(s->fd, &a);
+  int rc = evr__sockname(s->node.fd, &a);
   if (rc) return rc;
   int fam = a.u.sa.sa_family;
   return fam == AF_INET || fam == AF_INET6 ? 0 : EVR_ENOTSUP;
@@ -872,7 +919,7 @@ int evr_stream_nodelay(evr_stream_t *s, int on) {
   int rc = tcp_check(s);
   if (rc) return rc;
   int v = on ? 1 : 0;
-  if (setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) < 0)
+  if (setsockopt(s->node.fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) < 0)
     return -errno;
   return 0;
 }
@@ -881,15 +928,15 @@ int evr_stream_keepalive(evr_stream_t *s, int on, unsigned idle_s) {
   int rc = tcp_check(s);
   if (rc) return rc;
   int v = on ? 1 : 0;
-  if (setsockopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, &v, sizeof v) < 0)
+  if (setsockopt(s->node.fd, SOL_SOCKET, SO_KEEPALIVE, &v, sizeof v) < 0)
     return -errno;
   if (on && idle_s > 0) {
     int secs = idle_s > INT_MAX ? INT_MAX : (int)idle_s;
 #if defined(TCP_KEEPIDLE)
-    if (setsockopt(s->fd, IPPROTO_TCP, TCP_KEEPIDLE, &secs, sizeof secs) < 0)
+    if (setsockopt(s->node.fd, IPPROTO_TCP, TCP_KEEPIDLE, &secs, sizeof secs) < 0)
       return -errno;
 #elif defined(TCP_KEEPALIVE)
-    if (setsockopt(s->fd, IPPROTO_TCP, TCP_KEEPALIVE, &secs, sizeof secs) < 0)
+    if (setsockopt(s->node.fd, IPPROTO_TCP, TCP_KEEPALIVE, &secs, sizeof secs) < 0)
       return -errno;
 #else
     (void)secs;
@@ -900,18 +947,12 @@ int evr_stream_keepalive(evr_stream_t *s, int on, unsigned idle_s) {
 
 int evr_stream_peername(const evr_stream_t *s, evr_addr_t *out) {
   if (!evr__stream_valid(s) || !out) return EVR_EINVAL;
-  if (s->fd < 0) return EVR_ENOTCONN;
-  return evr__peername(s->fd, out);
+  if (evr_stream_fd(s) < 0) return EVR_ENOTCONN;
+  return evr__peername(s->node.fd, out);
 }
 
 int evr_stream_sockname(const evr_stream_t *s, evr_addr_t *out) {
   if (!evr__stream_valid(s) || !out) return EVR_EINVAL;
-  if (s->fd < 0) return EVR_ENOTCONN;
-  return evr__sockname(s->fd, out);
-}
-
-/* Streams do not file internal wheel nodes (EVR__TK_STREAM) yet. */
-void evr__stream_timeout(struct evr__tnode *n) {
-  (void)n;
-  assert(0 && "no stream wheel nodes");
+  if (evr_stream_fd(s) < 0) return EVR_ENOTCONN;
+  return evr__sockname(s->node.fd, out);
 }

@@ -1,47 +1,86 @@
 /* net/stream.h: what net/stream.c and net/connect.c share about a stream's
  * private state. Not installed.
  *
- * While a connect is pending (EVR__S_CONNECTING), s->fd stays -1 and the
- * connecting socket lives in s->node.fd (-1 when there is none, e.g. while the
- * host name is resolved). The embedded timer is the connect timeout then.
+ * A stream's state is four small fields:
+ *  - conn: where the connection stands (EVR__CONN_*). The descriptor is
+ *    s->node.fd: -1 in NONE and RESOLVING, the connecting socket in
+ *    CONNECTING and CONNECT_DUE, the connection from OPEN on. evr_stream_fd()
+ *    shows it from OPEN on only.
+ *  - req: the one pending request (EVR__REQ_*), whose callback is in
+ *    s->pending; it is counted as a pending request of the loop until its
+ *    callback runs.
+ *  - timer_use: what the stream's one wheel node is armed for
+ *    (EVR__TIMER_*); NONE exactly when the node is not pending.
+ *  - sflags: EVR__SF_* bits.
  */
 #ifndef EVR_NET_STREAM_H
 #define EVR_NET_STREAM_H
 
 #include "reactor/internal.h"
 
-/* s->sflags */
-#define EVR__S_READING 0x0001u    /* read_start()ed */
-#define EVR__S_EOF 0x0002u        /* EOF delivered to the read callback */
-#define EVR__S_CONNECTING 0x0004u /* connect cb not run yet */
-#define EVR__S_CONN_WAIT 0x0008u  /* connect() in progress: waiting writable */
-#define EVR__S_CONN_DUE 0x0010u   /* outcome (in s->error) due on the timer */
-#define EVR__S_SHUT 0x0020u       /* shutdown() or end() requested */
-#define EVR__S_SHUT_SENT 0x0040u  /* shutdown(SHUT_WR) done (or failed) */
-#define EVR__S_SHUT_DUE 0x0080u   /* shutdown cb due on the timer */
-#define EVR__S_SHUT_FAIL 0x0100u  /* the FIN could not be sent */
-#define EVR__S_END 0x0200u        /* end(): close once drained */
-#define EVR__S_ABOVE 0x0400u      /* above the high water mark */
-#define EVR__S_SOCKET 0x0800u     /* a socket (send/sendmsg), not a pipe */
-#define EVR__S_SHUT_REQ 0x1000u   /* shutdown cb not run yet */
+/* s->conn */
+enum {
+  EVR__CONN_NONE = 0,   /* no descriptor: open one, or connect */
+  EVR__CONN_RESOLVING,  /* connect_host(): the name is resolved on the pool */
+  EVR__CONN_CONNECTING, /* connect() in progress: waiting for writability */
+  EVR__CONN_CONNECT_DUE,/* the outcome (s->error) is due on the timer */
+  EVR__CONN_OPEN,       /* connected or adopted: read and write */
+  EVR__CONN_DRAINING,   /* shutdown() or end(): FIN once the queue drains */
+  EVR__CONN_SHUT        /* the FIN was sent, or could not be (SHUT_FAILED) */
+};
 
-/* Attach fd to the embedded watcher (kept off the loop's handle list and
- * unreferenced: the stream handle itself carries activity and refs). */
+/* s->req: the request whose callback is pending (one at a time). */
+enum {
+  EVR__REQ_NONE = 0,
+  EVR__REQ_CONNECT,      /* pending.connect */
+  EVR__REQ_CONNECT_HOST, /* pending.host (which holds the callback) */
+  EVR__REQ_SHUTDOWN,     /* pending.shutdown: due once conn is SHUT */
+  EVR__REQ_END           /* pending.end: close once the FIN is out */
+};
+
+/* s->timer_use */
+enum {
+  EVR__TIMER_NONE = 0,
+  EVR__TIMER_CONNECT,    /* the connect timeout */
+  EVR__TIMER_DUE,        /* next timer phase: the connect outcome
+                            (CONNECT_DUE) or the shutdown callback (SHUT) */
+  EVR__TIMER_IDLE        /* the idle timeout, pushed later by traffic */
+};
+
+/* s->sflags */
+#define EVR__SF_READING 0x01u     /* read_start()ed */
+#define EVR__SF_EOF 0x02u         /* EOF delivered to the read callback */
+#define EVR__SF_ABOVE 0x04u       /* above the high water mark */
+#define EVR__SF_SOCKET 0x08u      /* a socket (send/sendmsg), not a pipe */
+#define EVR__SF_SHUT_FAILED 0x10u /* the FIN could not be sent */
+#define EVR__SF_HUP_ERROR 0x20u   /* s->error came with a hang-up: the reader
+                                     gets it in place of EOF */
+
+static inline int evr__stream_connecting(const evr_stream_t *s) {
+  return s->conn >= EVR__CONN_RESOLVING && s->conn <= EVR__CONN_CONNECT_DUE;
+}
+
+/* Attach fd to the stream's I/O node (not watched yet). */
 void evr__stream_io_attach(evr_stream_t *s, int fd);
-/* Stop the watcher and close its descriptor, if any. */
+/* Stop watching and close the descriptor, if any. */
 void evr__stream_io_release(evr_stream_t *s);
-/* Bring the watcher's interest and the handle's activity in line with the
- * state. @return 0 or the watcher's error. */
+/* Bring the node's interest and the handle's activity in line with the
+ * state. @return 0 or the node's error. */
 int evr__stream_sync(evr_stream_t *s);
-/* The stream's timer callback (connect timeout, due outcomes, idle). */
-void evr__stream_timer_cb(evr_timer_t *t);
-/* Arm the idle timer when configured and connected. */
+/* The stream's wheel node, for the purpose `use` (EVR__TIMER_*): arm it
+ * (restarting it if armed), or disarm it. */
+void evr__stream_timer_arm(evr_stream_t *s, unsigned use, uint64_t timeout_ns);
+void evr__stream_timer_disarm(evr_stream_t *s);
+/* Arm the idle timeout when one is set and the stream is connected. */
 void evr__stream_idle_arm(evr_stream_t *s);
 
 /* net/connect.c */
 void evr__connect_ready(evr_stream_t *s);      /* connecting fd writable */
 void evr__connect_finish(evr_stream_t *s, int status);
-void evr__connect_abandon(evr_stream_t *s);    /* the stream is closing */
+/* The stream is closing: a connect_host() is detached from its resolution
+ * and left as a plain pending connect (req EVR__REQ_CONNECT), whose
+ * callback evr__stream_finish() runs with EVR_ECANCELED. */
+void evr__connect_abandon(evr_stream_t *s);
 
 static inline int evr__stream_valid(const evr_stream_t *s) {
   return s && evr__handle_is(&s->base, EVR__HT_STREAM);

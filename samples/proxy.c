@@ -619,8 +619,8 @@ static void on_splice_idle(evr_timer_t *t) {
 static int splice_start(struct session *ses) {
   int fds[2][2] = {{-1, -1}, {-1, -1}};
   ses->sfd[0] = ses->sfd[1] = -1;
-  ses->sfd[0] = dup(ses->client.s.fd);
-  ses->sfd[1] = dup(ses->upstream.s.fd);
+  ses->sfd[0] = dup(evr_stream_fd(&ses->client.s));
+  ses->sfd[1] = dup(evr_stream_fd(&ses->upstream.s));
   if (ses->sfd[0] < 0 || ses->sfd[1] < 0 || pipe2(fds[0], O_NONBLOCK | O_CLOEXEC) != 0 ||
       pipe2(fds[1], O_NONBLOCK | O_CLOEXEC) != 0)
     goto fail;

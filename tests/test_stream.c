@@ -185,7 +185,7 @@ static void test_stream_socketpair_roundtrip(void **state) {
   struct sink a, b;
   sink_open(&a, sv[0]);
   sink_open(&b, sv[1]);
-  assert_int_equal(a.s.fd, sv[0]);
+  assert_int_equal(evr_stream_fd(&a.s), sv[0]);
   nwdone = 0;
   evr_write_t w = {0};
   assert_evr_ok(do_write(&w, &a.s, "hello", 5, 1));
@@ -214,7 +214,7 @@ static void test_stream_api_errors(void **state) {
   assert_int_equal(evr_stream_init(NULL, &s), EVR_EINVAL);
   assert_int_equal(evr_stream_init(test_loop, NULL), EVR_EINVAL);
   assert_evr_ok(evr_stream_init(test_loop, &s));
-  assert_int_equal(s.fd, -1);
+  assert_int_equal(evr_stream_fd(&s), -1);
   assert_int_equal(evr_stream_read_start(&s, sink_read), EVR_ENOTCONN);
   assert_int_equal(evr_stream_write(&w, &s, &b, 1, NULL), EVR_ENOTCONN);
   assert_int_equal(evr_stream_write_copy(&s, "x", 1), EVR_ENOTCONN);
@@ -256,7 +256,7 @@ static void test_stream_api_errors(void **state) {
   assert_int_equal(evr_stream_end(&s, NULL), EVR_EALREADY);
   assert_int_equal(evr_stream_abort(&s, NULL), EVR_EALREADY);
   assert_int_equal(evr_stream_write(&w, &s, &b, 1, NULL), EVR_EINVAL);
-  assert_int_equal(s.fd, -1);
+  assert_int_equal(evr_stream_fd(&s), -1);
   run_until(test_loop, &flag, 10);
   close(sv[1]);
   assert_fds_back_to(base);
@@ -273,7 +273,7 @@ static void assert_open_refused_untouched(int fd, int expect) {
   static evr_stream_t s; /* outlives a failed check: teardown closes it */
   assert_evr_ok(evr_stream_init(test_loop, &s));
   assert_int_equal(evr_stream_open(&s, fd), expect);
-  assert_int_equal(s.fd, -1);
+  assert_int_equal(evr_stream_fd(&s), -1);
   assert_int_equal(fcntl(fd, F_GETFL), fl);
   assert_int_equal(fcntl(fd, F_GETFD), fdfl);
   flag = 0;
@@ -1026,7 +1026,7 @@ static void test_stream_close_inside_read_callback(void **state) {
   while (a.reads == 0) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
   assert_int_equal(a.reads, 1);
   assert_true(evr_is_closing(&a.s.base));
-  assert_int_equal(a.s.fd, -1);
+  assert_int_equal(evr_stream_fd(&a.s), -1);
   assert_int_equal(write(sv[1], "more", 4), -1); /* the fd is closed already */
   flag = 0;
   while (!nwdone) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
@@ -1234,7 +1234,7 @@ static void test_stream_connect_then_transfer(void **state) {
   assert_int_equal(evr_stream_read_start(&s, sink_read), EVR_ENOTCONN);
   run_until(test_loop, &conn_done, 100);
   assert_int_equal(conn_status, 0);
-  assert_true(s.fd >= 0);
+  assert_true(evr_stream_fd(&s) >= 0);
   int c = accept(l, NULL, NULL);
   assert_true(c >= 0);
   assert_evr_ok(evr_stream_write_copy(&s, "ping", 4));
@@ -1269,7 +1269,7 @@ static void test_stream_connect_refused_through_callback(void **state) {
   assert_int_equal(conn_done, 0);
   run_until(test_loop, &conn_done, 100);
   assert_int_equal(conn_status, EVR_ECONNREFUSED);
-  assert_int_equal(s.fd, -1);
+  assert_int_equal(evr_stream_fd(&s), -1);
   /* A failed stream may try again. */
   assert_evr_ok(evr_stream_connect(&s, &addr, 0, conn_cb));
   while (conn_done < 2) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);

@@ -353,8 +353,8 @@ static void test_tcp_many_concurrent_connections(void **state) {
   assert_int_equal(macc, mn);
   assert_int_equal(mconnected, mn);
   for (int i = 0; i < mn; i++) {
-    assert_true(mcli[i].s.fd >= 0);
-    assert_true(msrv[i].s.fd >= 0);
+    assert_true(evr_stream_fd(&mcli[i].s) >= 0);
+    assert_true(evr_stream_fd(&msrv[i].s) >= 0);
   }
   printf("%d connections open at once\n", mn);
   /* Clients reset (no TIME_WAIT left behind), servers close. */
@@ -398,7 +398,7 @@ static void test_tcp_connect_refused(void **state) {
   assert_evr_ok(evr_stream_connect(&s, &a, 5000, conn_cb));
   run_until(test_loop, &conn_done, 100);
   assert_int_equal(conn_status, EVR_ECONNREFUSED);
-  assert_int_equal(s.fd, -1);
+  assert_int_equal(evr_stream_fd(&s), -1);
   close_and_wait(&s.base);
   assert_int_equal(conn_done, 1);
   assert_fds_back_to(base);
@@ -516,7 +516,7 @@ static void test_tcp_connect_times_out_when_syns_are_dropped(void **state) {
     assert_true(conn_status == EVR_ETIMEDOUT || conn_status == EVR_ECONNREFUSED ||
                 conn_status == 0);
   }
-  if (conn_status != 0) assert_int_equal(s.fd, -1);
+  if (conn_status != 0) assert_int_equal(evr_stream_fd(&s), -1);
   /* The same through connect_host: the timeout bounds the whole thing. */
   close_and_wait(&s.base);
   if (dropped) {

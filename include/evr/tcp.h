@@ -38,6 +38,7 @@ extern "C" {
 typedef struct evr_stream evr_stream_t;
 typedef struct evr_write evr_write_t;
 typedef struct evr_listener evr_listener_t;
+struct evr__connect; /* private: a pending evr_stream_connect_host() */
 
 /* A buffer to write: base and length. */
 typedef struct evr_buf {
@@ -89,30 +90,35 @@ struct evr_write {
 struct evr_stream {
   evr_handle_t base;
   /* read-only */
-  int fd;                     /* -1 until opened, connected or accepted */
-  /* private */
-  int eof_error;              /* error the backend reported with a hang-up */
-  /* read-only */
   size_t write_queue_size;    /* bytes queued and not yet sent */
-  /* private */
+  /* private: the state is in net/stream.h */
   struct evr__ionode node;    /* the descriptor's registration */
-  evr_timer_t timer;          /* connect timeout, then idle timeout */
+  int error;                  /* sticky socket error, or a due outcome */
+  uint32_t read_max;          /* 0: the whole loop buffer */
+  uint8_t conn;               /* where the connection stands */
+  uint8_t req;                /* the pending connect, shutdown or end */
+  uint8_t timer_use;          /* what `timer` is armed for, if anything */
+  uint8_t sflags;
   evr__qnode_t writes;        /* evr_write_t, FIFO */
+  struct evr__tnode timer;    /* connect timeout, due outcome or idle timeout */
   evr_read_cb read_cb;
-  union {                     /* at most one of these is pending at a time */
-    evr_connect_cb connect;   /* evr_stream_connect*() */
+  union {                     /* the callback of `req` */
+    evr_connect_cb connect;   /* evr_stream_connect() */
+    struct evr__connect *host;/* evr_stream_connect_host(): its state,
+                                 which holds the callback */
     evr_shutdown_cb shutdown; /* evr_stream_shutdown() */
     evr_close_cb end;         /* evr_stream_end() */
-  } pending_cb;
+  } pending;
   evr_water_cb water_cb;
   evr_idle_cb idle_cb;
-  void *connect_state;        /* pending evr_stream_connect_host() */
   size_t low_water, high_water;
-  uint64_t idle_ms, last_activity;
-  uint32_t read_max;          /* 0: the whole loop buffer */
-  int error;                  /* sticky socket error, or a due outcome */
-  unsigned sflags;
+  uint64_t idle_ns;           /* 0: no idle timeout */
 };
+
+/** The stream's descriptor: the connected, adopted or accepted socket (or
+ *  pipe), or -1 (none yet, still connecting, after a failed connect, or
+ *  closed). */
+EVR_API int evr_stream_fd(const evr_stream_t *s);
 
 /** Initialise a stream handle (no socket yet). The first stream of a loop
  *  allocates what the loop's streams share (freed with the loop).
@@ -254,7 +260,7 @@ struct evr_listener {
   uint64_t shed;         /* connections dropped for lack of descriptors */
   /* private */
   struct evr__ionode node; /* the listening socket's registration */
-  evr_timer_t pause;     /* EMFILE back-off */
+  struct evr__tnode pause; /* EMFILE back-off */
   evr_accept_cb cb;
   unsigned batch;
   int spare_fd;          /* reserve descriptor for shedding under EMFILE */
