@@ -1108,6 +1108,52 @@ static void test_stream_close_after_completed_write_runs_callback_first(void **s
   close(sv[1]);
 }
 
+/* Several writes completed at once, then one queued behind a full kernel,
+ * then a close in the same callback: the completed ones report 0 in
+ * submission order, the queued one EVR_ECANCELED, all before close_cb. */
+static void test_stream_close_runs_due_writes_in_order_before_close_cb(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  int fds[2];
+  tcp_pair(fds, 1);
+  evr_stream_t tx;
+  assert_evr_ok(evr_stream_init(test_loop, &tx));
+  assert_evr_ok(evr_stream_open(&tx, fds[0]));
+  static unsigned char big[400000];
+  static evr_write_t w[4];
+  memset(w, 0, sizeof w);
+  evr_buf_t small = {"ab", 2}, large = {big, sizeof big};
+  nevents = 0;
+  flag = 0;
+  for (int i = 0; i < 3; i++)
+    assert_evr_ok(evr_stream_write(&w[i], &tx, &small, 1, closing_wcb));
+  assert_evr_ok(evr_stream_write(&w[3], &tx, &large, 1, closing_wcb));
+  assert_true(evr_stream_write_queue_size(&tx) > 0);
+  assert_evr_ok(evr_close(&tx.base, note_close_cb));
+  assert_int_equal(nevents, 0);
+  run_until(test_loop, &flag, 10);
+  assert_int_equal(nevents, 5);
+  for (int i = 0; i < 3; i++) assert_int_equal(events_seen[i], 1);
+  assert_int_equal(events_seen[3], 2); /* cancelled */
+  assert_int_equal(events_seen[4], 9); /* then the close callback */
+  close(fds[1]);
+  assert_fds_back_to(base);
+}
+
+/* The size of a stream is part of its cost per connection (docs/net.md,
+ * "Memory"); an I/O watcher is a handle around a 12-byte node. */
+static void test_stream_sizes_are_pinned(void **state) {
+  (void)state;
+  _Static_assert(sizeof(evr_stream_t) <= 184, "evr_stream_t grew past 184 bytes");
+  assert_int_equal(sizeof(struct evr__ionode), 12);
+  assert_true(sizeof(evr_stream_t) <= 184);
+  if (sizeof(void *) == 8) {
+    assert_int_equal(sizeof(evr_handle_t), 48);
+    assert_int_equal(sizeof(evr_io_t), 72);
+    assert_int_equal(sizeof(evr_stream_t), 184);
+  }
+}
+
 /* ---- idle timeout ---- */
 
 static int idle_fired;
@@ -1305,6 +1351,31 @@ static void test_stream_close_during_pending_connect(void **state) {
   assert_fds_back_to(base);
 }
 
+/* end() on a stream that is still connecting has nothing to drain: it
+ * closes, and the connect callback gets EVR_ECANCELED before close_cb. */
+static void test_stream_end_during_pending_connect_cancels_it(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  uint16_t port;
+  int l = raw_listen_tcp(&port);
+  evr_addr_t addr;
+  assert_evr_ok(evr_addr_from_ip(&addr, "127.0.0.1", port));
+  evr_stream_t s;
+  assert_evr_ok(evr_stream_init(test_loop, &s));
+  conn_done = 0;
+  assert_evr_ok(evr_stream_connect(&s, &addr, 1000, conn_cb));
+  flag = 0;
+  assert_evr_ok(evr_stream_end(&s, set_flag_close_cb));
+  assert_int_equal(evr_stream_end(&s, set_flag_close_cb), EVR_EALREADY);
+  assert_int_equal(conn_done, 0);
+  run_until(test_loop, &flag, 10);
+  assert_int_equal(conn_done, 1);
+  assert_int_equal(conn_status, EVR_ECANCELED);
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 0);
+  close(l);
+  assert_fds_back_to(base);
+}
+
 /* Connect to a Unix socket, which completes inside connect(): the callback
  * still runs later, from the loop. */
 static void test_stream_connect_unix(void **state) {
@@ -1460,11 +1531,14 @@ int main(void) {
       EVR_TEST(test_stream_close_inside_read_callback),
       EVR_TEST(test_stream_close_inside_write_callback),
       EVR_TEST(test_stream_close_after_completed_write_runs_callback_first),
+      EVR_TEST(test_stream_close_runs_due_writes_in_order_before_close_cb),
+      EVR_TEST(test_stream_sizes_are_pinned),
       EVR_TEST(test_stream_idle_timeout_fires_and_traffic_rearms_it),
       EVR_TEST(test_stream_idle_timeout_ends_stuck_end),
       EVR_TEST(test_stream_connect_then_transfer),
       EVR_TEST(test_stream_connect_refused_through_callback),
       EVR_TEST(test_stream_close_during_pending_connect),
+      EVR_TEST(test_stream_end_during_pending_connect_cancels_it),
       EVR_TEST(test_stream_connect_unix),
       EVR_TEST(test_stream_liveness),
   };
