@@ -16,10 +16,17 @@
  * be removed, or carries another generation than its fd's node, makes the
  * backend rebuild its set from the nodes after the batch: one rare,
  * O(watchers) repair instead of a loop that wakes up forever.
+ *
+ * Waiting: epoll_pwait2() (Linux 5.11) takes the timeout in nanoseconds. It
+ * is called through syscall(), so that any libc will do, where the headers
+ * define its number; a kernel that lacks it (ENOSYS) makes the process fall
+ * back, once and for all, to epoll_wait() with the timeout rounded up to
+ * whole milliseconds (never shorter than asked).
  */
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include "reactor/internal.h"
 
@@ -103,9 +110,41 @@ static int ep_update(evr_loop_t *loop, struct evr__ionode *io,
 
 static int ep_rebuild(evr_loop_t *loop);
 
-static int ep_poll(evr_loop_t *loop, int timeout_ms) {
+#ifdef SYS_epoll_pwait2
+/* The kernel's struct __kernel_timespec: 64-bit fields on every ABI (a
+ * 32-bit libc's struct timespec may be narrower). */
+struct ep_timespec {
+  int64_t tv_sec;
+  long long tv_nsec;
+};
+
+/* 1 once the kernel said it has no epoll_pwait2 (shared by every loop). */
+static atomic_int pwait2_missing;
+#endif
+
+/* Wait at most timeout_ns (see the top of the file). -1 with errno set on
+ * failure, as epoll_wait(). */
+static int ep_wait(struct epoll_state *st, int64_t timeout_ns) {
+#ifdef SYS_epoll_pwait2
+  if (!atomic_load_explicit(&pwait2_missing, memory_order_relaxed)) {
+    struct ep_timespec ts, *tsp = NULL;
+    if (timeout_ns >= 0) {
+      ts.tv_sec = timeout_ns / 1000000000;
+      ts.tv_nsec = timeout_ns % 1000000000;
+      tsp = &ts;
+    }
+    long n = syscall(SYS_epoll_pwait2, st->epfd, st->events, EPOLL_BATCH, tsp,
+                     NULL, (size_t)0);
+    if (n >= 0 || errno != ENOSYS) return (int)n;
+    atomic_store_explicit(&pwait2_missing, 1, memory_order_relaxed);
+  }
+#endif
+  return epoll_wait(st->epfd, st->events, EPOLL_BATCH, evr__ns_to_ms_up(timeout_ns));
+}
+
+static int ep_poll(evr_loop_t *loop, int64_t timeout_ns) {
   struct epoll_state *st = loop->backend_state;
-  int n = epoll_wait(st->epfd, st->events, EPOLL_BATCH, timeout_ms);
+  int n = ep_wait(st, timeout_ns);
   if (n < 0) return errno == EINTR ? 0 : -errno;
   int stale = 0;
   st->n = n;

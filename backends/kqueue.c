@@ -260,12 +260,11 @@ static void drop_filter(int kq, const struct kevent *e) {
   (void)kevent(kq, &ch, 1, NULL, 0, &zero); /* already gone is fine */
 }
 
-static int kq_poll(evr_loop_t *loop, int timeout_ms) {
+static int kq_poll(evr_loop_t *loop, int64_t timeout_ns) {
   struct kq_state *st = loop->backend_state;
   struct timespec ts, *tsp = NULL;
-  if (timeout_ms >= 0) {
-    ts.tv_sec = timeout_ms / 1000;
-    ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
+  if (timeout_ns >= 0) {
+    ts = evr__ns_to_timespec(timeout_ns); /* kevent() waits in ns */
     tsp = &ts;
   }
   int n = kevent(st->kq, NULL, 0, st->events, KQ_BATCH, tsp);

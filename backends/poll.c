@@ -3,7 +3,9 @@
  * A dense pollfd array; a node's backend_slot is its index, so removal
  * swaps the last entry into the hole in O(1). poll() runs on a copy made when
  * the set changed, which stays stable while callbacks add and remove watchers;
- * forget() clears the fd's later entries in that copy.
+ * forget() clears the fd's later entries in that copy. The wait is ppoll()
+ * with the exact timeout where the build has it (EVR_HAVE_PPOLL), else
+ * poll() with the timeout rounded up to whole milliseconds.
  */
 #define _GNU_SOURCE
 #include <poll.h>
@@ -80,7 +82,17 @@ static int pl_update(evr_loop_t *loop, struct evr__ionode *io,
   return 0;
 }
 
-static int pl_poll(evr_loop_t *loop, int timeout_ms) {
+static int pl_wait(struct poll_state *st, int64_t timeout_ns) {
+#if EVR_HAVE_PPOLL
+  struct timespec ts;
+  if (timeout_ns >= 0) ts = evr__ns_to_timespec(timeout_ns);
+  return ppoll(st->ready, st->ready_n, timeout_ns >= 0 ? &ts : NULL, NULL);
+#else
+  return poll(st->ready, st->ready_n, evr__ns_to_ms_up(timeout_ns));
+#endif
+}
+
+static int pl_poll(evr_loop_t *loop, int64_t timeout_ns) {
   struct poll_state *st = loop->backend_state;
   if (st->dirty) {
     int rc = grow(&st->ready, &st->ready_cap, st->n);
@@ -89,7 +101,7 @@ static int pl_poll(evr_loop_t *loop, int timeout_ms) {
     st->ready_n = st->n;
     st->dirty = 0;
   }
-  int n = poll(st->ready, st->ready_n, timeout_ms);
+  int n = pl_wait(st, timeout_ns);
   if (n < 0) return errno == EINTR ? 0 : -errno;
   st->batch = (int)st->ready_n;
   int seen = 0;

@@ -45,19 +45,22 @@ evr_probe(EVR_HAVE_PIPE2 pipe2 "fcntl.h;unistd.h")
 evr_probe(EVR_HAVE_MSG_NOSIGNAL MSG_NOSIGNAL "sys/types.h;sys/socket.h")
 # setsockopt(SO_NOSIGPIPE): macOS, FreeBSD, NetBSD; not Linux.
 evr_probe(EVR_HAVE_SO_NOSIGPIPE SO_NOSIGPIPE "sys/types.h;sys/socket.h")
+# ppoll(fds, n, timespec, sigmask): the poll backend's wait in nanoseconds
+# (Linux, the BSDs; not macOS). Without it: poll() in whole milliseconds.
+evr_probe(EVR_HAVE_PPOLL ppoll "poll.h")
 # The environment in setuid/setgid programs: secure_getenv (glibc, musl,
 # FreeBSD 14), else issetugid (the BSDs, macOS, musl).
 evr_probe(EVR_HAVE_SECURE_GETENV secure_getenv "stdlib.h")
 evr_probe(EVR_HAVE_ISSETUGID issetugid "unistd.h")
 
 if(EVR_PORTABLE)
-  foreach(f ACCEPT4 SOCK_FLAGS EVENTFD PIPE2 MSG_NOSIGNAL)
+  foreach(f ACCEPT4 SOCK_FLAGS EVENTFD PIPE2 MSG_NOSIGNAL PPOLL)
     set(EVR_HAVE_${f} 0)
   endforeach()
 endif()
 
 set(EVR_FEATURES "")
-foreach(f ACCEPT4 SOCK_FLAGS EVENTFD PIPE2 MSG_NOSIGNAL SO_NOSIGPIPE SECURE_GETENV ISSETUGID)
+foreach(f ACCEPT4 SOCK_FLAGS EVENTFD PIPE2 MSG_NOSIGNAL PPOLL SO_NOSIGPIPE SECURE_GETENV ISSETUGID)
   if(EVR_HAVE_${f})
     string(TOLOWER ${f} _f)
     list(APPEND EVR_FEATURES ${_f})

@@ -9,6 +9,8 @@
 #ifndef EVR_REACTOR_BACKEND_H
 #define EVR_REACTOR_BACKEND_H
 
+#include <stdint.h>
+#include <time.h>
 #include "evr/io.h"
 
 /* Capability bits. */
@@ -37,10 +39,12 @@ typedef struct evr__backend {
    * backend's registration is unchanged. */
   int (*update)(evr_loop_t *loop, struct evr__ionode *n, unsigned old_mask,
                 unsigned new_mask);
-  /* Wait at most timeout_ms (-1 forever, 0 not at all), then report each
-   * ready fd with evr__io_dispatch(). Returns the number of events harvested
-   * or -errno; EINTR counts as 0 events. */
-  int (*poll)(evr_loop_t *loop, int timeout_ms);
+  /* Wait at most timeout_ns nanoseconds (-1 forever, 0 not at all), then
+   * report each ready fd with evr__io_dispatch(). A wait that ends for lack
+   * of events must not end before timeout_ns: a system call that counts in
+   * coarser units gets the timeout rounded up (evr__ns_to_ms_up). Returns
+   * the number of events harvested or -errno; EINTR counts as 0 events. */
+  int (*poll)(evr_loop_t *loop, int64_t timeout_ns);
   /* The watcher of fd is gone: events already harvested for fd in the batch
    * being dispatched must not be reported. */
   void (*forget)(evr_loop_t *loop, int fd);
@@ -53,6 +57,23 @@ typedef struct evr__backend {
   int (*submit)(evr_loop_t *loop, struct evr__op *op);
   int (*cancel)(evr_loop_t *loop, struct evr__op *op);
 } evr__backend_t;
+
+/* A poll timeout in whole milliseconds for poll() and epoll_wait(): -1
+ * stays -1 (forever), anything else is rounded up, so that the wait is
+ * never shorter than asked; capped at INT32_MAX. */
+static inline int evr__ns_to_ms_up(int64_t ns) {
+  if (ns < 0) return -1;
+  int64_t ms = ns / 1000000 + (ns % 1000000 != 0);
+  return ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
+/* A poll timeout (>= 0) as a timespec, exact. */
+static inline struct timespec evr__ns_to_timespec(int64_t ns) {
+  struct timespec ts;
+  ts.tv_sec = (time_t)(ns / 1000000000);
+  ts.tv_nsec = (long)(ns % 1000000000);
+  return ts;
+}
 
 /* Built backends, best first, NULL-terminated (backends/registry.c). */
 extern const evr__backend_t *const evr__backend_table[];

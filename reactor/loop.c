@@ -140,19 +140,12 @@ static int64_t poll_timeout(evr_loop_t *loop, evr_run_mode_t mode) {
   return evr__timers_next_timeout(loop);
 }
 
-/* The backends still wait in whole milliseconds: round up, never early. */
-static int ns_to_poll_ms(int64_t ns) {
-  if (ns < 0) return -1;
-  int64_t ms = ns / 1000000 + (ns % 1000000 != 0);
-  return ms > INT32_MAX ? INT32_MAX : (int)ms;
-}
-
+/* The backend waits at most timeout_ns (never less: see reactor/backend.h). */
 static int loop_poll(evr_loop_t *loop, int64_t timeout_ns) {
-  int timeout = ns_to_poll_ms(timeout_ns);
   if (loop->nlinger) evr__io_flush(loop);
-  if (timeout == 0) return loop->backend->poll(loop, 0);
+  if (timeout_ns == 0) return loop->backend->poll(loop, 0);
   uint64_t t0 = evr__hrtime();
-  int rc = loop->backend->poll(loop, timeout);
+  int rc = loop->backend->poll(loop, timeout_ns);
   loop->metrics.idle_ns += evr__hrtime() - t0;
   /* The wait may have been long: I/O callbacks see the time they run at. */
   evr_update_time(loop);

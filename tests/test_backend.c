@@ -1,6 +1,7 @@
 /* tests/test_backend.c: properties every backend must have, run under each:
  * no descriptor leaks, close-on-exec kernel objects, large descriptor
- * numbers, independent loops on one fd, and interest churn. */
+ * numbers, independent loops on one fd, interest churn, and waits that
+ * never end before their timeout, below a millisecond too. */
 /* evr-test: backends timeout=300 */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "helpers.h"
+#include "reactor/internal.h"
 
 static int calls_a, calls_b;
 static void cb_a(evr_io_t *io, unsigned ev) { (void)io; (void)ev; calls_a++; }
@@ -200,8 +202,51 @@ static void test_backend_random_start_stop_churn(void **state) {
   }
 }
 
+/* The backend's wait, called directly with nothing ready: it returns no
+ * earlier than asked, whatever unit its system call counts in (a wait that
+ * rounded 250 us down to 0 ms would return at once). */
+static void test_backend_wait_never_ends_before_its_timeout(void **state) {
+  (void)state;
+  static const int64_t waits[] = {1, 1000, 250000, 999999, 1000001, 2500000};
+  for (size_t i = 0; i < sizeof waits / sizeof waits[0]; i++) {
+    for (int round = 0; round < 3; round++) {
+      uint64_t t0 = evr_hrtime();
+      int n = test_loop->backend->poll(test_loop, waits[i]);
+      uint64_t t1 = evr_hrtime();
+      assert_true(n >= 0);
+      if (n > 0) continue; /* something was ready: the wait may end early */
+      assert_true(t1 - t0 >= (uint64_t)waits[i]);
+    }
+  }
+}
+
+static int sub_ms_fired;
+static uint64_t sub_ms_at;
+static void sub_ms_cb(evr_timer_t *t) {
+  (void)t;
+  sub_ms_fired++;
+  sub_ms_at = evr_hrtime();
+}
+
+/* Through the loop: a 300 us timer makes the poll phase wait below a
+ * millisecond, and its callback runs no earlier than 300 us. */
+static void test_backend_sub_ms_timer_wait_is_not_early(void **state) {
+  (void)state;
+  evr_timer_t t;
+  for (int round = 0; round < 5; round++) {
+    assert_evr_ok(evr_timer_init(test_loop, &t));
+    sub_ms_fired = 0;
+    uint64_t t0 = evr_hrtime();
+    assert_evr_ok(evr_timer_start_ns(&t, sub_ms_cb, 300000, 0));
+    while (!sub_ms_fired) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+    assert_true(sub_ms_at - t0 >= 300000);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      EVR_TEST(test_backend_wait_never_ends_before_its_timeout),
+      EVR_TEST(test_backend_sub_ms_timer_wait_is_not_early),
       EVR_TEST(test_backend_loops_leak_nothing_and_are_cloexec),
       EVR_TEST(test_backend_large_fd_number),
       EVR_TEST(test_backend_two_loops_one_fd),
