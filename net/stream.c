@@ -150,7 +150,6 @@ static void req_release_bufs(evr_write_t *req) {
  * callback is due from the deferred phase. */
 static void req_complete(evr_write_t *req, int status) {
   struct evr__net *net = req->stream->base.loop->net;
-  evr__list_remove(&req->node);
   req_release_bufs(req);
   if (req->flags & W_OWNED) {
     free(req);
@@ -181,6 +180,47 @@ static void net_run_done(struct evr__net *net) {
   }
 }
 
+/* ---- the write queue ----
+ * FIFO: requests are added at the tail and leave from the head (completed
+ * in order, or all failed or cancelled), and the sender walks it from the
+ * head. So it is a circular list through the requests' node.next, and the
+ * stream holds only its last request: the tail's next is the head. (A
+ * request's node is free for the loop's list of completed requests once
+ * it has left the queue.) */
+
+static inline int wq_empty(const evr_stream_t *s) { return s->wq_tail == NULL; }
+
+static inline evr_write_t *wq_head(const evr_stream_t *s) {
+  return EVR_CONTAINER_OF(s->wq_tail->node.next, evr_write_t, node);
+}
+
+/* The request after req in the queue, NULL after the tail. */
+static inline evr_write_t *wq_next(const evr_stream_t *s, const evr_write_t *req) {
+  return req == s->wq_tail ? NULL
+                           : EVR_CONTAINER_OF(req->node.next, evr_write_t, node);
+}
+
+static void wq_push(evr_stream_t *s, evr_write_t *req) {
+  if (s->wq_tail) {
+    req->node.next = s->wq_tail->node.next;
+    s->wq_tail->node.next = &req->node;
+  } else {
+    req->node.next = &req->node;
+  }
+  req->node.prev = NULL; /* unused in the queue */
+  s->wq_tail = req;
+}
+
+static evr_write_t *wq_pop(evr_stream_t *s) {
+  evr_write_t *head = wq_head(s);
+  if (head == s->wq_tail)
+    s->wq_tail = NULL;
+  else
+    s->wq_tail->node.next = head->node.next;
+  evr__list_init(&head->node);
+  return head;
+}
+
 /* ---- the descriptor's I/O node ---- */
 
 void evr__stream_io_attach(evr_stream_t *s, int fd) {
@@ -196,7 +236,7 @@ void evr__stream_io_release(evr_stream_t *s) {
 int evr__stream_sync(evr_stream_t *s) {
   unsigned want = 0;
   if (s->sflags & EVR__SF_READING) want |= EVR_READ;
-  if (s->conn == EVR__CONN_CONNECTING || !evr__list_empty(&s->writes))
+  if (s->conn == EVR__CONN_CONNECTING || !wq_empty(s))
     want |= EVR_WRITE;
   /* The stream owns its fd: it stayed open since any stop. */
   assert(s->node.fd >= 0 || !want);
@@ -223,13 +263,13 @@ int evr_stream_init(evr_loop_t *loop, evr_stream_t *s) {
   s->req = EVR__REQ_NONE;
   s->timer_use = EVR__TIMER_NONE;
   s->sflags = 0;
-  evr__list_init(&s->writes);
+  s->low_water = s->high_water = 0;
+  s->wq_tail = NULL;
   evr__tnode_init(&s->timer, EVR__TK_STREAM);
   s->read_cb = NULL;
   s->pending.connect = NULL;
   s->water_cb = NULL;
   s->idle_cb = NULL;
-  s->low_water = s->high_water = 0;
   s->idle_ns = 0;
   return 0;
 }
@@ -283,9 +323,8 @@ static void water_check_high(evr_stream_t *s) {
 }
 
 static void fail_writes(evr_stream_t *s, int err) {
-  while (!evr__list_empty(&s->writes)) {
-    evr_write_t *req =
-        EVR_CONTAINER_OF(evr__list_first(&s->writes), evr_write_t, node);
+  while (!wq_empty(s)) {
+    evr_write_t *req = wq_pop(s);
     s->write_queue_size -= req->left;
     req_complete(req, err);
   }
@@ -462,13 +501,12 @@ static void do_end_close(evr_stream_t *s);
 static void do_write(evr_stream_t *s) {
   struct iovec iov[IOV_BATCH];
   int progress = 0;
-  for (int round = 0; round < WRITES_PER_EVENT && !evr__list_empty(&s->writes);
+  for (int round = 0; round < WRITES_PER_EVENT && !wq_empty(s);
        round++) {
     int n = 0;
     size_t total = 0;
-    for (evr__list_t *q = evr__list_first(&s->writes);
-         q != &s->writes && n < IOV_BATCH; q = q->next)
-      total += req_fill_iov(EVR_CONTAINER_OF(q, evr_write_t, node), iov, &n);
+    for (const evr_write_t *q = wq_head(s); q && n < IOV_BATCH; q = wq_next(s, q))
+      total += req_fill_iov(q, iov, &n);
     /* Nothing to send (only empty requests are left): no system call. */
     ssize_t r = n ? stream_writev(s, iov, n) : 0;
     if (r == EVR_EAGAIN) break;
@@ -479,17 +517,16 @@ static void do_write(evr_stream_t *s) {
     size_t sent = (size_t)r;
     s->write_queue_size -= sent;
     if (sent) progress = 1;
-    while (!evr__list_empty(&s->writes)) {
-      evr_write_t *req =
-          EVR_CONTAINER_OF(evr__list_first(&s->writes), evr_write_t, node);
+    while (!wq_empty(s)) {
+      evr_write_t *req = wq_head(s);
       sent -= req_advance(req, sent);
       if (req->left) break;
-      req_complete(req, 0);
+      req_complete(wq_pop(s), 0);
     }
     if ((size_t)r < total) break; /* the kernel is full */
   }
   if (progress) touch(s);
-  if (evr__list_empty(&s->writes)) {
+  if (wq_empty(s)) {
     (void)evr__stream_sync(s);
     if (s->conn == EVR__CONN_DRAINING) {
       do_shutdown(s);
@@ -510,10 +547,12 @@ static int write_check(const evr_stream_t *s) {
 
 /* Queue req (whose bufs point to memory that outlives it) at the tail. */
 static int queue_req(evr_stream_t *s, evr_write_t *req) {
-  evr__list_insert_tail(&s->writes, &req->node);
+  wq_push(s, req);
   int rc = evr__stream_sync(s);
   if (rc) {
-    evr__list_remove(&req->node);
+    /* Only the first request can fail (it adds EVR_WRITE): take it out. */
+    assert(wq_head(s) == req && s->wq_tail == req);
+    (void)wq_pop(s);
     return rc;
   }
   s->write_queue_size += req->left;
@@ -547,7 +586,7 @@ int evr_stream_write(evr_write_t *req, evr_stream_t *s, const evr_buf_t bufs[],
   evr__list_init(&req->node);
 
   size_t sent = 0;
-  int queue_empty = evr__list_empty(&s->writes);
+  int queue_empty = wq_empty(s);
   if (queue_empty && total) {
     struct iovec iov[IOV_BATCH];
     int n = 0;
@@ -624,7 +663,7 @@ int evr_stream_write_copy(evr_stream_t *s, const void *data, size_t len) {
   if (!data && len) return EVR_EINVAL;
   if (len == 0) return 0;
   size_t sent = 0;
-  if (evr__list_empty(&s->writes)) {
+  if (wq_empty(s)) {
     struct iovec iov = {(void *)(uintptr_t)data, len};
     ssize_t r = stream_writev(s, &iov, 1);
     if (r < 0 && r != EVR_EAGAIN) {
@@ -674,9 +713,9 @@ size_t evr_stream_write_queue_size(const evr_stream_t *s) {
 int evr_stream_set_water_marks(evr_stream_t *s, size_t low, size_t high,
                                evr_water_cb cb) {
   if (!evr__stream_valid(s)) return EVR_EINVAL;
-  if (high && (low > high || !cb)) return EVR_EINVAL;
-  s->low_water = high ? low : 0;
-  s->high_water = high;
+  if (high && (low > high || !cb || high > UINT32_MAX)) return EVR_EINVAL;
+  s->low_water = high ? (uint32_t)low : 0;
+  s->high_water = (uint32_t)high;
   s->water_cb = high ? cb : NULL;
   if (!high) s->sflags &= (uint8_t)~EVR__SF_ABOVE;
   return 0;
@@ -701,7 +740,7 @@ void evr__stream_io(struct evr__ionode *n, unsigned events, int err) {
     do_read(s);
     if (evr__stream_closing(s)) return;
   }
-  if ((events & (EVR_WRITE | EVR_ERR | EVR_HUP)) && !evr__list_empty(&s->writes))
+  if ((events & (EVR_WRITE | EVR_ERR | EVR_HUP)) && !wq_empty(s))
     do_write(s);
 }
 
@@ -747,7 +786,7 @@ int evr_stream_shutdown(evr_stream_t *s, evr_shutdown_cb cb) {
   s->req = EVR__REQ_SHUTDOWN;
   s->pending.shutdown = cb;
   evr__req_register(s->base.loop);
-  if (evr__list_empty(&s->writes)) do_shutdown(s);
+  if (wq_empty(s)) do_shutdown(s);
   return 0;
 }
 
@@ -763,7 +802,7 @@ int evr_stream_end(evr_stream_t *s, evr_close_cb close_cb) {
   s->conn = EVR__CONN_DRAINING;
   s->req = EVR__REQ_END;
   s->pending.end = close_cb;
-  if (evr__list_empty(&s->writes))
+  if (wq_empty(s))
     do_shutdown(s); /* closes */
   else
     (void)evr__stream_sync(s);
@@ -795,10 +834,8 @@ void evr__stream_finish(evr_handle_t *h) {
     evr__req_unregister(loop);
     if (cb) cb(s, EVR_ECANCELED);
   }
-  while (!evr__list_empty(&s->writes)) {
-    evr_write_t *req =
-        EVR_CONTAINER_OF(evr__list_first(&s->writes), evr_write_t, node);
-    evr__list_remove(&req->node);
+  while (!wq_empty(s)) {
+    evr_write_t *req = wq_pop(s);
     s->write_queue_size -= req->left;
     req_release_bufs(req);
     if (req->flags & W_OWNED)

@@ -99,7 +99,9 @@ struct evr_stream {
   uint8_t req;                /* the pending connect, shutdown or end */
   uint8_t timer_use;          /* what `timer` is armed for, if anything */
   uint8_t sflags;
-  evr__qnode_t writes;        /* evr_write_t, FIFO */
+  uint32_t low_water, high_water;
+  evr_write_t *wq_tail;       /* the write queue (FIFO): its last request,
+                                 NULL when empty (net/stream.c) */
   struct evr__tnode timer;    /* connect timeout, due outcome or idle timeout */
   evr_read_cb read_cb;
   union {                     /* the callback of `req` */
@@ -111,7 +113,6 @@ struct evr_stream {
   } pending;
   evr_water_cb water_cb;
   evr_idle_cb idle_cb;
-  size_t low_water, high_water;
   uint64_t idle_ns;           /* 0: no idle timeout */
 };
 
@@ -205,7 +206,8 @@ EVR_API int evr_stream_end(evr_stream_t *s, evr_close_cb close_cb);
 EVR_API int evr_stream_abort(evr_stream_t *s, evr_close_cb close_cb);
 
 /** Backpressure: cb(s, 1) when write_queue_size grows above high, cb(s, 0)
- *  when it falls back to low or below (low <= high). high 0 disables.
+ *  when it falls back to low or below (low <= high <= UINT32_MAX, i.e.
+ *  marks up to 4 GiB - 1). high 0 disables.
  *  @return 0 or EVR_EINVAL. */
 EVR_API int evr_stream_set_water_marks(evr_stream_t *s, size_t low, size_t high,
                                        evr_water_cb cb);
