@@ -396,7 +396,7 @@ static void test_timer_error_paths(void **state) {
 
 /* ---- sub-millisecond due times ---- */
 
-static uint64_t ns_started[8], ns_timeout[8];
+static uint64_t ns_started[8], ns_timeout[8], ns_due[8];
 
 static void ns_record_cb(evr_timer_t *t) {
   int i = index_of(t);
@@ -408,6 +408,7 @@ static void ns_start(int i, uint64_t timeout_ns) {
   ns_timeout[i] = timeout_ns;
   ns_started[i] = evr_hrtime();
   assert_evr_ok(evr_timer_start_ns(&tm[i], ns_record_cb, timeout_ns, 0));
+  ns_due[i] = evr_now_ns(test_loop) + evr_timer_due_in_ns(&tm[i]);
 }
 
 /* Sub-millisecond timeouts keep their order and are never early, whether
@@ -432,20 +433,17 @@ static void test_timer_sub_millisecond_timeouts_are_exact_in_order(
   assert_evr_ok(evr_timer_start(&tm[7], ns_starter_cb, 0, 0));
   assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 0);
   assert_int_equal(fired, 7);
-  /* 3 (1 ns) first; 1, 2, 0 by due time; the three started from the
-   * callback after it, in due order. Each was checked against the clock. */
-  assert_int_equal(order[0], 3);
-  int pos1 = -1, pos2 = -1, pos0 = -1, pos5 = -1, pos6 = -1, pos4 = -1;
-  for (int k = 0; k < 7; k++) {
-    if (order[k] == 1) pos1 = k;
-    if (order[k] == 2) pos2 = k;
-    if (order[k] == 0) pos0 = k;
-    if (order[k] == 5) pos5 = k;
-    if (order[k] == 6) pos6 = k;
-    if (order[k] == 4) pos4 = k;
-  }
-  assert_true(pos1 < pos2 && pos2 < pos0);
-  assert_true(pos5 < pos6 && pos6 < pos4);
+  /* The four started outside the loop (each counting from its own clock
+   * reading) run in the order of their due times, whatever the time
+   * between the starts; the three started from the callback share a clock
+   * reading and run in timeout order: 5, 6, 4. Each was checked against
+   * the clock. */
+  int pos[8];
+  for (int k = 0; k < 7; k++) pos[order[k]] = k;
+  for (int a = 0; a < 4; a++)
+    for (int b = 0; b < 4; b++)
+      if (ns_due[a] < ns_due[b]) assert_true(pos[a] < pos[b]);
+  assert_true(pos[5] < pos[6] && pos[6] < pos[4]);
   assert_int_equal(evr_timer_get_repeat(&tm[0]), 0);
 }
 
@@ -472,10 +470,12 @@ static void count_walk(evr_handle_t *h, void *arg) {
   walked++;
 }
 
-/* A timer is not a handle: 64 bytes, not walked, nothing to close. */
+/* A timer is not a handle: 64 bytes (on LP64), not walked, nothing to
+ * close. */
 static void test_timer_is_a_64_byte_watcher_not_a_handle(void **state) {
   (void)state;
-  assert_int_equal(sizeof(evr_timer_t), 64);
+  assert_true(sizeof(evr_timer_t) <= 64);
+  if (sizeof(void *) == 8) assert_int_equal(sizeof(evr_timer_t), 64);
   walked = 0;
   evr_loop_walk(test_loop, count_walk, NULL);
   int handles = walked;
