@@ -19,7 +19,8 @@
  *
  * Waiting: epoll_pwait2() (Linux 5.11) takes the timeout in nanoseconds. It
  * is called through syscall(), so that any libc will do, where the headers
- * define its number; a kernel that lacks it (ENOSYS) makes the process fall
+ * define its number, and only when the timeout is not a whole number of
+ * milliseconds (epoll_wait() is the cheaper call, and 0 and -1 are whole); a kernel that lacks it (ENOSYS) makes the process fall
  * back, once and for all, to epoll_wait() with the timeout rounded up to
  * whole milliseconds (never shorter than asked).
  */
@@ -126,7 +127,9 @@ static atomic_int pwait2_missing;
  * failure, as epoll_wait(). */
 static int ep_wait(struct epoll_state *st, int64_t timeout_ns) {
 #ifdef SYS_epoll_pwait2
-  if (!atomic_load_explicit(&pwait2_missing, memory_order_relaxed)) {
+  /* Whole milliseconds (0 and -1 included) need no finer wait. */
+  if (timeout_ns % 1000000 != 0 &&
+      !atomic_load_explicit(&pwait2_missing, memory_order_relaxed)) {
     struct ep_timespec ts, *tsp = NULL;
     if (timeout_ns >= 0) {
       ts.tv_sec = timeout_ns / 1000000000;
