@@ -1342,17 +1342,24 @@ static void test_stream_connect_refused_through_callback(void **state) {
 
 /* Closing during a pending connect: the callback gets EVR_ECANCELED before
  * the close callback, and the socket is gone. */
-static void test_stream_close_during_pending_connect(void **state) {
-  (void)state;
-  int base = count_open_fds();
+/* Start a connect of s to a listener that never accepts (its backlog
+ * completes the handshake later); returns the listening socket. */
+static int start_pending_connect(evr_stream_t *s) {
   uint16_t port;
   int l = raw_listen_tcp(&port);
   evr_addr_t addr;
   assert_evr_ok(evr_addr_from_ip(&addr, "127.0.0.1", port));
-  evr_stream_t s;
-  assert_evr_ok(evr_stream_init(test_loop, &s));
+  assert_evr_ok(evr_stream_init(test_loop, s));
   conn_done = 0;
-  assert_evr_ok(evr_stream_connect(&s, &addr, 1000, conn_cb));
+  assert_evr_ok(evr_stream_connect(s, &addr, 1000, conn_cb));
+  return l;
+}
+
+static void test_stream_close_during_pending_connect(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  evr_stream_t s;
+  int l = start_pending_connect(&s);
   flag = 0;
   assert_evr_ok(evr_close(&s.base, set_flag_close_cb));
   assert_int_equal(conn_done, 0);
@@ -1369,14 +1376,8 @@ static void test_stream_close_during_pending_connect(void **state) {
 static void test_stream_end_during_pending_connect_cancels_it(void **state) {
   (void)state;
   int base = count_open_fds();
-  uint16_t port;
-  int l = raw_listen_tcp(&port);
-  evr_addr_t addr;
-  assert_evr_ok(evr_addr_from_ip(&addr, "127.0.0.1", port));
   evr_stream_t s;
-  assert_evr_ok(evr_stream_init(test_loop, &s));
-  conn_done = 0;
-  assert_evr_ok(evr_stream_connect(&s, &addr, 1000, conn_cb));
+  int l = start_pending_connect(&s);
   flag = 0;
   assert_evr_ok(evr_stream_end(&s, set_flag_close_cb));
   assert_int_equal(evr_stream_end(&s, set_flag_close_cb), EVR_EALREADY);
