@@ -32,7 +32,8 @@ typedef struct evr__qnode {
 
 typedef void (*evr_close_cb)(evr_handle_t *handle);
 
-/* The common first member of every handle type (evr_io_t, evr_timer_t ...).
+/* The common first member of every handle type (evr_io_t, evr_stream_t ...;
+ * timers are watchers, not handles: evr/timer.h).
  * Generic functions take &h->base. */
 struct evr_handle {
   /* public */
@@ -155,7 +156,7 @@ EVR_API void evr_ref(evr_handle_t *handle);
 EVR_API void evr_unref(evr_handle_t *handle);
 EVR_API int evr_has_ref(const evr_handle_t *handle);
 
-/** Type name of a handle ("io", "timer", "prepare", ...). */
+/** Type name of a handle ("io", "stream", "prepare", ...). */
 EVR_API const char *evr_handle_type_name(const evr_handle_t *handle);
 
 typedef void (*evr_walk_cb)(evr_handle_t *handle, void *arg);
