@@ -7,6 +7,9 @@
 #if EVR_HAVE_EPOLL
 extern const evr__backend_t evr__backend_epoll;
 #endif
+#if EVR_HAVE_IO_URING
+extern const evr__backend_t evr__backend_io_uring;
+#endif
 #if EVR_HAVE_KQUEUE
 extern const evr__backend_t evr__backend_kqueue;
 #endif
@@ -17,6 +20,10 @@ extern const evr__backend_t evr__backend_poll;
 const evr__backend_t *const evr__backend_table[] = {
 #if EVR_HAVE_EPOLL
     &evr__backend_epoll,
+#endif
+#if EVR_HAVE_IO_URING
+    /* After epoll for now: selected by name (EVR_BACKEND=io_uring). */
+    &evr__backend_io_uring,
 #endif
 #if EVR_HAVE_KQUEUE && !EVR_KQUEUE_EMULATED
     &evr__backend_kqueue,
@@ -34,6 +41,9 @@ const evr__backend_t *const evr__backend_table[] = {
 static const char *const names[] = {
 #if EVR_HAVE_EPOLL
     "epoll",
+#endif
+#if EVR_HAVE_IO_URING
+    "io_uring",
 #endif
 #if EVR_HAVE_KQUEUE && !EVR_KQUEUE_EMULATED
     "kqueue",

@@ -12,6 +12,9 @@ set(EVR_TEST_FAULT_FNS malloc calloc realloc free pipe pipe2 getaddrinfo)
 if(CMAKE_SYSTEM_NAME STREQUAL "Linux")
   list(APPEND EVR_TEST_FAULT_FNS epoll_create1 epoll_ctl eventfd)
 endif()
+if(EVR_HAVE_IO_URING)
+  list(APPEND EVR_TEST_FAULT_FNS io_uring_queue_init_params)
+endif()
 check_linker_flag(C "-Wl,--wrap=malloc" EVR_LINKER_HAS_WRAP)
 set(EVR_TEST_FAULT_WRAP)
 if(EVR_LINKER_HAS_WRAP)
@@ -37,9 +40,21 @@ function(evr_add_test name)
   target_compile_definitions(test_${name} PRIVATE EVR_BIN_DIR="${CMAKE_RUNTIME_OUTPUT_DIRECTORY}")
   if(T_BACKEND_DEPENDENT)
     foreach(b IN LISTS EVR_BUILT_BACKENDS)
+      set(_labels "${name};${b};${T_LABELS}")
+      # Under valgrind (3.19) a thread waiting in io_uring_enter keeps every
+      # other thread from running, so a wake-up from another thread (async,
+      # pool, resolver, signal thread) never comes and the test times out:
+      # the io_uring entries of tests that use other threads ("threads",
+      # "workers") are not run there. ASan, UBSan and TSan cover them.
+      if(b STREQUAL "io_uring" AND ("threads" IN_LIST T_LABELS OR "workers" IN_LIST T_LABELS))
+        list(APPEND _labels novalgrind)
+      endif()
       add_test(NAME ${name}.${b} COMMAND ${EVR_TEST_WRAPPER} $<TARGET_FILE:test_${name}>)
+      # 77: the fixture found the backend refused by the kernel (io_uring
+      # disabled or missing); it prints why (tests/helpers.c).
       set_tests_properties(${name}.${b} PROPERTIES
-        ENVIRONMENT "EVR_BACKEND=${b}" TIMEOUT ${T_TIMEOUT} LABELS "${name};${b};${T_LABELS}")
+        ENVIRONMENT "EVR_BACKEND=${b}" TIMEOUT ${T_TIMEOUT} LABELS "${_labels}"
+        SKIP_RETURN_CODE 77)
     endforeach()
   else()
     add_test(NAME ${name} COMMAND ${EVR_TEST_WRAPPER} $<TARGET_FILE:test_${name}>)

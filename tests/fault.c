@@ -17,11 +17,18 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #endif
+#include "evr_config.h"
+#if EVR_HAVE_IO_URING
+#include <liburing.h>
+#endif
 
 enum {
   F_MALLOC, F_CALLOC, F_REALLOC, F_PIPE, F_PIPE2, F_GETADDRINFO,
 #ifdef __linux__
   F_EPOLL_CREATE1, F_EPOLL_CTL, F_EVENTFD,
+#endif
+#if EVR_HAVE_IO_URING
+  F_IO_URING_QUEUE_INIT_PARAMS,
 #endif
   F_COUNT
 };
@@ -31,6 +38,9 @@ static const char *const fault_names[F_COUNT] = {
 #ifdef __linux__
     "epoll_create1", "epoll_ctl", "eventfd",
 #endif
+#if EVR_HAVE_IO_URING
+    "io_uring_queue_init_params",
+#endif
 };
 
 static atomic_int armed;              /* 0: off; 1: armed */
@@ -39,6 +49,8 @@ static atomic_ulong first, last;      /* calls [first, last] fail; last 0: no en
 static atomic_ulong seen, injected;
 static atomic_int fault_errno;
 static atomic_long live;
+static atomic_int also_target = -1, also_errno; /* fault_fail_always */
+
 
 void fault_arm(const char *fn, unsigned long nth, int err, unsigned long count) {
   int t = -1;
@@ -57,13 +69,31 @@ void fault_arm(const char *fn, unsigned long nth, int err, unsigned long count) 
   atomic_store(&armed, 1);
 }
 
-void fault_disarm(void) { atomic_store(&armed, 0); }
+void fault_disarm(void) {
+  atomic_store(&armed, 0);
+  atomic_store(&also_target, -1);
+}
 unsigned long fault_calls(void) { return atomic_load(&seen); }
 unsigned long fault_injected(void) { return atomic_load(&injected); }
 long fault_live_blocks(void) { return atomic_load(&live); }
 
+void fault_fail_always(const char *fn, int err) {
+  int t = -1;
+  if (fn) {
+    for (int i = 0; i < F_COUNT; i++)
+      if (!strcmp(fn, fault_names[i])) t = i;
+    if (t < 0) abort();
+  }
+  atomic_store(&also_errno, err);
+  atomic_store(&also_target, t);
+}
+
 /* 1 if this call of function f is to fail (errno is then set). */
 static int fail_now(int f) {
+  if (atomic_load(&also_target) == f && f > F_REALLOC) {
+    errno = atomic_load(&also_errno);
+    return 1;
+  }
   if (!atomic_load(&armed)) return 0;
   int t = atomic_load(&target);
   if (t >= 0 && t != f) return 0;
@@ -159,12 +189,26 @@ int __wrap_eventfd(unsigned int initval, int flags) {
 }
 #endif
 
+#if EVR_HAVE_IO_URING
+/* liburing returns -errno instead of setting errno. */
+int __real_io_uring_queue_init_params(unsigned entries, struct io_uring *ring,
+                                      struct io_uring_params *p);
+int __wrap_io_uring_queue_init_params(unsigned entries, struct io_uring *ring,
+                                      struct io_uring_params *p);
+int __wrap_io_uring_queue_init_params(unsigned entries, struct io_uring *ring,
+                                      struct io_uring_params *p) {
+  if (fail_now(F_IO_URING_QUEUE_INIT_PARAMS)) return -errno;
+  return __real_io_uring_queue_init_params(entries, ring, p);
+}
+#endif
+
 #else /* no --wrap */
 
 void fault_arm(const char *fn, unsigned long nth, int err, unsigned long count) {
   (void)fn, (void)nth, (void)err, (void)count;
 }
 void fault_disarm(void) {}
+void fault_fail_always(const char *fn, int err) { (void)fn, (void)err; }
 unsigned long fault_calls(void) { return 0; }
 unsigned long fault_injected(void) { return 0; }
 long fault_live_blocks(void) { return 0; }

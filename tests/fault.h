@@ -31,6 +31,10 @@
 void fault_arm(const char *fn, unsigned long nth, int err, unsigned long count);
 void fault_disarm(void);
 
+/* Besides what fault_arm set: make every call of `fn` (a system call or
+ * liburing's, not an allocation) fail with `err` until fault_disarm(). */
+void fault_fail_always(const char *fn, int err);
+
 /* Calls of the armed function (or of any, for NULL) seen since fault_arm,
  * and how many of them were made to fail. */
 unsigned long fault_calls(void);

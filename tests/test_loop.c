@@ -457,8 +457,60 @@ static void test_loop_new_error_paths_free_everything(void **state) {
   }
 }
 
+static int backend_built(const char *name) {
+  for (const char *const *b = evr_backends(); *b; b++)
+    if (!strcmp(*b, name)) return 1;
+  return 0;
+}
+
+/* A kernel that refuses io_uring (ENOSYS; EPERM from seccomp or the
+ * io_uring_disabled sysctl; simulated by failing the ring's creation):
+ * naming io_uring is EVR_ENOTSUP, never a silent fallback, and nothing is
+ * leaked; the default order moves on to the next backend without a word. */
+static void test_loop_io_uring_refused_by_the_kernel(void **state) {
+  (void)state;
+  if (!backend_built("io_uring")) skip();
+  if (!FAULT_AVAILABLE) skip();
+  const int errs[] = {ENOSYS, EPERM};
+  for (size_t e = 0; e < sizeof errs / sizeof errs[0]; e++) {
+    int fds = count_open_fds();
+    long blocks = fault_live_blocks();
+    evr_loop_options_t o = {0};
+    o.backend = "io_uring";
+    evr_loop_t *l = NULL;
+    fault_fail_always("io_uring_queue_init_params", errs[e]);
+    assert_int_equal(evr_loop_new(&l, &o), EVR_ENOTSUP);
+    assert_null(l);
+    assert_int_equal(fault_live_blocks(), blocks);
+    assert_fds_back_to(fds);
+    /* Default order with epoll gone too: io_uring is passed over. */
+    fault_fail_always("io_uring_queue_init_params", errs[e]);
+    fault_arm("epoll_create1", 1, ENOSYS, 0);
+    o.backend = NULL;
+    o.flags = EVR_LOOP_IGNORE_ENV;
+    int rc = evr_loop_new(&l, &o);
+    fault_disarm();
+    assert_evr_ok(rc);
+    assert_string_not_equal(evr_loop_backend(l), "io_uring");
+    assert_string_not_equal(evr_loop_backend(l), "epoll");
+    assert_int_equal(evr_loop_free(l), 0);
+    assert_int_equal(fault_live_blocks(), blocks);
+    assert_fds_back_to(fds);
+  }
+  /* Without the fault, naming it works (where the fixture runs on it:
+   * elsewhere the kernel may refuse it for real). */
+  if (strcmp(requested_backend(), "io_uring") != 0) return;
+  evr_loop_options_t o = {0};
+  o.backend = "io_uring";
+  evr_loop_t *l = NULL;
+  assert_evr_ok(evr_loop_new(&l, &o));
+  assert_string_equal(evr_loop_backend(l), "io_uring");
+  assert_int_equal(evr_loop_free(l), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      EVR_TEST(test_loop_io_uring_refused_by_the_kernel),
       EVR_TEST(test_loop_new_rejects_bad_arguments),
       EVR_TEST(test_loop_new_error_paths_free_everything),
       EVR_TEST(test_loop_unknown_backend_is_enotsup_without_fallback),

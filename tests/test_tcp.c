@@ -5,7 +5,7 @@
  * accept queue is full, connect_host("localhost"), IPv6 and Unix sockets,
  * a second connect while one is pending, and closing during a pending
  * connect. */
-/* evr-test: backends timeout=600 */
+/* evr-test: backends workers timeout=600 */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <inttypes.h>
