@@ -65,19 +65,25 @@ static const char *io_uring_refused(void) {
 #endif
 }
 
+const char *evr_test_kernel_refuses(const char *backend) {
+  return strcmp(backend, "io_uring") == 0 ? io_uring_refused() : NULL;
+}
+
+void evr_test_skip_if_backend_refused(void) {
+  const char *why = evr_test_kernel_refuses(requested_backend());
+  if (why) {
+    /* ctest's SKIP_RETURN_CODE (cmake/EvrTest.cmake). */
+    printf("SKIP: the kernel refuses io_uring: %s\n", why);
+    fflush(stdout);
+    _exit(77);
+  }
+}
+
 int evr_test_setup(void **state) {
   (void)state;
   test_loop = NULL;
   int rc = evr_loop_new(&test_loop, NULL);
-  if (rc == EVR_ENOTSUP && strcmp(requested_backend(), "io_uring") == 0) {
-    const char *why = io_uring_refused();
-    if (why) {
-      /* ctest's SKIP_RETURN_CODE (cmake/EvrTest.cmake). */
-      printf("SKIP: the kernel refuses io_uring: %s\n", why);
-      fflush(stdout);
-      _exit(77);
-    }
-  }
+  if (rc == EVR_ENOTSUP) evr_test_skip_if_backend_refused();
   assert_evr_ok(rc);
   assert_non_null(test_loop);
   assert_string_equal(evr_loop_backend(test_loop), requested_backend());

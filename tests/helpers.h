@@ -20,6 +20,14 @@
 extern evr_loop_t *test_loop;
 
 int evr_test_setup(void **state);
+/* For a run under EVR_BACKEND=io_uring on a kernel that refuses io_uring
+ * (ENOSYS, EPERM, the sysctl): print why and exit with ctest's skip code
+ * (77). Tests whose daemons pick the backend up from the environment call
+ * it in their setup; evr_test_setup() calls it when the loop is refused. */
+void evr_test_skip_if_backend_refused(void);
+/* Why the kernel refuses the named backend here (io_uring only: ENOSYS,
+ * EPERM, the sysctl), or NULL: asked of the kernel, not of evr. */
+const char *evr_test_kernel_refuses(const char *backend);
 int evr_test_teardown(void **state);
 
 #define EVR_TEST(fn) cmocka_unit_test_setup_teardown(fn, evr_test_setup, evr_test_teardown)

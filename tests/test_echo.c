@@ -25,6 +25,7 @@ static int port;
 
 static int setup(void **state) {
   (void)state;
+  evr_test_skip_if_backend_refused();
   (void)raise_nofile(1L << 16); /* inherited by the daemon */
   snprintf(log_path, sizeof log_path, "/tmp/evr-echo-test-%ld.log", (long)getpid());
   port = e2e_free_port();

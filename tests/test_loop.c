@@ -71,7 +71,14 @@ static void test_loop_backend_list_names_every_built_backend(void **state) {
   for (; b[n]; n++) {
     evr_loop_t *l;
     evr_loop_options_t o = {.backend = b[n]};
-    assert_evr_ok(evr_loop_new(&l, &o));
+    int rc = evr_loop_new(&l, &o);
+    const char *why = evr_test_kernel_refuses(b[n]);
+    if (why && rc == EVR_ENOTSUP) {
+      /* Built, but this kernel refuses it: refused is the right answer. */
+      print_message("note: %s not opened: %s\n", b[n], why);
+      continue;
+    }
+    assert_evr_ok(rc);
     assert_string_equal(evr_loop_backend(l), b[n]);
     assert_int_equal(evr_loop_free(l), 0);
     if (strcmp(b[n], requested_backend()) == 0) found_req = 1;

@@ -42,6 +42,7 @@ static void stop_haproxy(void) {
 
 static int setup(void **state) {
   (void)state;
+  evr_test_skip_if_backend_refused();
   (void)raise_nofile(1L << 16); /* inherited by the daemons */
   snprintf(proxy_log, sizeof proxy_log, "/tmp/evr-proxy-test-%ld.log", (long)getpid());
   snprintf(echo_log, sizeof echo_log, "/tmp/evr-proxy-test-echo-%ld.log", (long)getpid());
