@@ -155,43 +155,6 @@ static void test_wheel_pushing_a_node_later_only_rewrites_it(void **state) {
   assert_ptr_equal(evr__wheel_pop(&wheel), &n);
 }
 
-static void test_wheel_push_later_keeps_start_order(void **state) {
-  (void)state;
-  /* a starts before b with an earlier provisional due time; both are then
-   * settled to the same due time, b first: a still expires first. */
-  struct evr__tnode a, b, c;
-  struct evr__tnode *out[4];
-  evr__tnode_init(&a, 0);
-  evr__tnode_init(&b, 0);
-  evr__tnode_init(&c, 0);
-  evr__wheel_init(&wheel, 0, wheel_shift);
-  evr__wheel_add(&wheel, &a, 10);
-  evr__wheel_add(&wheel, &b, 12);
-  evr__wheel_push_later(&wheel, &b, 20);
-  evr__wheel_push_later(&wheel, &a, 20);
-  check(&wheel);
-  /* An idle node is filed with a fresh seq; a node in the ready list is
-   * refiled with its own. */
-  evr__wheel_push_later(&wheel, &c, 20);
-  check(&wheel);
-  evr__wheel_advance(&wheel, 20);
-  assert_int_equal(drain(&wheel, out, 4), 3);
-  assert_ptr_equal(out[0], &a);
-  assert_ptr_equal(out[1], &b);
-  assert_ptr_equal(out[2], &c);
-  evr__wheel_add(&wheel, &a, 25);
-  evr__wheel_add(&wheel, &b, 25);
-  evr__wheel_advance(&wheel, 30);
-  evr__wheel_push_later(&wheel, &a, 40); /* from the ready list */
-  check(&wheel);
-  evr__wheel_add(&wheel, &c, 40);
-  evr__wheel_advance(&wheel, 40);
-  assert_int_equal(drain(&wheel, out, 4), 3);
-  assert_ptr_equal(out[0], &b);
-  assert_ptr_equal(out[1], &a);
-  assert_ptr_equal(out[2], &c);
-}
-
 static void test_wheel_pulling_a_node_earlier_refiles_it(void **state) {
   (void)state;
   struct evr__tnode n;
@@ -615,7 +578,6 @@ int main(void) {
       cmocka_unit_test(test_wheel_equal_deadlines_expire_in_start_order),
       cmocka_unit_test(test_wheel_jump_expires_in_due_then_start_order),
       cmocka_unit_test(test_wheel_pushing_a_node_later_only_rewrites_it),
-      cmocka_unit_test(test_wheel_push_later_keeps_start_order),
       cmocka_unit_test(test_wheel_pulling_a_node_earlier_refiles_it),
       cmocka_unit_test(test_wheel_stop_removes_node_and_is_idempotent),
       cmocka_unit_test(

@@ -224,23 +224,6 @@ void evr__wheel_settle(struct evr__wheel *w, uint64_t shift) {
   if (shift) w->next_valid = 0;
 }
 
-void evr__wheel_push_later(struct evr__wheel *w, struct evr__tnode *n,
-                           uint64_t due) {
-  if (n->where <= EVR__WN_OVERFLOW && due >= n->due && due > w->now) {
-    n->due = due;
-    return;
-  }
-  if (n->where == EVR__WN_IDLE) {
-    n->due = due;
-    n->seq = w->seq++;
-    w->count++;
-  } else {
-    unlink_node(w, n);
-    n->due = due;
-  }
-  file_any(w, n);
-}
-
 /* ---- collecting ---- */
 
 /* Sort a list by (due, seq): merge sort on the singly linked chain, then

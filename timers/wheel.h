@@ -157,12 +157,6 @@ int evr__wheel_add_fresh(struct evr__wheel *w, struct evr__tnode *n,
  * nodes, in fresh start order. */
 void evr__wheel_settle(struct evr__wheel *w, uint64_t shift);
 
-/* Move a pending node's due time to `due` without making it a new start: it
- * keeps its seq, so its place among equal due times stays that of its
- * start. O(1); a plain write when the node is filed and due is not earlier. */
-void evr__wheel_push_later(struct evr__wheel *w, struct evr__tnode *n,
-                           uint64_t due);
-
 /* 1 if evr__wheel_pop() has a node to return without more work. */
 static inline int evr__wheel_has_ready(const struct evr__wheel *w) {
   return !evr__list_empty(&w->ready);
