@@ -27,11 +27,8 @@
  * iteration. So the lazy removal of reactor/io.c is not used here.
  *
  * The ring: CQ four times the SQ (IORING_SETUP_CQSIZE); SUBMIT_ALL and
- * COOP_TASKRUN, and SINGLE_ISSUER, each set dropped when the kernel
- * refuses it (EINVAL); not DEFER_TASKRUN (see UR_SOLO). A single-issuer ring is made disabled and
- * enabled by the first thread that submits; a loop that then runs on
- * another thread (allowed between runs) gets a new ring without those two
- * flags. A full SQ is submitted early; a CQ overflow (kept by the kernel,
+ * COOP_TASKRUN, dropped when the kernel refuses them (EINVAL); neither
+ * DEFER_TASKRUN nor SINGLE_ISSUER (see UR_SOLO). A full SQ is submitted early; a CQ overflow (kept by the kernel,
  * IORING_FEAT_NODROP) is drained by the next harvests.
  *
  * Refusal: no io_uring_setup (ENOSYS), EPERM (seccomp, the
@@ -40,6 +37,19 @@
  * multishot poll (5.13, the release of IORING_FEAT_RSRC_TAGS: the probe
  * lists opcodes, not flags) make init fail; evr_loop_new() then tries the
  * next backend, or fails with EVR_ENOTSUP for an explicit choice.
+ *
+ * Streams (the completion path, EVR__CAP_COMPLETION): a stream reads
+ * with one multishot IORING_OP_RECV into a ring of provided buffers
+ * (registered with the ring on the first receive; its count and size are
+ * loop options) and sends with IORING_OP_SEND, or SENDMSG for several
+ * buffers; net/stream.c keeps at most one of each in flight per stream and
+ * gets their completions through evr__stream_done(). Their user_data is
+ * the stream's address with the operation in its two low bits (bit 63
+ * clear), a readiness registration's has bit 63 set, an internal SQE's is
+ * 0. A SENDMSG's msghdr and iovecs must stay until the SQE is submitted:
+ * they are kept in a table of slots that is reused once the queue has
+ * gone to the kernel (a full table submits first). The buffers' memory
+ * is mapped (page-aligned, defined for memcheck, pages touched as used).
  *
  * Fork: the rings are memory shared with the kernel, so a child that
  * queued an SQE would change the parent's ring. reactor/io.c makes no
@@ -53,6 +63,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include "reactor/internal.h"
 
 #define UR_SQ 256u
@@ -72,15 +85,40 @@
  * ready descriptors beyond those were reported one or more iterations late
  * (measured: 40 of 100 ready socket pairs per iteration). Level-triggered
  * readiness needs them all. COOP_TASKRUN runs them all on each entry. */
-#define UR_SOLO IORING_SETUP_SINGLE_ISSUER
+#define UR_SOLO 0
+/* Nor SINGLE_ISSUER (UR_SOLO would be IORING_SETUP_SINGLE_ISSUER): a loop
+ * may run on another thread between runs, and moving to a new ring would
+ * drop the streams' operations in flight, whose progress (bytes sent) is
+ * then unknown. The ring is made so that own_ring() can take it up again. */
 
-/* One harvested completion (data 0 after forget()); flags: UR_ENDED. */
+/* One harvested completion (data 0 after forget()). A readiness event's
+ * flags: UR_ENDED; a stream operation's: the CQE's. */
 struct ur_ev {
   uint64_t data;
   int32_t res;
   uint32_t flags;
 };
 #define UR_ENDED 1u /* the multishot poll ended: add it again */
+#define UR_READY (UINT64_C(1) << 63) /* user_data of a readiness registration */
+#define UR_OPMASK UINT64_C(3)        /* an operation's kind in its user_data */
+
+/* The provided buffers of the completion path (group 0). */
+struct ur_bufs {
+  struct io_uring_buf_ring *br;
+  size_t br_len;
+  char *mem;
+  size_t mem_len;
+  unsigned n, size, mask;
+  uint8_t *out;        /* 1: handed to a stream, not in the ring */
+  int registered;      /* with the current ring */
+};
+
+/* A SENDMSG's header and vector, kept until its SQE is submitted. */
+struct ur_msg {
+  struct msghdr m;
+  struct iovec iov[EVR__SEND_IOV];
+};
+#define UR_MSGS 64u
 
 /* Per fd: the batch that last saw it and its index there (merging). */
 struct ur_mark {
@@ -100,11 +138,21 @@ struct ur_state {
   int cur, n;           /* dispatch position and batch size */
   struct ur_mark *marks;
   unsigned nmarks;
+  struct ur_bufs bufs;
+  unsigned nmsgs;       /* slots of msgs used since the last submission */
+  struct ur_msg msgs[UR_MSGS];
   struct ur_ev events[UR_CQ];
 };
 
+/* Generations are 31 bits: bit 63 marks a readiness user_data. */
 static uint64_t ud(int fd, uint32_t gen) {
-  return (uint64_t)(uint32_t)fd | (uint64_t)gen << 32;
+  return UR_READY | (uint64_t)(uint32_t)fd | (uint64_t)gen << 32;
+}
+
+static uint32_t ud_gen(uint64_t data) { return (uint32_t)(data >> 32) & 0x7fffffffu; }
+
+static uint64_t op_ud(void *owner, unsigned kind) {
+  return (uint64_t)(uintptr_t)owner | kind;
 }
 
 static unsigned to_poll(unsigned mask) {
@@ -115,7 +163,7 @@ static unsigned to_poll(unsigned mask) {
 }
 
 static uint32_t next_gen(struct ur_state *st) {
-  if (++st->gen == 0) st->gen = 1;
+  if (++st->gen > 0x7fffffffu) st->gen = 1;
   return st->gen;
 }
 
@@ -152,9 +200,15 @@ static int ring_check(struct io_uring *r, unsigned features) {
     return -ENOTSUP;
   struct io_uring_probe *p = io_uring_get_probe_ring(r);
   if (!p) return -ENOTSUP;
+  /* SEND_ZC came with multishot receive (6.0), which the probe cannot
+   * show; provided-buffer rings are older (5.19). */
   int ok = io_uring_opcode_supported(p, IORING_OP_POLL_ADD) &&
            io_uring_opcode_supported(p, IORING_OP_POLL_REMOVE) &&
-           io_uring_opcode_supported(p, IORING_OP_ASYNC_CANCEL);
+           io_uring_opcode_supported(p, IORING_OP_ASYNC_CANCEL) &&
+           io_uring_opcode_supported(p, IORING_OP_RECV) &&
+           io_uring_opcode_supported(p, IORING_OP_SEND) &&
+           io_uring_opcode_supported(p, IORING_OP_SENDMSG) &&
+           io_uring_opcode_supported(p, IORING_OP_SEND_ZC);
   io_uring_free_probe(p);
   return ok ? 0 : -ENOTSUP;
 }
@@ -180,9 +234,17 @@ static void ur_destroy(evr_loop_t *loop) {
   if (!st) return;
   /* Unmaps and closes: never writes to the rings (safe in a forked child). */
   if (st->have_ring) io_uring_queue_exit(&st->ring);
+  if (st->bufs.br) munmap(st->bufs.br, st->bufs.br_len);
+  if (st->bufs.mem) munmap(st->bufs.mem, st->bufs.mem_len);
+  free(st->bufs.out);
   free(st->marks);
   free(st);
   loop->backend_state = NULL;
+}
+
+/* After a submission: the SENDMSG slots are free once the SQ is empty. */
+static void submitted(struct ur_state *st) {
+  if (io_uring_sq_ready(&st->ring) == 0) st->nmsgs = 0;
 }
 
 /* Submit what is queued now. 0 or -errno. */
@@ -191,6 +253,7 @@ static int submit_now(struct ur_state *st) {
   do
     rc = io_uring_submit(&st->ring);
   while (rc == -EINTR);
+  submitted(st);
   return rc < 0 ? rc : 0;
 }
 
@@ -292,13 +355,155 @@ static int ur_update(evr_loop_t *loop, struct evr__ionode *n, unsigned old_mask,
   do
     rc = io_uring_submit_and_get_events(&st->ring);
   while (rc == -EINTR);
+  submitted(st);
   return rc < 0 ? rc : 0;
 }
 
 static void ur_forget(evr_loop_t *loop, int fd) {
   struct ur_state *st = loop->backend_state;
   for (int i = st->cur + 1; i < st->n; i++)
-    if (st->events[i].data && (int)(uint32_t)st->events[i].data == fd) st->events[i].data = 0;
+    if ((st->events[i].data & UR_READY) && (int)(uint32_t)st->events[i].data == fd)
+      st->events[i].data = 0;
+}
+
+/* ---- the completion path ---- */
+
+/* Put every buffer that no stream holds into the ring (a new ring, or the
+ * first registration), and register it with the current io_uring. */
+static int bufs_register(struct ur_state *st) {
+  struct ur_bufs *b = &st->bufs;
+  struct io_uring_buf_reg reg;
+  memset(&reg, 0, sizeof reg);
+  reg.ring_addr = (uint64_t)(uintptr_t)b->br;
+  reg.ring_entries = b->n;
+  reg.bgid = 0;
+  int rc = io_uring_register_buf_ring(&st->ring, &reg, 0);
+  if (rc < 0) return rc;
+  io_uring_buf_ring_init(b->br);
+  int added = 0;
+  for (unsigned i = 0; i < b->n; i++) {
+    if (b->out[i]) continue;
+    io_uring_buf_ring_add(b->br, b->mem + (size_t)i * b->size, b->size,
+                          (unsigned short)i, b->mask, added++);
+  }
+  io_uring_buf_ring_advance(b->br, added);
+  b->registered = 1;
+  return 0;
+}
+
+/* The buffer ring, made on the first receive. 0 or -errno. */
+static int bufs_get(evr_loop_t *loop) {
+  struct ur_state *st = loop->backend_state;
+  struct ur_bufs *b = &st->bufs;
+  if (b->registered) return 0;
+  if (!b->mem) {
+    b->n = loop->io_buffers;
+    b->size = loop->io_buffer_size;
+    b->mask = b->n - 1;
+    b->br_len = (size_t)b->n * sizeof(struct io_uring_buf);
+    b->mem_len = (size_t)b->n * b->size;
+    b->out = calloc(b->n, 1);
+    void *br = mmap(NULL, b->br_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *mem = mmap(NULL, b->mem_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (!b->out || br == MAP_FAILED || mem == MAP_FAILED) {
+      if (br != MAP_FAILED) munmap(br, b->br_len);
+      if (mem != MAP_FAILED) munmap(mem, b->mem_len);
+      free(b->out);
+      memset(b, 0, sizeof *b);
+      return EVR_ENOMEM;
+    }
+    b->br = br;
+    b->mem = mem;
+  }
+  return bufs_register(st);
+}
+
+static int ur_recv(evr_loop_t *loop, int fd, void *owner) {
+  struct ur_state *st = loop->backend_state;
+  int rc = own_ring(loop);
+  if (!rc) rc = bufs_get(loop);
+  if (rc) return rc;
+  struct io_uring_sqe *sqe = sqe_get(st, &rc);
+  if (!sqe) return rc;
+  io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
+  io_uring_sqe_set_flags(sqe, IOSQE_BUFFER_SELECT);
+  sqe->buf_group = 0;
+  io_uring_sqe_set_data64(sqe, op_ud(owner, EVR__OP_RECV));
+  return 0;
+}
+
+static int ur_send(evr_loop_t *loop, int fd, const struct iovec *iov, int n,
+                   void *owner) {
+  struct ur_state *st = loop->backend_state;
+  if (n < 1 || n > EVR__SEND_IOV) return -EINVAL;
+  int rc = own_ring(loop);
+  if (rc) return rc;
+  if (n > 1 && st->nmsgs == UR_MSGS) {
+    rc = submit_now(st); /* frees the slots */
+    if (rc) return rc;
+    if (st->nmsgs == UR_MSGS) return -EBUSY;
+  }
+  struct io_uring_sqe *sqe = sqe_get(st, &rc);
+  if (!sqe) return rc;
+  if (n == 1) {
+    io_uring_prep_send(sqe, fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+  } else {
+    struct ur_msg *m = &st->msgs[st->nmsgs++];
+    memset(&m->m, 0, sizeof m->m);
+    memcpy(m->iov, iov, (size_t)n * sizeof *iov);
+    m->m.msg_iov = m->iov;
+    m->m.msg_iovlen = (size_t)n;
+    io_uring_prep_sendmsg(sqe, fd, &m->m, MSG_NOSIGNAL);
+  }
+  io_uring_sqe_set_data64(sqe, op_ud(owner, EVR__OP_SEND));
+  return 0;
+}
+
+static int ur_cancel(evr_loop_t *loop, void *owner, unsigned kind, int now) {
+  struct ur_state *st = loop->backend_state;
+  int rc = own_ring(loop);
+  if (!rc) rc = queue_remove(st, op_ud(owner, kind));
+  if (rc || !now) return rc;
+  /* GETEVENTS: the completions (which drop the file) run as task work of
+   * this call; they are harvested by the next poll. */
+  do
+    rc = io_uring_submit_and_get_events(&st->ring);
+  while (rc == -EINTR);
+  submitted(st);
+  return rc < 0 ? rc : 0;
+}
+
+static void ur_buf_put(evr_loop_t *loop, unsigned bid) {
+  struct ur_bufs *b = &((struct ur_state *)loop->backend_state)->bufs;
+  assert(bid < b->n && b->out[bid]);
+  b->out[bid] = 0;
+  io_uring_buf_ring_add(b->br, b->mem + (size_t)bid * b->size, b->size,
+                        (unsigned short)bid, b->mask, 0);
+  io_uring_buf_ring_advance(b->br, 1);
+}
+
+static unsigned ur_bufs(evr_loop_t *loop, unsigned *size) {
+  struct ur_bufs *b = &((struct ur_state *)loop->backend_state)->bufs;
+  if (size) *size = b->size;
+  return b->mem ? b->n : 0;
+}
+
+/* Hand a stream operation's completion to its stream. */
+static void op_done(evr_loop_t *loop, const struct ur_ev *e) {
+  struct ur_bufs *b = &((struct ur_state *)loop->backend_state)->bufs;
+  unsigned flags = (e->flags & IORING_CQE_F_MORE) ? EVR__OPF_MORE : 0;
+  unsigned bid = 0;
+  char *buf = NULL;
+  if (e->flags & IORING_CQE_F_BUFFER) {
+    bid = e->flags >> IORING_CQE_BUFFER_SHIFT;
+    if (bid < b->n) {
+      b->out[bid] = 1;
+      buf = b->mem + (size_t)bid * b->size;
+      flags |= EVR__OPF_BUF;
+    }
+  }
+  evr__stream_done((void *)(uintptr_t)(e->data & ~UR_OPMASK),
+                   (unsigned)(e->data & UR_OPMASK), e->res, flags, bid, buf);
 }
 
 /* Copy the ready CQEs of current registrations into the batch, merging
@@ -322,13 +527,17 @@ static int harvest(evr_loop_t *loop) {
     if (n == (int)UR_CQ) break;
     seen++;
     uint64_t data = cqe->user_data;
-    if ((data >> 32) == 0) continue; /* an internal SQE's failure */
+    if (data == 0) continue; /* an internal SQE's failure */
+    if (!(data & UR_READY)) { /* a stream operation's */
+      st->events[n++] = (struct ur_ev){data, cqe->res, cqe->flags};
+      continue;
+    }
     int fd = (int)(uint32_t)data;
     /* Stale (a removed or replaced registration), or a failed poll (the
      * descriptor was closed under its watcher: adding it again would fail
      * again): nothing to report. */
     struct evr__ionode *io = evr__io_lookup(loop, fd);
-    if (!io || !io->registered || io->backend_slot != (uint32_t)(data >> 32) || cqe->res < 0)
+    if (!io || !io->registered || io->backend_slot != ud_gen(data) || cqe->res < 0)
       continue;
     uint32_t ended = (cqe->flags & IORING_CQE_F_MORE) ? 0 : UR_ENDED;
     if ((unsigned)fd < st->nmarks && st->marks[fd].batch == st->batch &&
@@ -358,6 +567,7 @@ static int ur_wait(struct ur_state *st, int64_t timeout_ns) {
   }
   struct io_uring_cqe *cqe;
   int rc = io_uring_submit_and_wait_timeout(&st->ring, &cqe, 1, tsp, NULL);
+  submitted(st);
   if (rc == -EINTR) return 1;
   if (rc >= 0 || rc == -ETIME || rc == -EBUSY || rc == -EAGAIN) return 0;
   return rc;
@@ -377,6 +587,7 @@ static int ur_poll(evr_loop_t *loop, int64_t timeout_ns) {
       do
         rc = io_uring_submit_and_get_events(&st->ring);
       while (rc == -EINTR);
+      submitted(st);
       if (rc < 0 && rc != -EBUSY && rc != -EAGAIN) return rc;
       rc = 0;
     } else {
@@ -397,8 +608,13 @@ static int ur_poll(evr_loop_t *loop, int64_t timeout_ns) {
   for (st->cur = 0; st->cur < n; st->cur++) {
     struct ur_ev *e = &st->events[st->cur];
     if (!e->data) continue; /* forgotten during this batch */
+    if (!(e->data & UR_READY)) {
+      events++;
+      op_done(loop, e);
+      continue;
+    }
     int fd = (int)(uint32_t)e->data;
-    uint32_t gen = (uint32_t)(e->data >> 32);
+    uint32_t gen = ud_gen(e->data);
     struct evr__ionode *io = evr__io_lookup(loop, fd);
     if (!io || !io->registered || io->backend_slot != gen) continue; /* stale */
     unsigned m = 0;
@@ -453,6 +669,15 @@ static int ring_rebuild(evr_loop_t *loop, unsigned allowed) {
     if (queue_add(st, io->fd, io->registered, gen) == 0) io->backend_slot = gen;
   }
   io_uring_queue_exit(&old);
+  /* The stream operations were the old ring's: the streams make them
+   * again (evr__net_fork). The buffer ring goes to the new ring, with the
+   * buffers no stream holds. */
+  st->nmsgs = 0;
+  st->bufs.registered = 0;
+  if (st->bufs.mem && bufs_register(st) != 0) {
+    /* Kept unregistered: the next receive tries again. */
+    st->bufs.registered = 0;
+  }
   /* Harvested events of the old ring now carry old generations. */
   return 0;
 }
@@ -463,11 +688,16 @@ static int ur_reinit(evr_loop_t *loop) { return ring_rebuild(loop, ~0u); }
 
 const evr__backend_t evr__backend_io_uring = {
     .name = "io_uring",
-    .caps = EVR__CAP_BATCH | EVR__CAP_REINIT_AFTER_FORK,
+    .caps = EVR__CAP_BATCH | EVR__CAP_REINIT_AFTER_FORK | EVR__CAP_COMPLETION,
     .init = ur_init,
     .destroy = ur_destroy,
     .update = ur_update,
     .poll = ur_poll,
     .forget = ur_forget,
     .reinit = ur_reinit,
+    .recv = ur_recv,
+    .send = ur_send,
+    .cancel = ur_cancel,
+    .buf_put = ur_buf_put,
+    .bufs = ur_bufs,
 };

@@ -99,43 +99,124 @@ int evr_stream_fd(const evr_stream_t *s) {
 
 /* ---- the loop's stream context ---- */
 
+/* A buffer of the completion path's ring that a stream holds (indexed by
+ * the buffer's id): bytes [off, len) of p are the reader's, next links the
+ * stream's next held buffer. */
+struct held {
+  char *p;
+  uint32_t off, len;
+  uint16_t next;
+};
+
+/* A list of streams (completion path): entries of closed streams are
+ * cleared to NULL, so that a drain can go on while callbacks close some. */
+struct slist {
+  evr_stream_t **v;
+  unsigned n, cap;
+};
+
 /* What the streams of one loop share (loop->net): made by the loop's first
  * evr_stream_init(), freed with the loop (evr__net_free). */
 struct evr__net {
   evr_loop_t *loop;
   char *buf;           /* the read buffer, allocated on the first read */
   evr__list_t done;    /* evr_write_t whose callback is due, in order */
-  evr_defer_t task;    /* runs `done` in the deferred phase */
+  evr_defer_t task;    /* runs `done` (then `redo`) in the deferred phase */
+  void *wcache;        /* free blocks of evr_stream_write_copy() */
+  unsigned nwcache;
+  /* the completion path */
+  struct held *held;   /* per buffer of the ring, made with the first receive */
+  struct slist flush;  /* streams whose queue waits for a send */
+  struct slist redo;   /* readers whose held bytes are due */
+  evr__list_t parked;  /* closed streams waiting for their operations */
 };
 
 static int net_get(evr_loop_t *loop) {
   if (loop->net) return 0;
-  struct evr__net *net = malloc(sizeof *net);
+  struct evr__net *net = calloc(1, sizeof *net);
   if (!net) return EVR_ENOMEM;
   net->loop = loop;
   net->buf = NULL;
   evr__list_init(&net->done);
   evr_defer_init(&net->task);
+  evr__list_init(&net->parked);
   loop->net = net;
   return 0;
 }
+
+static void wcache_free(struct evr__net *net);
 
 void evr__net_free(evr_loop_t *loop) {
   struct evr__net *net = loop->net;
   if (!net) return;
   /* evr_loop_free() refuses while a stream is open or a task pending. */
   assert(evr__list_empty(&net->done) && !evr_defer_pending(&net->task));
+  assert(evr__list_empty(&net->parked));
+  wcache_free(net);
+  free(net->held);
+  free(net->flush.v);
+  free(net->redo.v);
   free(net->buf);
   free(net);
   loop->net = NULL;
+}
+
+/* The completion path serves this stream: a connected socket on a
+ * completion backend. Pipes, and sockets while they connect, are watched
+ * for readiness. */
+static inline int cq(const evr_stream_t *s) {
+  return (s->sflags & EVR__SF_SOCKET) && s->conn >= EVR__CONN_OPEN &&
+         (s->base.loop->backend->caps & EVR__CAP_COMPLETION);
+}
+
+/* ---- evr_stream_write_copy()'s blocks ----
+ * A copy that fits WC_BLOCK bytes with its request goes in a block kept on
+ * a per-loop free list when its request completes (at most WC_KEEP
+ * blocks), so that copying writes do not allocate once the loop has
+ * warmed up. Larger copies are allocated and freed. */
+#define WC_BLOCK 2048u
+#define WC_KEEP 1024u
+
+static evr_write_t *wcache_get(struct evr__net *net, size_t len) {
+  if (sizeof(evr_write_t) + len > WC_BLOCK) return malloc(sizeof(evr_write_t) + len);
+  if (net->wcache) {
+    void *b = net->wcache;
+    memcpy(&net->wcache, b, sizeof(void *));
+    net->nwcache--;
+    return b;
+  }
+  return malloc(WC_BLOCK);
+}
+
+static void wcache_put(struct evr__net *net, evr_write_t *w) {
+  if (sizeof(evr_write_t) + w->small[0].len > WC_BLOCK || net->nwcache >= WC_KEEP) {
+    free(w);
+    return;
+  }
+  memcpy((void *)w, &net->wcache, sizeof(void *));
+  net->wcache = w;
+  net->nwcache++;
+}
+
+static void wcache_free(struct evr__net *net) {
+  while (net->wcache) {
+    void *b = net->wcache;
+    memcpy(&net->wcache, b, sizeof(void *));
+    free(b);
+  }
+  net->nwcache = 0;
 }
 
 /* ---- completed write requests ---- */
 
 static void net_run_done(struct evr__net *net);
 
+static void net_run_redo(struct evr__net *net);
+
 static void net_task_cb(evr_defer_t *task) {
-  net_run_done(EVR_CONTAINER_OF(task, struct evr__net, task));
+  struct evr__net *net = EVR_CONTAINER_OF(task, struct evr__net, task);
+  net_run_done(net);
+  if (net->redo.n) net_run_redo(net);
 }
 
 static void req_release_bufs(evr_write_t *req) {
@@ -152,7 +233,7 @@ static void req_complete(evr_write_t *req, int status) {
   struct evr__net *net = req->stream->base.loop->net;
   req_release_bufs(req);
   if (req->flags & W_OWNED) {
-    free(req);
+    wcache_put(net, req);
     return;
   }
   req->status = status;
@@ -233,7 +314,10 @@ void evr__stream_io_release(evr_stream_t *s) {
   s->node.fd = -1;
 }
 
+static int cq_sync(evr_stream_t *s);
+
 int evr__stream_sync(evr_stream_t *s) {
+  if (cq(s)) return cq_sync(s);
   unsigned want = 0;
   if (s->sflags & EVR__SF_READING) want |= EVR_READ;
   if (s->conn == EVR__CONN_CONNECTING || !wq_empty(s))
@@ -263,6 +347,8 @@ int evr_stream_init(evr_loop_t *loop, evr_stream_t *s) {
   s->req = EVR__REQ_NONE;
   s->timer_use = EVR__TIMER_NONE;
   s->sflags = 0;
+  s->base.tflags = 0;
+  s->base.tword = EVR__NO_BUF;
   s->low_water = s->high_water = 0;
   s->wq_tail = NULL;
   evr__tnode_init(&s->timer, EVR__TK_STREAM);
@@ -323,6 +409,14 @@ static void water_check_high(evr_stream_t *s) {
 }
 
 static void fail_writes(evr_stream_t *s, int err) {
+  /* A send in flight reads the head's buffers: the queue fails in order,
+   * with the stream's error, once its completion is in (cq_sent, or
+   * evr__stream_finish once closed). */
+  if (s->sflags & EVR__SF_SEND) {
+    if (!s->error) s->error = err;
+    s->base.tflags |= EVR__SX_FAILQ;
+    return;
+  }
   while (!wq_empty(s)) {
     evr_write_t *req = wq_pop(s);
     s->write_queue_size -= req->left;
@@ -337,6 +431,7 @@ static void do_shutdown(evr_stream_t *s);
  * a pending FIN fails, and a reader hears about it. Runs user callbacks. */
 static void stream_error(evr_stream_t *s, int err) {
   if (!s->error) s->error = err;
+  err = s->error; /* the first error is the one everybody hears of */
   fail_writes(s, err);
   int reading = (s->sflags & EVR__SF_READING) != 0;
   s->sflags &= (uint8_t)~(EVR__SF_READING | EVR__SF_HUP_ERROR);
@@ -461,10 +556,11 @@ static ssize_t stream_writev(const evr_stream_t *s, struct iovec *iov, int n) {
   return -errno;
 }
 
-/* Append req's unsent buffers to iov[*n..IOV_BATCH); returns their bytes. */
-static size_t req_fill_iov(const evr_write_t *req, struct iovec *iov, int *n) {
+/* Append req's unsent buffers to iov[*n..max); returns their bytes. */
+static size_t req_fill_iov(const evr_write_t *req, struct iovec *iov, int *n,
+                           int max) {
   size_t total = 0;
-  for (unsigned i = req->idx; i < req->nbufs && *n < IOV_BATCH; i++) {
+  for (unsigned i = req->idx; i < req->nbufs && *n < max; i++) {
     size_t skip = i == req->idx ? req->off : 0;
     size_t len = req->bufs[i].len - skip;
     if (len == 0) continue;
@@ -506,7 +602,7 @@ static void do_write(evr_stream_t *s) {
     int n = 0;
     size_t total = 0;
     for (const evr_write_t *q = wq_head(s); q && n < IOV_BATCH; q = wq_next(s, q))
-      total += req_fill_iov(q, iov, &n);
+      total += req_fill_iov(q, iov, &n, IOV_BATCH);
     /* Nothing to send (only empty requests are left): no system call. */
     ssize_t r = n ? stream_writev(s, iov, n) : 0;
     if (r == EVR_EAGAIN) break;
@@ -587,10 +683,11 @@ int evr_stream_write(evr_write_t *req, evr_stream_t *s, const evr_buf_t bufs[],
 
   size_t sent = 0;
   int queue_empty = wq_empty(s);
-  if (queue_empty && total) {
+  /* The completion path sends from the queue, before the next wait. */
+  if (queue_empty && total && !cq(s)) {
     struct iovec iov[IOV_BATCH];
     int n = 0;
-    (void)req_fill_iov(req, iov, &n);
+    (void)req_fill_iov(req, iov, &n, IOV_BATCH);
     ssize_t r = stream_writev(s, iov, n);
     if (r < 0 && r != EVR_EAGAIN) {
       s->error = (int)r;
@@ -663,7 +760,7 @@ int evr_stream_write_copy(evr_stream_t *s, const void *data, size_t len) {
   if (!data && len) return EVR_EINVAL;
   if (len == 0) return 0;
   size_t sent = 0;
-  if (wq_empty(s)) {
+  if (wq_empty(s) && !cq(s)) {
     struct iovec iov = {(void *)(uintptr_t)data, len};
     ssize_t r = stream_writev(s, &iov, 1);
     if (r < 0 && r != EVR_EAGAIN) {
@@ -677,7 +774,7 @@ int evr_stream_write_copy(evr_stream_t *s, const void *data, size_t len) {
     }
   }
   size_t tail = len - sent;
-  evr_write_t *w = malloc(sizeof *w + tail);
+  evr_write_t *w = wcache_get(s->base.loop->net, tail);
   if (!w) {
     if (sent) s->error = EVR_ENOMEM;
     return EVR_ENOMEM;
@@ -698,7 +795,7 @@ int evr_stream_write_copy(evr_stream_t *s, const void *data, size_t len) {
   evr__list_init(&w->node);
   rc = queue_req(s, w);
   if (rc) {
-    free(w);
+    wcache_put(s->base.loop->net, w);
     if (sent) s->error = rc;
     return rc;
   }
@@ -827,6 +924,9 @@ void evr__stream_finish(evr_handle_t *h) {
   evr_stream_t *s = EVR_CONTAINER_OF(h, evr_stream_t, base);
   evr_loop_t *loop = s->base.loop;
   net_run_done(loop->net);
+  /* A failure put off while a send was in flight (completion path). */
+  int failq = (s->base.tflags & EVR__SX_FAILQ) && s->error;
+  s->base.tflags &= (uint8_t)~EVR__SX_FAILQ;
   if (s->req == EVR__REQ_CONNECT) { /* see evr__connect_abandon() */
     evr_connect_cb cb = s->pending.connect;
     s->req = EVR__REQ_NONE;
@@ -839,9 +939,9 @@ void evr__stream_finish(evr_handle_t *h) {
     s->write_queue_size -= req->left;
     req_release_bufs(req);
     if (req->flags & W_OWNED)
-      free(req);
+      wcache_put(loop->net, req);
     else
-      req_deliver(loop, req, EVR_ECANCELED);
+      req_deliver(loop, req, failq ? s->error : EVR_ECANCELED);
   }
   s->write_queue_size = 0;
   if (s->req == EVR__REQ_SHUTDOWN) {
@@ -858,10 +958,13 @@ void evr__stream_finish(evr_handle_t *h) {
   s->pending.end = NULL;
 }
 
+static void cq_close(evr_stream_t *s);
+
 void evr__stream_close(evr_handle_t *h) {
   evr_stream_t *s = EVR_CONTAINER_OF(h, evr_stream_t, base);
   if (evr__stream_connecting(s)) evr__connect_abandon(s);
   evr__stream_timer_disarm(s);
+  cq_close(s); /* before the descriptor goes */
   evr__stream_io_release(s);
   s->sflags &= (uint8_t)~EVR__SF_READING;
   /* What is due and what is cancelled runs from evr__stream_finish(). */
@@ -992,4 +1095,340 @@ int evr_stream_sockname(const evr_stream_t *s, evr_addr_t *out) {
   if (!evr__stream_valid(s) || !out) return EVR_EINVAL;
   if (evr_stream_fd(s) < 0) return EVR_ENOTCONN;
   return evr__sockname(s->node.fd, out);
+}
+
+/* ---- the completion path ----
+ * On a completion backend (io_uring) a connected socket does not wait for
+ * readiness: it keeps one multishot receive in flight while it reads, whose
+ * completions carry buffers of the loop's ring, and one send of the head
+ * of its write queue (up to EVR__SEND_IOV buffers) while the queue is not
+ * empty. Sends are made before the next wait (evr__net_flush), so the
+ * writes of an iteration go out together, with the wait's system call.
+ *
+ * The reader gets each buffer's bytes (in read_max pieces) in the call
+ * that follows its completion; the buffer goes back to the ring after the
+ * callback. Bytes that arrive while the reader is stopped (the receive is
+ * being cancelled) stay held by the stream, in order, and are delivered
+ * first from the deferred phase after the next read_start(); so is an EOF
+ * or error that came after them. A closed stream's close callback waits
+ * for the completions of its operations (the handle is parked, and counts
+ * as a pending request meanwhile); its held buffers go back at once.
+ */
+
+static struct held *held_of(evr_loop_t *loop, uint16_t bid) {
+  return &loop->net->held[bid];
+}
+
+/* Give every held buffer back to the ring. */
+static void held_drop(evr_stream_t *s) {
+  evr_loop_t *loop = s->base.loop;
+  while (s->base.tword != EVR__NO_BUF) {
+    uint16_t bid = s->base.tword;
+    s->base.tword = held_of(loop, bid)->next;
+    loop->backend->buf_put(loop, bid);
+  }
+}
+
+static void held_push(evr_stream_t *s, unsigned bid, char *p, uint32_t len) {
+  struct held *h = held_of(s->base.loop, (uint16_t)bid);
+  h->p = p;
+  h->off = 0;
+  h->len = len;
+  h->next = EVR__NO_BUF;
+  if (s->base.tword == EVR__NO_BUF) {
+    s->base.tword = (uint16_t)bid;
+    return;
+  }
+  uint16_t t = s->base.tword;
+  while (held_of(s->base.loop, t)->next != EVR__NO_BUF) t = held_of(s->base.loop, t)->next;
+  held_of(s->base.loop, t)->next = (uint16_t)bid;
+}
+
+static int slist_push(struct slist *l, evr_stream_t *s) {
+  if (l->n == l->cap) {
+    unsigned cap = l->cap ? 2 * l->cap : 64;
+    evr_stream_t **v = realloc(l->v, cap * sizeof *v);
+    if (!v) return EVR_ENOMEM;
+    l->v = v;
+    l->cap = cap;
+  }
+  l->v[l->n++] = s;
+  return 0;
+}
+
+static void slist_clear(struct slist *l, const evr_stream_t *s) {
+  for (unsigned i = 0; i < l->n; i++)
+    if (l->v[i] == s) l->v[i] = NULL;
+}
+
+static void cq_deliver(evr_stream_t *s);
+
+/* The deferred task's second part: readers whose held bytes are due. */
+static void net_run_redo(struct evr__net *net) {
+  for (unsigned i = 0; i < net->redo.n; i++) {
+    evr_stream_t *s = net->redo.v[i];
+    if (!s) continue;
+    net->redo.v[i] = NULL;
+    s->base.tflags &= (uint8_t)~EVR__SX_REDO;
+    cq_deliver(s);
+  }
+  net->redo.n = 0;
+}
+
+static int cq_sync(evr_stream_t *s) {
+  evr_loop_t *loop = s->base.loop;
+  struct evr__net *net = loop->net;
+  int rc = 0;
+  if (s->node.events) (void)evr__io_set(loop, &s->node, 0); /* the connect's */
+  int reading = (s->sflags & EVR__SF_READING) != 0;
+  if (reading && (s->base.tword != EVR__NO_BUF || (s->base.tflags & EVR__SX_END))) {
+    /* Held bytes (or their end) first, from the deferred phase. */
+    if (!(s->base.tflags & EVR__SX_REDO)) {
+      rc = slist_push(&net->redo, s);
+      if (!rc) {
+        s->base.tflags |= EVR__SX_REDO;
+        if (!evr_defer_pending(&net->task)) (void)evr_defer(loop, &net->task, net_task_cb);
+      }
+    }
+  } else if (reading && !(s->sflags & EVR__SF_RECV)) {
+    if (!net->held) {
+      net->held = malloc(loop->io_buffers * sizeof *net->held);
+      if (!net->held) rc = EVR_ENOMEM;
+    }
+    if (!rc) rc = loop->backend->recv(loop, s->node.fd, s);
+    if (!rc) s->sflags |= EVR__SF_RECV;
+  }
+  if (!reading && (s->sflags & EVR__SF_RECV) && !(s->base.tflags & EVR__SX_CANCEL) &&
+      loop->backend->cancel(loop, s, EVR__OP_RECV, 0) == 0)
+    s->base.tflags |= EVR__SX_CANCEL;
+  if (!wq_empty(s) && !(s->sflags & EVR__SF_SEND) && !(s->base.tflags & EVR__SX_FLUSH)) {
+    int r = slist_push(&net->flush, s);
+    if (r && !rc) rc = r;
+    if (!r) s->base.tflags |= EVR__SX_FLUSH;
+  }
+  if (rc == 0 && (reading || !wq_empty(s)))
+    evr__handle_start(&s->base);
+  else
+    evr__handle_stop(&s->base);
+  return rc;
+}
+
+/* Submit a send of the head of the queue. 0 or the backend's error. */
+static int cq_send(evr_stream_t *s) {
+  /* Empty requests at the head are done (their turn has come). */
+  while (!wq_empty(s) && wq_head(s)->left == 0) req_complete(wq_pop(s), 0);
+  if (wq_empty(s)) return 0;
+  struct iovec iov[EVR__SEND_IOV];
+  int n = 0;
+  for (const evr_write_t *q = wq_head(s); q && n < EVR__SEND_IOV; q = wq_next(s, q))
+    (void)req_fill_iov(q, iov, &n, EVR__SEND_IOV);
+  int rc = s->base.loop->backend->send(s->base.loop, s->node.fd, iov, n, s);
+  if (rc == 0) s->sflags |= EVR__SF_SEND;
+  return rc;
+}
+
+void evr__net_flush(evr_loop_t *loop) {
+  struct evr__net *net = loop->net;
+  for (unsigned i = 0; i < net->flush.n; i++) {
+    evr_stream_t *s = net->flush.v[i];
+    if (!s) continue;
+    net->flush.v[i] = NULL;
+    s->base.tflags &= (uint8_t)~EVR__SX_FLUSH;
+    if ((s->sflags & EVR__SF_SEND) || s->error || !cq(s)) continue;
+    int rc = cq_send(s);
+    if (rc) stream_error(s, rc);
+    else if (wq_empty(s)) (void)evr__stream_sync(s); /* only empty requests */
+  }
+  net->flush.n = 0;
+}
+
+/* The send completed: res bytes of the queue went out, or it failed. */
+static void cq_sent(evr_stream_t *s, int res) {
+  if (res <= 0) {
+    /* A send of at least one byte returns one at least. */
+    stream_error(s, res == 0 ? EVR_EIO : res);
+    return;
+  }
+  size_t sent = (size_t)res;
+  s->write_queue_size -= sent;
+  touch(s);
+  while (!wq_empty(s)) {
+    evr_write_t *req = wq_head(s);
+    sent -= req_advance(req, sent);
+    if (req->left) break;
+    req_complete(wq_pop(s), 0);
+  }
+  if (s->error) fail_writes(s, s->error); /* an error came meanwhile */
+  (void)evr__stream_sync(s);
+  if (wq_empty(s) && s->conn == EVR__CONN_DRAINING) {
+    do_shutdown(s);
+    if (evr__stream_closing(s)) return;
+  }
+  water_check_low(s);
+}
+
+/* Hand held bytes to the reader, then their end; re-arm the receive. */
+static void cq_deliver(evr_stream_t *s) {
+  evr_loop_t *loop = s->base.loop;
+  while ((s->sflags & EVR__SF_READING) && s->base.tword != EVR__NO_BUF) {
+    uint16_t bid = s->base.tword;
+    struct held *h = held_of(loop, bid);
+    uint32_t n = h->len - h->off;
+    if (s->read_max && n > s->read_max) n = s->read_max;
+    char *p = h->p + h->off;
+    h->off += n;
+    touch(s);
+    s->read_cb(s, (ssize_t)n, p);
+    if (evr__stream_closing(s)) return; /* its buffers went back */
+    if (h->off == h->len && s->base.tword == bid) {
+      s->base.tword = h->next;
+      loop->backend->buf_put(loop, bid);
+    }
+  }
+  if (!(s->sflags & EVR__SF_READING)) return;
+  if (s->base.tflags & EVR__SX_END) {
+    s->base.tflags &= (uint8_t)~EVR__SX_END;
+    if (s->sflags & EVR__SF_HUP_ERROR) {
+      stream_error(s, s->error);
+      return;
+    }
+    s->sflags = (uint8_t)((s->sflags & ~EVR__SF_READING) | EVR__SF_EOF);
+    (void)evr__stream_sync(s);
+    s->read_cb(s, EVR_EOF, NULL);
+    return;
+  }
+  (void)evr__stream_sync(s); /* receive again */
+}
+
+/* A closed stream whose operations are all in: its close goes on. */
+static void cq_unpark(evr_stream_t *s) {
+  if (!(s->base.tflags & EVR__SX_PARKED) || (s->sflags & (EVR__SF_RECV | EVR__SF_SEND)))
+    return;
+  s->base.tflags &= (uint8_t)~EVR__SX_PARKED;
+  evr__list_remove(&s->base.node);
+  evr__list_insert_tail(&s->base.loop->closing, &s->base.node);
+  evr__req_unregister(s->base.loop);
+}
+
+void evr__stream_done(void *owner, unsigned kind, int res, unsigned flags,
+                      unsigned bid, char *buf) {
+  evr_stream_t *s = owner;
+  evr_loop_t *loop = s->base.loop;
+  if (kind == EVR__OP_SEND) {
+    s->sflags &= (uint8_t)~EVR__SF_SEND;
+    if (evr__stream_closing(s))
+      cq_unpark(s);
+    else
+      cq_sent(s, res);
+    return;
+  }
+  if (!(flags & EVR__OPF_MORE)) {
+    s->sflags &= (uint8_t)~EVR__SF_RECV;
+    s->base.tflags &= (uint8_t)~EVR__SX_CANCEL;
+  }
+  if (evr__stream_closing(s) || (s->base.tflags & EVR__SX_END)) {
+    /* Closed, or bytes after an end (none come): dropped. */
+    if (flags & EVR__OPF_BUF) loop->backend->buf_put(loop, bid);
+    if (evr__stream_closing(s)) cq_unpark(s);
+    return;
+  }
+  if (res > 0 && (flags & EVR__OPF_BUF)) {
+    held_push(s, bid, buf, (uint32_t)res);
+    cq_deliver(s);
+    return;
+  }
+  if (flags & EVR__OPF_BUF) loop->backend->buf_put(loop, bid);
+  if (res == 0) {
+    s->base.tflags |= EVR__SX_END;
+    cq_deliver(s);
+    return;
+  }
+  if (res < 0 && res != -ENOBUFS && res != -ECANCELED) {
+    if (s->base.tword == EVR__NO_BUF) {
+      stream_error(s, res);
+      return;
+    }
+    /* The reader gets it after the bytes it holds. */
+    if (!s->error) s->error = res;
+    s->sflags |= EVR__SF_HUP_ERROR;
+    s->base.tflags |= EVR__SX_END;
+    cq_deliver(s);
+    return;
+  }
+  /* The ring ran dry, or a cancelled receive: receive again if reading. */
+  if (!(s->sflags & EVR__SF_RECV)) (void)evr__stream_sync(s);
+}
+
+/* Send what the kernel takes now from the queue (no send in flight). */
+static void send_now(evr_stream_t *s) {
+  struct iovec iov[IOV_BATCH];
+  while (!wq_empty(s)) {
+    int n = 0;
+    size_t total = 0;
+    for (const evr_write_t *q = wq_head(s); q && n < IOV_BATCH; q = wq_next(s, q))
+      total += req_fill_iov(q, iov, &n, IOV_BATCH);
+    ssize_t r = n ? stream_writev(s, iov, n) : 0;
+    if (r < 0) return;
+    size_t sent = (size_t)r;
+    s->write_queue_size -= sent;
+    while (!wq_empty(s)) {
+      evr_write_t *req = wq_head(s);
+      sent -= req_advance(req, sent);
+      if (req->left) break;
+      req_complete(wq_pop(s), 0);
+    }
+    if ((size_t)r < total || n == 0) return;
+  }
+}
+
+/* The stream closes (evr__stream_close): operations in flight are
+ * cancelled and its held buffers and list entries go. */
+static void cq_close(evr_stream_t *s) {
+  evr_loop_t *loop = s->base.loop;
+  struct evr__net *net = loop->net;
+  if (s->base.tflags & EVR__SX_FLUSH) slist_clear(&net->flush, s);
+  if (s->base.tflags & EVR__SX_REDO) slist_clear(&net->redo, s);
+  s->base.tflags &= (uint8_t)~(EVR__SX_FLUSH | EVR__SX_REDO | EVR__SX_END);
+  if (s->base.tword != EVR__NO_BUF) held_drop(s);
+  if (!cq(s)) return;
+  /* Like a write on the other backends, which sends at once what the
+   * kernel takes: what is queued and not in flight goes out now, as far as
+   * the kernel takes it; the rest is cancelled (evr__stream_finish). */
+  if (!(s->sflags & EVR__SF_SEND) && !s->error) send_now(s);
+  unsigned ops = s->sflags & (EVR__SF_RECV | EVR__SF_SEND);
+  if ((ops & EVR__SF_RECV) && !(s->base.tflags & EVR__SX_CANCEL) &&
+      loop->backend->cancel(loop, s, EVR__OP_RECV, !(ops & EVR__SF_SEND)) == 0)
+    s->base.tflags |= EVR__SX_CANCEL;
+  if (ops & EVR__SF_SEND) (void)loop->backend->cancel(loop, s, EVR__OP_SEND, 1);
+}
+
+/* The close phase reached the stream: 1 (parked) while operations are in
+ * flight. */
+int evr__stream_busy(evr_handle_t *h) {
+  evr_stream_t *s = EVR_CONTAINER_OF(h, evr_stream_t, base);
+  if (!(s->sflags & (EVR__SF_RECV | EVR__SF_SEND))) return 0;
+  s->base.tflags |= EVR__SX_PARKED;
+  evr__list_insert_tail(&s->base.loop->net->parked, &s->base.node);
+  evr__req_register(s->base.loop);
+  return 1;
+}
+
+/* A forked child's new ring has none of the operations: make them again. */
+void evr__net_reinit(evr_loop_t *loop) {
+  struct evr__net *net = loop->net;
+  if (!net) return;
+  while (!evr__list_empty(&net->parked)) {
+    evr_stream_t *s = EVR_CONTAINER_OF(evr__list_first(&net->parked), evr_stream_t, base.node);
+    s->sflags &= (uint8_t)~(EVR__SF_RECV | EVR__SF_SEND);
+    cq_unpark(s);
+  }
+  for (evr__list_t *n = loop->handles.next; n != &loop->handles; n = n->next) {
+    evr_handle_t *h = EVR_CONTAINER_OF(n, evr_handle_t, node);
+    if (h->type != EVR__HT_STREAM) continue;
+    evr_stream_t *s = EVR_CONTAINER_OF(h, evr_stream_t, base);
+    if (!cq(s)) continue;
+    s->sflags &= (uint8_t)~(EVR__SF_RECV | EVR__SF_SEND);
+    s->base.tflags &= (uint8_t)~EVR__SX_CANCEL;
+    (void)evr__stream_sync(s);
+  }
 }

@@ -55,6 +55,22 @@ enum {
 #define EVR__SF_SHUT_FAILED 0x10u /* the FIN could not be sent */
 #define EVR__SF_HUP_ERROR 0x20u   /* s->error came with a hang-up: the reader
                                      gets it in place of EOF */
+#define EVR__SF_RECV 0x40u        /* completion path: a receive is in flight */
+#define EVR__SF_SEND 0x80u        /* completion path: a send is in flight */
+
+/* s->base.tflags: the completion path's state (net/stream.c). Received
+ * bytes the reader has not taken wait in buffers of the loop's ring that
+ * the stream holds, in order: s->base.tword is the first (EVR__NO_BUF:
+ * none), each links the next. */
+#define EVR__SX_CANCEL 0x01u   /* the receive is being cancelled */
+#define EVR__SX_END 0x02u      /* the receive ended after the held bytes: EOF,
+                                  or s->error with EVR__SF_HUP_ERROR */
+#define EVR__SX_FLUSH 0x04u    /* listed for a send before the next wait */
+#define EVR__SX_REDO 0x08u     /* listed for delivery of held bytes */
+#define EVR__SX_PARKED 0x10u   /* closed: its close waits for its operations */
+#define EVR__SX_FAILQ 0x20u    /* the queue fails with s->error once the send
+                                  in flight is in */
+#define EVR__NO_BUF 0xffffu
 
 static inline int evr__stream_connecting(const evr_stream_t *s) {
   return s->conn >= EVR__CONN_RESOLVING && s->conn <= EVR__CONN_CONNECT_DUE;

@@ -3,8 +3,10 @@
  * A backend is a const table of operations. It never calls user code: it
  * reports readiness with evr__io_dispatch(), which re-validates every event
  * against the loop's current watchers before calling the user. A completion
- * backend (io_uring) adds submit/cancel and sets EVR__CAP_COMPLETION; the
- * readiness entries stay valid for watchers.
+ * backend (io_uring) sets EVR__CAP_COMPLETION and adds the stream
+ * operations below (recv, send, cancel, buffers), whose completions it
+ * hands to evr__stream_done(); the readiness entries stay valid for
+ * watchers, listeners and connecting sockets.
  */
 #ifndef EVR_REACTOR_BACKEND_H
 #define EVR_REACTOR_BACKEND_H
@@ -18,13 +20,24 @@
 #define EVR__CAP_BATCH 0x02u           /* queues interest changes until poll */
 #define EVR__CAP_NATIVE_WAKE 0x04u     /* wake() is implemented natively */
 #define EVR__CAP_REINIT_AFTER_FORK 0x08u /* kernel object must be rebuilt in a child */
-#define EVR__CAP_COMPLETION 0x10u      /* submit()/cancel() are implemented */
+#define EVR__CAP_COMPLETION 0x10u      /* the stream operations are implemented */
 /* A stopped watcher's registration may stay until the next poll (see
  * reactor/io.c): safe when closing an fd can leave nothing stale behind, or
  * when the backend repairs what it leaves. */
 #define EVR__CAP_LAZY_REMOVE 0x20u
 
-struct evr__op; /* a completion operation; defined with the first user */
+/* The operations of a stream on the completion path. A completion names
+ * its stream and operation; the stream's memory must stay valid until the
+ * last completion of each operation has been handed over. */
+enum evr__op_kind {
+  EVR__OP_RECV = 1, /* multishot receive into the loop's buffer ring */
+  EVR__OP_SEND = 2  /* one send of up to EVR__SEND_IOV buffers */
+};
+#define EVR__SEND_IOV 16
+/* evr__stream_done() flags */
+#define EVR__OPF_MORE 0x1u   /* a multishot operation goes on */
+#define EVR__OPF_BUF 0x2u    /* bid/buf carry a buffer of the ring */
+struct iovec;
 
 typedef struct evr__backend {
   const char *name;
@@ -54,8 +67,28 @@ typedef struct evr__backend {
    * and call evr__wake_dispatch() once for it. Called from any thread and
    * from signal handlers, so it must be async-signal-safe. */
   int (*wake)(evr_loop_t *loop);
-  int (*submit)(evr_loop_t *loop, struct evr__op *op);
-  int (*cancel)(evr_loop_t *loop, struct evr__op *op);
+  /* The completion path (EVR__CAP_COMPLETION; NULL otherwise). Each
+   * queues its request for the next wait (a full queue is submitted
+   * early) and returns 0 or -errno.
+   * recv: a multishot receive on fd into the loop's buffer ring, made on
+   * first use; each chunk completes with EVR__OPF_BUF, the last completion
+   * lacks EVR__OPF_MORE (0: end of file, <0: error, -ENOBUFS: the ring was
+   * empty, -ECANCELED). */
+  int (*recv)(evr_loop_t *loop, int fd, void *owner);
+  /* send: the bytes of iov[0..n) (n <= EVR__SEND_IOV, copied: the array
+   * may go at once; the bytes must stay until the completion), in one
+   * send. res: bytes sent (maybe fewer) or -errno. */
+  int (*send)(evr_loop_t *loop, int fd, const struct iovec *iov, int n,
+              void *owner);
+  /* cancel: end owner's operation of this kind (its completion comes).
+   * now: submit at once, and let the kernel finish the cancellation, so
+   * that the operation no longer holds the descriptor's file (a close of
+   * the descriptor right after closes the socket). */
+  int (*cancel)(evr_loop_t *loop, void *owner, unsigned kind, int now);
+  /* buf_put: a buffer handed over with EVR__OPF_BUF goes back to the ring. */
+  void (*buf_put)(evr_loop_t *loop, unsigned bid);
+  /* bufs: the ring's buffer count and size (0 before the first recv). */
+  unsigned (*bufs)(evr_loop_t *loop, unsigned *size);
 } evr__backend_t;
 
 /* A poll timeout in whole milliseconds for poll() and epoll_wait(): -1

@@ -63,5 +63,6 @@ int evr_loop_fork(evr_loop_t *loop) {
   rc = evr__async_wake_reset(loop);
   if (rc) return rc;
   evr__pool_loop_fork(loop);
+  if (loop->backend->caps & EVR__CAP_COMPLETION) evr__net_reinit(loop);
   return 0;
 }

@@ -16,14 +16,19 @@ static const struct {
   const char *name;
   void (*close)(evr_handle_t *h);
   void (*finish)(evr_handle_t *h);
+  /* Optional: the close phase reached the handle while the kernel still
+   * has operations of it; 1: the type has taken it off and puts it back on
+   * loop->closing once they are in. */
+  int (*busy)(evr_handle_t *h);
 } types[EVR__HT_COUNT] = {
-    [EVR__HT_IO] = {"io", evr__io_close, NULL},
-    [EVR__HT_PREPARE] = {"prepare", evr__hook_close, NULL},
-    [EVR__HT_CHECK] = {"check", evr__hook_close, NULL},
-    [EVR__HT_ASYNC] = {"async", evr__async_close, NULL},
-    [EVR__HT_SIGNAL] = {"signal", evr__signal_close, NULL},
-    [EVR__HT_STREAM] = {"stream", evr__stream_close, evr__stream_finish},
-    [EVR__HT_LISTENER] = {"listener", evr__listener_close, NULL},
+    [EVR__HT_IO] = {"io", evr__io_close, NULL, NULL},
+    [EVR__HT_PREPARE] = {"prepare", evr__hook_close, NULL, NULL},
+    [EVR__HT_CHECK] = {"check", evr__hook_close, NULL, NULL},
+    [EVR__HT_ASYNC] = {"async", evr__async_close, NULL, NULL},
+    [EVR__HT_SIGNAL] = {"signal", evr__signal_close, NULL, NULL},
+    [EVR__HT_STREAM] = {"stream", evr__stream_close, evr__stream_finish,
+                         evr__stream_busy},
+    [EVR__HT_LISTENER] = {"listener", evr__listener_close, NULL, NULL},
 };
 
 static inline int type_known(const evr_handle_t *h) {
@@ -36,6 +41,8 @@ void evr__handle_init(evr_loop_t *loop, evr_handle_t *h,
   h->type = (uint8_t)type;
   h->close_cb = NULL;
   h->flags = EVR__H_INIT | EVR__H_REF;
+  h->tflags = 0;
+  h->tword = 0;
   evr__list_init(&h->node);
   evr__list_insert_tail(&loop->handles, &h->node);
 }
@@ -106,6 +113,7 @@ void evr__run_closing(evr_loop_t *loop) {
     evr__list_t *n = evr__list_first(&batch);
     evr_handle_t *h = EVR_CONTAINER_OF(n, evr_handle_t, node);
     evr__list_remove(n);
+    if (types[h->type].busy && types[h->type].busy(h)) continue;
     if (types[h->type].finish) types[h->type].finish(h);
     h->flags = (uint8_t)((h->flags & ~EVR__H_CLOSING) | EVR__H_CLOSED);
     if (h->close_cb) h->close_cb(h);

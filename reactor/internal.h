@@ -57,6 +57,9 @@ void evr__stream_close(evr_handle_t *h);     /* net/stream.c */
 /* The close phase, right before close_cb: complete what is due (streams). */
 void evr__stream_finish(evr_handle_t *h);    /* net/stream.c */
 void evr__listener_close(evr_handle_t *h);   /* net/listener.c */
+/* The close phase: 1 while a stream's operations are in flight (it is
+ * parked and put back on loop->closing once they are in). */
+int evr__stream_busy(evr_handle_t *h);       /* net/stream.c */
 
 struct evr__timers; /* timers/timer.c */
 struct evr__net;    /* net/stream.c */
@@ -91,6 +94,8 @@ struct evr_loop {
 
   struct evr__net *net;        /* what the loop's streams share (net/stream.c):
                                   made by the first evr_stream_init() */
+  unsigned io_buffers;         /* evr_loop_options_t: the completion path's */
+  unsigned io_buffer_size;     /* buffer ring (0: the defaults) */
 
   evr_loop_metrics_t metrics;
   unsigned fork_gen;           /* evr__fork_gen when the loop's kernel
@@ -177,12 +182,22 @@ void evr__io_flush(evr_loop_t *loop);
 void evr__io_drop_lingering(evr_loop_t *loop);
 /* The owners' entries of evr__io_dispatch(); ev as for a watcher. */
 void evr__stream_io(struct evr__ionode *n, unsigned ev, int err); /* net/stream.c */
+/* A completion of a stream's operation (a completion backend; see
+ * reactor/backend.h): res and flags as there; buf is the buffer bid's
+ * bytes with EVR__OPF_BUF. */
+void evr__stream_done(void *owner, unsigned kind, int res, unsigned flags,
+                      unsigned bid, char *buf);                   /* net/stream.c */
 void evr__listener_io(struct evr__ionode *n);                     /* net/listener.c */
 void evr__wake_io(evr_loop_t *loop);                              /* reactor/async.c */
 
 /* ---- streams (net/stream.c) ---- */
 /* Free the loop's stream context, if it has one (evr_loop_free). */
 void evr__net_free(evr_loop_t *loop);
+/* Completion path: submit the sends that streams queued (before a wait). */
+void evr__net_flush(evr_loop_t *loop);
+/* Completion path, in a forked child after the backend's reinit: the
+ * streams make their operations again on the new ring. */
+void evr__net_reinit(evr_loop_t *loop);
 
 /* ---- deferred tasks (reactor/defer.c) ---- */
 void evr__defer_run(evr_loop_t *loop);

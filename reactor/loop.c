@@ -43,6 +43,10 @@ int evr_loop_new(evr_loop_t **out, const evr_loop_options_t *opts) {
   if (!out) return EVR_EINVAL;
   unsigned flags = opts ? opts->flags : 0;
   if (flags & ~EVR_LOOP_IGNORE_ENV) return EVR_EINVAL;
+  unsigned nbufs = opts ? opts->io_buffers : 0;
+  unsigned bufsize = opts ? opts->io_buffer_size : 0;
+  if (nbufs && (nbufs > 32768 || (nbufs & (nbufs - 1)))) return EVR_EINVAL;
+  if (bufsize && (bufsize < 1024 || bufsize > (1u << 24))) return EVR_EINVAL;
   const char *want = opts ? opts->backend : NULL;
   if (!want && !(flags & EVR_LOOP_IGNORE_ENV)) {
     want = env_backend();
@@ -56,6 +60,8 @@ int evr_loop_new(evr_loop_t **out, const evr_loop_options_t *opts) {
   evr__list_init(&loop->prepare_hooks);
   evr__list_init(&loop->check_hooks);
   evr__list_init(&loop->deferred);
+  loop->io_buffers = nbufs ? nbufs : 512;
+  loop->io_buffer_size = bufsize ? bufsize : 8192;
   evr_update_time(loop);
   loop->fork_gen = atomic_load(&evr__fork_gen);
 
@@ -173,6 +179,7 @@ int evr_loop_run(evr_loop_t *loop, evr_run_mode_t mode) {
     evr_update_time(loop);
     evr__timers_run(loop);
     evr__hooks_run(loop, &loop->prepare_hooks);
+    if (loop->net && (loop->backend->caps & EVR__CAP_COMPLETION)) evr__net_flush(loop);
     rc = loop_poll(loop, poll_timeout(loop, mode));
     if (rc < 0) break;
     rc = 0;

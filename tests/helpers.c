@@ -288,3 +288,13 @@ void assert_child_ok(int pid) {
   if (WEXITSTATUS(st) != 0)
     fail_msg("child failed at a check on line %d (mod 200)", WEXITSTATUS(st) - 20);
 }
+
+int sends_at_once(evr_loop_t *loop) {
+  return strcmp(evr_loop_backend(loop), "io_uring") != 0;
+}
+
+void flush_writes(evr_loop_t *loop, evr_stream_t *s, int max_iter) {
+  for (int i = 0; i < max_iter && evr_stream_write_queue_size(s) > 0; i++)
+    assert_true(evr_loop_run(loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(evr_stream_write_queue_size(s), 0);
+}

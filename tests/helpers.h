@@ -96,4 +96,12 @@ void assert_child_ok(int pid);
 /* The backend the fixture requested (EVR_BACKEND or the default). */
 const char *requested_backend(void);
 
+/* 1 if a stream's write sends what the kernel takes at once (readiness
+ * backends); 0 on io_uring, whose streams send from the queue before the
+ * next wait (docs/net.md, "The completion path"). */
+int sends_at_once(evr_loop_t *loop);
+/* Run the loop until the stream's write queue is empty (its bytes are in
+ * the kernel), at most max_iter iterations. */
+void flush_writes(evr_loop_t *loop, evr_stream_t *s, int max_iter);
+
 #endif

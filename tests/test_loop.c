@@ -24,7 +24,23 @@ static void test_loop_new_rejects_bad_arguments(void **state) {
   assert_int_equal(evr_loop_new(NULL, NULL), EVR_EINVAL);
   evr_loop_options_t o = {.flags = 0x80};
   assert_int_equal(evr_loop_new(&l, &o), EVR_EINVAL);
-  assert_ptr_equal(l, (evr_loop_t *)0x1);
+  /* The receive ring: a power of two up to 32768 buffers of 1 KiB to
+   * 16 MiB each (0: the defaults). */
+  evr_loop_options_t r = {.io_buffers = 3};
+  assert_int_equal(evr_loop_new(&l, &r), EVR_EINVAL);
+  r.io_buffers = 65536;
+  assert_int_equal(evr_loop_new(&l, &r), EVR_EINVAL);
+  r.io_buffers = 0;
+  r.io_buffer_size = 1023;
+  assert_int_equal(evr_loop_new(&l, &r), EVR_EINVAL);
+  r.io_buffer_size = (1u << 24) + 1;
+  assert_int_equal(evr_loop_new(&l, &r), EVR_EINVAL);
+  assert_ptr_equal(l, (evr_loop_t *)0x1); /* untouched by a refusal */
+  r.io_buffers = 32768;
+  r.io_buffer_size = 1024;
+  evr_loop_t *ok;
+  assert_evr_ok(evr_loop_new(&ok, &r));
+  assert_evr_ok(evr_loop_free(ok));
   assert_int_equal(evr_loop_free(NULL), EVR_EINVAL);
   assert_int_equal(evr_loop_run(NULL, EVR_RUN_DEFAULT), EVR_EINVAL);
   assert_int_equal(evr_loop_run(test_loop, (evr_run_mode_t)7), EVR_EINVAL);

@@ -46,6 +46,8 @@ struct evr_handle {
   uint8_t type;               /* index into the library's table of handle
                                  types (name, close); 0: not initialised */
   uint8_t flags;
+  uint8_t tflags;             /* the type's own flags and word (in what */
+  uint16_t tword;             /* would be padding on 64-bit systems) */
 };
 
 typedef enum evr_run_mode {
@@ -63,6 +65,12 @@ typedef struct evr_loop_options {
   const char *backend;
   /* EVR_LOOP_* flags. */
   unsigned flags;
+  /* The io_uring backend's receive buffers, shared by the loop's streams
+   * (docs/loop.md): how many (a power of two, at most 32768; 0: 512) and
+   * the size of each (0: 8192; at least 1024). Other backends read into
+   * one 64 KiB buffer and ignore these. */
+  unsigned io_buffers;
+  unsigned io_buffer_size;
 } evr_loop_options_t;
 
 /* Ignore EVR_BACKEND in the environment. */
