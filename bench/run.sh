@@ -2,6 +2,8 @@
 # bench/run.sh: run every benchmark of evr and its peers (libuv, libevent,
 # libev) side by side and write bench/RESULTS.md plus PNG charts under
 # docs/img/. docs/benchmarks.md explains the workloads and how to read them.
+# evr's echo servers and evr-proxy run a second time on io_uring
+# (EVR_BACKEND=io_uring) when the build has it and the kernel allows it.
 #
 #   bench/run.sh [--quick] [--results FILE] [--img DIR] [--build DIR]
 #                [--only echo,sys,rss,ovh,timers,proxy]
@@ -28,7 +30,7 @@ while [ $# -gt 0 ]; do
     --img) imgdir=$2; shift ;;
     --build) build=$2; shift ;;
     --only) only=",$2,"; shift ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -96,8 +98,9 @@ else
 fi
 
 # Every implementation in this build. Echo servers: evr both with raw
-# watchers and with buffered streams, libevent both with raw events and with
-# bufferevents.
+# watchers and with buffered streams (on the default backend, and again on
+# io_uring when the probe below finds it works), libevent both with raw
+# events and with bufferevents.
 impls_echo=(evr evr-stream)
 impls_ovh=(evr)
 [ -x "$bin/bench-echo-uv" ] && impls_echo+=(libuv) && impls_ovh+=(libuv) || skip "libuv (libuv1-dev not found at build time)"
@@ -107,12 +110,13 @@ else
   skip "libevent (libevent-dev not found at build time)"
 fi
 [ -x "$bin/bench-echo-ev" ] && impls_echo+=(libev) && impls_ovh+=(libev) || skip "libev (libev-dev not found at build time)"
-say "echo servers: ${impls_echo[*]}"
 
 server_cmd() { # impl -> command words
   case $1 in
     evr) echo "$bin/bench-echo-evr" ;;
     evr-stream) echo "$bin/bench-echo-evr --stream" ;;
+    evr-uring) echo "env EVR_BACKEND=io_uring $bin/bench-echo-evr" ;;
+    evr-stream-uring) echo "env EVR_BACKEND=io_uring $bin/bench-echo-evr --stream" ;;
     libuv) echo "$bin/bench-echo-uv" ;;
     libevent) echo "$bin/bench-echo-event" ;;
     libevent-bev) echo "$bin/bench-echo-event --bufferevent" ;;
@@ -165,7 +169,11 @@ child_of() {
 }
 stop_pid() { # pid: SIGTERM, wait up to 5 s, then SIGKILL
   local p=$1 i
-  kill -TERM "$p" 2>/dev/null || return 0
+  if ! kill -TERM "$p" 2>/dev/null; then # already gone: reap it
+    wait "$p" 2>/dev/null || true
+    forget_pid "$p"
+    return 0
+  fi
   for ((i = 0; i < 100; i++)); do
     kill -0 "$p" 2>/dev/null || break
     sleep 0.05
@@ -194,6 +202,57 @@ client() { # args... -> the RESULT line's fields on stdout
 field() { # name line -> value
   printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"
 }
+
+# ----------------------------------------------------- evr on io_uring ----
+# evr-uring and evr-stream-uring are bench-echo-evr (raw watchers, --stream)
+# with EVR_BACKEND=io_uring. They join the echo, syscall and memory runs only
+# if the build has the backend and one such server starts, holds an io_uring
+# descriptor and echoes: a kernel that refuses io_uring (io_uring_disabled,
+# seccomp, too old) makes evr_loop_new() fail with EVR_ENOTSUP, and evr never
+# falls back to another backend.
+holds_io_uring() { # pid -> 0 if one of its descriptors is an io_uring instance
+  local f
+  for f in "/proc/$1/fd/"*; do
+    case $(readlink "$f" 2>/dev/null) in *io_uring*) return 0 ;; esac
+  done
+  return 1
+}
+uring_probe() { # -> 0 if evr serves on io_uring; else skips with the reason
+  local what="evr on io_uring (evr-uring, evr-stream-uring)" err line dis=""
+  if ! grep -qx io_uring "$build/backends.txt" 2>/dev/null; then
+    skip "$what: io_uring is not in this build (it needs liburing at build time; built: $(paste -sd' ' "$build/backends.txt" 2>/dev/null))"
+    return 1
+  fi
+  if ! start_server evr-uring 2>/dev/null; then
+    err=$(grep -v '^$' "$tmp/server.err" | tail -1 | sed 's/^bench-echo-evr: //')
+    stop_pid "$srv_pid"
+    case $err in
+      evr_loop_new:*)
+        dis=$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || true)
+        [ -n "$dis" ] && [ "$dis" != 0 ] && dis=", kernel.io_uring_disabled=$dis" || dis=""
+        skip "$what: the kernel refuses io_uring (bench-echo-evr with EVR_BACKEND=io_uring: $err$dis)" ;;
+      *) skip "$what: bench-echo-evr with EVR_BACKEND=io_uring did not start (${err:-no message})" ;;
+    esac
+    return 1
+  fi
+  if ! holds_io_uring "$srv_real"; then
+    stop_pid "$srv_pid"
+    skip "$what: bench-echo-evr with EVR_BACKEND=io_uring holds no io_uring descriptor"
+    return 1
+  fi
+  line=$(DUR=0.3 client --port "$srv_port" --conns 2 --size 64 --duration 0.3 --warmup 0 || true)
+  stop_pid "$srv_pid"
+  if [ -z "$line" ] || [ "$(field errors "$line")" != 0 ] || [ "$(field msgs_total "$line")" = 0 ]; then
+    skip "$what: bench-echo-evr with EVR_BACKEND=io_uring started but did not echo ($(tail -1 "$tmp/client.err" 2>/dev/null))"
+    return 1
+  fi
+  return 0
+}
+if (want echo || want sys || want rss) && uring_probe; then
+  # next to their epoll twins, before the peers
+  impls_echo=(evr evr-stream evr-uring evr-stream-uring "${impls_echo[@]:2}")
+fi
+say "echo servers: ${impls_echo[*]}"
 
 # ---------------------------------------------------------- echo: msgs/s ---
 # workload ids and their client options
@@ -234,7 +293,8 @@ done
 
 # ------------------------------------------------- syscalls per message ----
 # perf counts the server's syscall tracepoints while the client runs
-# 100 connections of 64 B; strace -c -f is the fallback.
+# 100, then 1,000 connections of 64 B; strace -c -f is the fallback.
+sys_workloads=("c100:--conns 100 --size 64" "c1000:--conns 1000 --size 64")
 sys_tool=""
 want sys || SYS_ROUNDS=0
 if command -v perf >/dev/null &&
@@ -243,7 +303,7 @@ if command -v perf >/dev/null &&
   events=(raw_syscalls:sys_enter)
   # Ask perf which per-call tracepoints exist (tracefs may only be mounted
   # once perf first needs it, so its directory is no guide).
-  for s in read readv recvfrom recvmsg write writev sendto sendmsg epoll_wait epoll_pwait epoll_pwait2 epoll_ctl; do
+  for s in read readv recvfrom recvmsg write writev sendto sendmsg epoll_wait epoll_pwait epoll_pwait2 epoll_ctl io_uring_enter; do
     perf stat -e "syscalls:sys_enter_$s" -x, -o /dev/null -- true >/dev/null 2>&1 &&
       events+=("syscalls:sys_enter_$s")
   done
@@ -252,63 +312,69 @@ elif command -v strace >/dev/null; then
 else
   skip "syscalls per message (neither perf with tracepoint access nor strace)"
 fi
-# classify a syscall name into read/write/wait/ctl/other
+# classify a syscall name into read/write/wait/ctl/uring/other (uring:
+# io_uring_enter, which submits and waits on the io_uring backend)
 sys_class() {
   case $1 in
     read|readv|recvfrom|recvmsg) echo read ;;
     write|writev|sendto|sendmsg) echo write ;;
     epoll_wait|epoll_pwait|epoll_pwait2) echo wait ;;
     epoll_ctl) echo ctl ;;
+    io_uring_enter) echo uring ;;
     *) echo other ;;
   esac
 }
 : >"$tmp/sys.tsv"
 if [ -n "$sys_tool" ]; then
-  [ "$SYS_ROUNDS" -gt 0 ] && say "syscalls per message with $sys_tool: ${#impls_echo[@]} servers x $SYS_ROUNDS rounds"
+  [ "$SYS_ROUNDS" -gt 0 ] && say "syscalls per message with $sys_tool: ${#sys_workloads[@]} workloads x ${#impls_echo[@]} servers x $SYS_ROUNDS rounds, ${SYS_DUR} s each"
   for ((r = 0; r < SYS_ROUNDS; r++)); do
-    for impl in $(rotate "$r" "${impls_echo[@]}"); do
-      start_server "$impl" || exit 1
-      if [ $sys_tool = perf ]; then
-        ev=$(IFS=,; echo "${events[*]}")
-        timeout -k 5 120 perf stat -x, -o "$tmp/sys.out" -e "$ev" -p "$srv_real" >/dev/null 2>&1 &
-      else
-        timeout -k 5 120 strace -c -f -o "$tmp/sys.out" -p "$srv_real" >/dev/null 2>&1 &
-      fi
-      mon=$!
-      pids+=("$mon")
-      sleep 0.3 # attached before the first connection
-      line=$(DUR=$SYS_DUR client --port "$srv_port" --conns 100 --size 64 \
-               --duration "$SYS_DUR" --warmup 0 || true)
-      kill -INT "$mon" 2>/dev/null || true
-      wait "$mon" 2>/dev/null || true
-      forget_pid "$mon"
-      stop_pid "$srv_pid"
-      msgs=$(field msgs_total "$line")
-      if [ -z "$msgs" ] || [ "$msgs" = 0 ]; then
-        echo "run.sh: syscall run on $impl failed" >&2; exit 1
-      fi
-      declare -A cnt=([total]=0 [read]=0 [write]=0 [wait]=0 [ctl]=0 [other]=0)
-      if [ $sys_tool = perf ]; then
-        while IFS=, read -r value _ name _; do
-          case $name in
-            raw_syscalls:sys_enter) cnt[total]=$value ;;
-            syscalls:sys_enter_*) c=$(sys_class "${name#syscalls:sys_enter_}")
-                                  cnt[$c]=$((cnt[$c] + value)) ;;
-          esac
-        done < <(grep -v '^#' "$tmp/sys.out" | grep -v '^$' | sed 's/<not counted>/0/')
-      else
-        # strace -c: "% time seconds usecs/call calls [errors] syscall"
-        while read -r name calls; do
-          c=$(sys_class "$name"); cnt[$c]=$((cnt[$c] + calls))
-          cnt[total]=$((cnt[total] + calls))
-        done < <(awk '$NF != "total" && $1 ~ /^[0-9.]+$/ && $2 ~ /^[0-9.]+$/ && $4 ~ /^[0-9]+$/ { print $NF, $4 }' "$tmp/sys.out")
-      fi
-      printf '%s\t%d' "$impl" "$r" >>"$tmp/sys.tsv"
-      for k in total read write wait ctl; do
-        awk -v c="${cnt[$k]}" -v m="$msgs" 'BEGIN { printf "\t%.4f", c / m }' >>"$tmp/sys.tsv"
+    for wl in "${sys_workloads[@]}"; do
+      id=${wl%%:*} opts=${wl#*:}
+      for impl in $(rotate "$r" "${impls_echo[@]}"); do
+        start_server "$impl" || exit 1
+        if [ $sys_tool = perf ]; then
+          ev=$(IFS=,; echo "${events[*]}")
+          timeout -k 5 120 perf stat -x, -o "$tmp/sys.out" -e "$ev" -p "$srv_real" >/dev/null 2>&1 &
+        else
+          timeout -k 5 120 strace -c -f -o "$tmp/sys.out" -p "$srv_real" >/dev/null 2>&1 &
+        fi
+        mon=$!
+        pids+=("$mon")
+        sleep 0.3 # attached before the first connection
+        # shellcheck disable=SC2086
+        line=$(DUR=$SYS_DUR client --port "$srv_port" $opts \
+                 --duration "$SYS_DUR" --warmup 0 || true)
+        kill -INT "$mon" 2>/dev/null || true
+        wait "$mon" 2>/dev/null || true
+        forget_pid "$mon"
+        stop_pid "$srv_pid"
+        msgs=$(field msgs_total "$line")
+        if [ -z "$msgs" ] || [ "$msgs" = 0 ]; then
+          echo "run.sh: syscall run $id on $impl failed: $(tail -3 "$tmp/client.err")" >&2; exit 1
+        fi
+        declare -A cnt=([total]=0 [read]=0 [write]=0 [wait]=0 [ctl]=0 [uring]=0 [other]=0)
+        if [ $sys_tool = perf ]; then
+          while IFS=, read -r value _ name _; do
+            case $name in
+              raw_syscalls:sys_enter) cnt[total]=$value ;;
+              syscalls:sys_enter_*) c=$(sys_class "${name#syscalls:sys_enter_}")
+                                    cnt[$c]=$((cnt[$c] + value)) ;;
+            esac
+          done < <(grep -v '^#' "$tmp/sys.out" | grep -v '^$' | sed 's/<not counted>/0/')
+        else
+          # strace -c: "% time seconds usecs/call calls [errors] syscall"
+          while read -r name calls; do
+            c=$(sys_class "$name"); cnt[$c]=$((cnt[$c] + calls))
+            cnt[total]=$((cnt[total] + calls))
+          done < <(awk '$NF != "total" && $1 ~ /^[0-9.]+$/ && $2 ~ /^[0-9.]+$/ && $4 ~ /^[0-9]+$/ { print $NF, $4 }' "$tmp/sys.out")
+        fi
+        printf '%s\t%s\t%d' "$id" "$impl" "$r" >>"$tmp/sys.tsv"
+        for k in total read write wait ctl uring; do
+          awk -v c="${cnt[$k]}" -v m="$msgs" 'BEGIN { printf "\t%.4f", c / m }' >>"$tmp/sys.tsv"
+        done
+        printf '\n' >>"$tmp/sys.tsv"
+        unset cnt
       done
-      printf '\n' >>"$tmp/sys.tsv"
-      unset cnt
     done
   done
 fi
@@ -462,6 +528,33 @@ else
          --upstream "127.0.0.1:$echo_port" --drain-timeout 1; then
       proxy_pid=$dmn_pid proxy_port=$dmn_port
       modes=(direct proxy)
+      # The same evr-proxy on io_uring, next to it (each idles while the
+      # other is measured), when the kernel allows io_uring.
+      puring_pid="" puring_port=""
+      pver=$("$proxy_bin" --version 2>/dev/null || true)
+      if [[ $pver != *"backends:"*" io_uring"* ]]; then
+        skip "proxy: evr-proxy on io_uring row (io_uring is not built into $proxy_bin: ${pver:-no --version})"
+      elif start_daemon "$tmp/proxy-uring.log" env EVR_BACKEND=io_uring "$proxy_bin" --listen 127.0.0.1:0 \
+           --threads 1 --upstream "127.0.0.1:$echo_port" --drain-timeout 1 2>/dev/null; then
+        for ((i = 0; i < 40; i++)); do # the "started: ..., backend NAME" line follows
+          grep -q ' started: ' "$tmp/proxy-uring.log" && break
+          sleep 0.05
+        done
+        if grep -q ' started: .*backend io_uring' "$tmp/proxy-uring.log"; then
+          puring_pid=$dmn_pid puring_port=$dmn_port
+          modes+=(proxy-uring)
+        else
+          stop_pid "$dmn_pid"
+          skip "proxy: evr-proxy on io_uring row (EVR_BACKEND=io_uring did not select io_uring: $(grep ' started: ' "$tmp/proxy-uring.log" | sed 's/.*started: //'))"
+        fi
+      else
+        stop_pid "$dmn_pid"
+        err=$(grep ' error: ' "$tmp/proxy-uring.log" | head -1 | sed 's/^.* error: //')
+        case $err in
+          loop:*) skip "proxy: evr-proxy on io_uring row (the kernel refuses io_uring: evr-proxy with EVR_BACKEND=io_uring: $err)" ;;
+          *) skip "proxy: evr-proxy on io_uring row (evr-proxy with EVR_BACKEND=io_uring did not start: ${err:-$(tail -1 "$tmp/proxy-uring.log")})" ;;
+        esac
+      fi
       haproxy_pid="" haproxy_port=""
       if command -v haproxy >/dev/null 2>&1 && start_haproxy "$echo_port"; then
         modes+=(haproxy)
@@ -477,16 +570,21 @@ else
           for mode in "${order[@]}"; do
             case $mode in
               direct) port=$echo_port ;; proxy) port=$proxy_port ;; haproxy) port=$haproxy_port ;;
+              proxy-uring) port=$puring_port ;;
             esac
             # shellcheck disable=SC2086
             line=$(client --port "$port" $opts --duration "$DUR" --warmup "$WARM" || true)
             v=$(field "$key" "$line")
-            if [ -z "$v" ]; then proxy_ok=0; continue; fi
+            if [ -z "$v" ]; then
+              echo "run.sh: proxy $id through $mode failed: $(tail -3 "$tmp/client.err")" >&2
+              proxy_ok=0; continue
+            fi
             printf '%s\t%s\t%d\t%s\n' "$id" "$mode" "$r" "$v" >>"$tmp/proxy.tsv"
           done
         done
       done
       stop_pid "$proxy_pid"
+      [ -z "$puring_pid" ] || stop_pid "$puring_pid"
       [ -z "$haproxy_pid" ] || stop_pid "$haproxy_pid"
     else
       proxy_ok=0
@@ -544,10 +642,9 @@ summarize "$tmp/echo.tsv" 4 1 >"$tmp/echo.sum"
 summarize "$tmp/echo.tsv" 5 0 >"$tmp/echo.p50"
 summarize "$tmp/echo.tsv" 6 0 >"$tmp/echo.p99"
 summarize "$tmp/echo.tsv" 7 0 >"$tmp/echo.cpu"
-# sys.tsv has no key column: add one
-awk -F'\t' -v OFS='\t' '{ print "sys", $0 }' "$tmp/sys.tsv" >"$tmp/sys.k"
+summarize "$tmp/sys.tsv" 4 0 >"$tmp/sys.sum"
+# rss.tsv has no key column: add one
 awk -F'\t' -v OFS='\t' '{ print "rss", $0 }' "$tmp/rss.tsv" >"$tmp/rss.k"
-summarize "$tmp/sys.k" 4 0 >"$tmp/sys.sum"
 summarize "$tmp/rss.k" 4 0 >"$tmp/rss.sum"
 summarize "$tmp/rss.k" 4 0 evr-stream >"$tmp/rss-stream.sum"
 summarize "$tmp/ovh.tsv" 4 0 >"$tmp/ovh.sum"
@@ -556,28 +653,44 @@ summarize "$tmp/ovh.tsv" 6 0 >"$tmp/ovh.run"
 get() { # file key impl column(3=median 4=min 5=max 6=ratio)
   awk -F'\t' -v k="$2" -v i="$3" -v c="$4" '$1 == k && $2 == i { print $c; exit }' "$1"
 }
-# median of a per-round column of sys.tsv for one impl (col 4..8 = total read write wait ctl)
-sys_med() {
-  awk -F'\t' -v i="$1" -v c="$2" '$2 == i { a[++n] = $c }
+# median of a per-round column of sys.tsv for one workload and impl
+# (col 4..9 = total read write wait ctl uring)
+sys_med() { # key impl col
+  awk -F'\t' -v k="$1" -v i="$2" -v c="$3" '$1 == k && $2 == i { a[++n] = $c }
     END { if (!n) exit; for (x = 2; x <= n; x++) { t = a[x]; for (y = x - 1; y >= 1 && a[y] > t; y--) a[y + 1] = a[y]; a[y + 1] = t }
-          printf "%.2f\n", n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }' "$tmp/sys.k"
+          printf "%.2f\n", n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }' "$tmp/sys.tsv"
 }
-# evr-stream is evr too: the peers are the other libraries.
+# evr-stream and the io_uring servers are evr too: the peers are the other
+# libraries.
 peers_echo=()
-for i in "${impls_echo[@]:1}"; do [ "$i" = evr-stream ] || peers_echo+=("$i"); done
+for i in "${impls_echo[@]}"; do case $i in evr*) ;; *) peers_echo+=("$i") ;; esac; done
 peers_ovh=("${impls_ovh[@]:1}")
+# The io_uring servers that ran, each with its twin on the default backend.
+# Their own summaries take them as the base of the ratios (against the
+# peers and against the twin).
+uring_impls=()
+for i in evr-uring evr-stream-uring; do
+  printf '%s\n' "${impls_echo[@]}" | grep -qx "$i" && uring_impls+=("$i")
+done
+twin() { case $1 in evr-uring) echo evr ;; evr-stream-uring) echo evr-stream ;; esac; }
+for i in "${uring_impls[@]}"; do
+  summarize "$tmp/echo.tsv" 4 1 "$i" >"$tmp/echo.sum.$i"
+  summarize "$tmp/echo.tsv" 7 0 "$i" >"$tmp/echo.cpu.$i"
+  summarize "$tmp/sys.tsv" 4 0 "$i" >"$tmp/sys.sum.$i"
+  summarize "$tmp/rss.k" 4 0 "$i" >"$tmp/rss.sum.$i"
+done
 
-# best peer per echo workload (highest median msgs/s), and evr's ratio to it
-# The best peer is the one evr compares worst with (lowest median per-round
-# ratio), so the table shows the hardest comparison.
-best_echo() { # workload -> "impl ratio"
+# The best peer for a workload in a summary: the one its base compares worst
+# with (lowest median per-round ratio), so the table shows the hardest
+# comparison.
+best_in() { # summary-file key -> "impl ratio"
   local best="" bv=1e9 v i
   for i in "${peers_echo[@]}"; do
-    v=$(get "$tmp/echo.sum" "$1" "$i" 6)
+    v=$(get "$1" "$2" "$i" 6)
     [ -z "$v" ] || [ "$v" = - ] && continue
     if awk -v a="$v" -v b="$bv" 'BEGIN { exit !(a < b) }'; then best=$i bv=$v; fi
   done
-  [ -n "$best" ] && echo "$best $(get "$tmp/echo.sum" "$1" "$best" 6)"
+  [ -n "$best" ] && echo "$best $bv"
 }
 verdict() { # ratio (>1 = evr better) -> word
   awk -v r="$1" 'BEGIN { if (r >= 1.03) print "ahead"; else if (r >= 0.97) print "on par"; else print "behind" }'
@@ -612,7 +725,8 @@ libver() {
            [ -f "$h" ] && awk '/define EV_VERSION_MAJOR/ { ma = $3 } /define EV_VERSION_MINOR/ { mi = $3 } END { if (ma != "") print ma "." mi }' "$h" ;;
   esac
 }
-backend=$(head -1 "$build/backends.txt" 2>/dev/null || echo "?")
+# the default backend, unless EVR_BACKEND names another for the whole run
+backend=${EVR_BACKEND:-$(head -1 "$build/backends.txt" 2>/dev/null || echo "?")}
 t_end=$(date +%s)
 
 # ------------------------------------------------------------- RESULTS.md --
@@ -633,7 +747,11 @@ t_end=$(date +%s)
   echo
   echo "- CPU: $machine_cpu, $ncpu CPUs; shared 2-core machine; Linux $(uname -r)"
   echo "- Compiler: $cc_ver, CMake Release (-O3), static libraries for evr"
-  echo -n "- Libraries: evr ${evr_ver:-?} (backend $backend)"
+  if [ ${#uring_impls[@]} -gt 0 ]; then
+    echo -n "- Libraries: evr ${evr_ver:-?} (backend $backend; io_uring for ${uring_impls[*]})"
+  else
+    echo -n "- Libraries: evr ${evr_ver:-?} (backend $backend)"
+  fi
   for l in libuv libevent libev; do
     printf '%s\n' "${impls_echo[@]}" | grep -qx "$l" || continue
     v=$(libver $l || true); echo -n ", $l ${v:-(version unknown)}"
@@ -648,21 +766,24 @@ t_end=$(date +%s)
   echo
   echo "| target | evr | best peer | evr vs best peer | |"
   echo "|---|---:|---:|---:|---|"
-  for wl in "${workloads[@]}"; do
-    id=${wl%%:*}
-    b=$(best_echo "$id") || true
-    [ -z "$b" ] && continue
-    bi=${b%% *} br=${b##* }
-    echo "| echo msgs/s, $(wl_label "$id") | $(fmt "$(get "$tmp/echo.sum" "$id" evr 3)") | $bi $(fmt "$(get "$tmp/echo.sum" "$id" "$bi" 3)") | $(ratio_fmt "$br") | $(verdict "$br") |"
-  done
-  if [ -s "$tmp/sys.sum" ] && [ ${#peers_echo[@]} -gt 0 ]; then
-    best="" bv=""
-    for i in "${peers_echo[@]}"; do
-      v=$(get "$tmp/sys.sum" sys "$i" 3)
-      if [ -z "$bv" ] || awk -v a="$v" -v b="$bv" 'BEGIN { exit !(a < b) }'; then best=$i bv=$v; fi
+  # target_rows LABEL-PREFIX IMPL SUMMARY KEY...: IMPL (the base of
+  # SUMMARY's ratios) against the best peer, one row per key
+  target_rows() {
+    local label=$1 impl=$2 sum=$3 id b bi br v
+    shift 3
+    for id in "$@"; do
+      b=$(best_in "$sum" "$id") || true
+      v=$(get "$sum" "$id" "$impl" 3)
+      [ -z "$b" ] || [ -z "$v" ] && continue
+      bi=${b%% *} br=${b##* }
+      echo "| $label, $(wl_label "$id") | $(fmt "$v") | $bi $(fmt "$(get "$sum" "$id" "$bi" 3)") | $(ratio_fmt "$br") | $(verdict "$br") |"
     done
-    r=$(get "$tmp/sys.sum" sys "$best" 6)
-    echo "| syscalls per message, 100 conns | $(fmt "$(get "$tmp/sys.sum" sys evr 3)") | $best $(fmt "$bv") | $(ratio_fmt "$r") | $(verdict "$r") |"
+  }
+  target_rows "echo msgs/s" evr "$tmp/echo.sum" c1 c100 c1000 c10x16k
+  target_rows "syscalls per message" evr "$tmp/sys.sum" c100 c1000
+  if printf '%s\n' "${uring_impls[@]:-}" | grep -qx evr-uring; then
+    target_rows "echo msgs/s on io_uring (evr-uring)" evr-uring "$tmp/echo.sum.evr-uring" c1 c100 c1000 c10x16k
+    target_rows "syscalls per message on io_uring (evr-uring)" evr-uring "$tmp/sys.sum.evr-uring" c100 c1000
   fi
   if [ -s "$tmp/ovh.sum" ] && printf '%s\n' "${peers_ovh[@]}" | grep -qx libev; then
     for k in "N=100 A=1" "N=1000 A=1" "N=10000 A=1" "N=100 A=100" "N=1000 A=100" "N=10000 A=100"; do
@@ -717,7 +838,7 @@ t_end=$(date +%s)
               printf "| timer precision, 100,000 timers over %s: mean and p99 lateness ≤ libev'"'"'s, 0 early (ms) | mean %.3f, p99 %.3f, %d early | libev mean %.3f, p99 %.3f, %d early | — | %s |\n", w, mean[w, "evr"], p99[w, "evr"], early[w, "evr"], mean[w, "libev"], p99[w, "libev"], early[w, "libev"], (ok ? "met" : "missed") } }' "$tmp/timers-prec.tsv"
   fi
   echo
-  echo "\"Best peer\" is the peer evr compares worst with. The ratio is the median of per-round ratios, so it can differ from the ratio of the two medians shown. \"on par\" means within 3%; the machine is shared, so differences of a few percent are noise."
+  echo "\"Best peer\" is the peer evr (or, in the io_uring rows, evr-uring) compares worst with. The ratio is the median of per-round ratios, so it can differ from the ratio of the two medians shown. \"on par\" means within 3%; the machine is shared, so differences of a few percent are noise."
   echo
 
   echo "## Echo throughput and latency"
@@ -733,25 +854,83 @@ t_end=$(date +%s)
   done <"$tmp/echo.sum"
   echo
   echo "Server CPU ns/msg is the server's user + system CPU time over the whole client run (from /proc, 1/$clk_tck s resolution) divided by the messages it echoed: with one core each, the load generator is often the bottleneck, and then this column, not msgs/s, shows which server does less work per message."
-  echo "evr is measured twice: with raw watchers (\`evr\`, the baseline of every ratio) and with its buffered streams (\`evr-stream\`: \`evr_stream_t\`, \`evr_stream_write_copy()\`, water marks). libevent is measured twice: with raw events (\`libevent\`) and with bufferevents (\`libevent-bev\`)."
+  echo "evr is measured with raw watchers (\`evr\`, the baseline of every ratio in this table) and with its buffered streams (\`evr-stream\`: \`evr_stream_t\`, \`evr_stream_write_copy()\`, water marks)$([ ${#uring_impls[@]} -gt 0 ] && echo ", each on the default backend ($backend) and on io_uring (\`evr-uring\`, \`evr-stream-uring\`: the same program with \`EVR_BACKEND=io_uring\`; their ratios against the peers are in [evr on io_uring](#evr-on-io_uring))"). libevent is measured twice: with raw events (\`libevent\`) and with bufferevents (\`libevent-bev\`)."
   echo
 
   echo "## System calls per echoed message"
   echo
   if [ -s "$tmp/sys.sum" ]; then
-    echo "Counted with \`$sys_tool\` on the server while \`evr-bench-echo\` runs 100 connections of 64 B for ${SYS_DUR} s; $SYS_ROUNDS round(s); counts divided by the messages echoed. Medians."
+    echo "Counted with \`$sys_tool\` on the server while \`evr-bench-echo\` runs 100, then 1,000 connections of 64 B for ${SYS_DUR} s; $SYS_ROUNDS round(s); counts divided by the messages echoed (connecting and closing included). Medians. \`io_uring_enter\` is the io_uring backend's submit-and-wait call; it stands where \`epoll_wait\` and \`epoll_ctl\` stand for the others."
     echo
     echo "![syscalls](../docs/img/bench-syscalls.png)"
     echo
-    echo "| server | total | read | write | epoll_wait | epoll_ctl | min – max (total) | evr vs server |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-    while IFS=$'\t' read -r _ i med lo hi ratio; do
-      echo "| $i | $(fmt "$med") | $(sys_med "$i" 5) | $(sys_med "$i" 6) | $(sys_med "$i" 7) | $(sys_med "$i" 8) | $(fmt "$lo") – $(fmt "$hi") | $(ratio_fmt "$ratio") |"
+    echo "| connections | server | total | read | write | epoll_wait | epoll_ctl | io_uring_enter | min – max (total) | evr vs server |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    while IFS=$'\t' read -r k i med lo hi ratio; do
+      echo "| $(wl_label "$k") | $i | $(fmt "$med") | $(sys_med "$k" "$i" 5) | $(sys_med "$k" "$i" 6) | $(sys_med "$k" "$i" 7) | $(sys_med "$k" "$i" 8) | $(sys_med "$k" "$i" 9) | $(fmt "$lo") – $(fmt "$hi") | $(ratio_fmt "$ratio") |"
     done <"$tmp/sys.sum"
   else
     echo "Skipped (no perf with tracepoint access and no strace)."
   fi
   echo
+
+  echo "## evr on io_uring"
+  echo
+  if [ ${#uring_impls[@]} -gt 0 ] && { [ -s "$tmp/echo.sum" ] || [ -s "$tmp/sys.sum" ] || [ -s "$tmp/rss.sum" ]; }; then
+    echo "The same evr servers with \`EVR_BACKEND=io_uring\` in their environment: \`evr-uring\` (raw watchers) and \`evr-stream-uring\` (buffered streams), from the runs above. **Here the io_uring server is the base of every ratio: above 1.00× it is better** than the other server. \"Same on $backend\" is the same program on the default backend in the same round (\`evr\` for \`evr-uring\`, \`evr-stream\` for \`evr-stream-uring\`); the best peer is the one the io_uring server compares worst with."
+    echo
+  fi
+  if [ ${#uring_impls[@]} -gt 0 ] && [ -s "$tmp/echo.sum" ]; then
+    echo "| workload | server | msgs/s (median) | vs best peer, msgs/s | vs libev, msgs/s | vs same on $backend, msgs/s | server CPU ns/msg | vs libev, CPU/msg | vs same on $backend, CPU/msg |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    for wl in "${workloads[@]}"; do
+      id=${wl%%:*}
+      for i in "${uring_impls[@]}"; do
+        v=$(get "$tmp/echo.sum.$i" "$id" "$i" 3)
+        [ -n "$v" ] || continue
+        b=$(best_in "$tmp/echo.sum.$i" "$id") || true
+        bt="—"; [ -n "$b" ] && bt="$(ratio_fmt "${b##* }") (${b%% *} $(fmt "$(get "$tmp/echo.sum.$i" "$id" "${b%% *}" 3)"))"
+        echo "| $(wl_label "$id") | $i | $(fmt "$v") | $bt | $(ratio_fmt "$(get "$tmp/echo.sum.$i" "$id" libev 6)") | $(ratio_fmt "$(get "$tmp/echo.sum.$i" "$id" "$(twin "$i")" 6)") | $(fmt "$(get "$tmp/echo.cpu.$i" "$id" "$i" 3)") | $(ratio_fmt "$(get "$tmp/echo.cpu.$i" "$id" libev 6)") | $(ratio_fmt "$(get "$tmp/echo.cpu.$i" "$id" "$(twin "$i")" 6)") |"
+      done
+    done
+    echo
+  fi
+  if [ ${#uring_impls[@]} -gt 0 ] && [ -s "$tmp/sys.sum" ]; then
+    echo "| connections | server | syscalls per message | of which io_uring_enter | vs best peer | vs libev | vs same on $backend |"
+    echo "|---|---|---:|---:|---:|---:|---:|"
+    for wl in "${sys_workloads[@]}"; do
+      id=${wl%%:*}
+      for i in "${uring_impls[@]}"; do
+        v=$(get "$tmp/sys.sum.$i" "$id" "$i" 3)
+        [ -n "$v" ] || continue
+        b=$(best_in "$tmp/sys.sum.$i" "$id") || true
+        bt="—"; [ -n "$b" ] && bt="$(ratio_fmt "${b##* }") (${b%% *} $(fmt "$(get "$tmp/sys.sum.$i" "$id" "${b%% *}" 3)"))"
+        echo "| $(wl_label "$id") | $i | $(fmt "$v") | $(sys_med "$id" "$i" 9) | $bt | $(ratio_fmt "$(get "$tmp/sys.sum.$i" "$id" libev 6)") | $(ratio_fmt "$(get "$tmp/sys.sum.$i" "$id" "$(twin "$i")" 6)") |"
+      done
+    done
+    echo
+  fi
+  if [ ${#uring_impls[@]} -gt 0 ] && [ -s "$tmp/rss.sum" ]; then
+    echo "| server | bytes per idle connection | vs best peer | vs libev | vs same on $backend |"
+    echo "|---|---:|---:|---:|---:|"
+    for i in "${uring_impls[@]}"; do
+      v=$(get "$tmp/rss.sum.$i" rss "$i" 3)
+      [ -n "$v" ] || continue
+      b=$(best_in "$tmp/rss.sum.$i" rss) || true
+      bt="—"; [ -n "$b" ] && bt="$(ratio_fmt "${b##* }") (${b%% *} $(fmt "$(get "$tmp/rss.sum.$i" rss "${b%% *}" 3)"))"
+      echo "| $i | $(fmt "$v") | $bt | $(ratio_fmt "$(get "$tmp/rss.sum.$i" rss libev 6)") | $(ratio_fmt "$(get "$tmp/rss.sum.$i" rss "$(twin "$i")" 6)") |"
+    done
+    echo
+  fi
+  if [ ${#uring_impls[@]} -eq 0 ]; then
+    r=$(printf '%s\n' "${skipped[@]:-}" | grep '^evr on io_uring' | head -1 | sed 's/^[^:]*: //' || true)
+    echo "Skipped: ${r:-not measured in this run (see --only)}."
+    echo
+  fi
+  if grep -q "$(printf '\tproxy-uring\t')" "$tmp/proxy.tsv"; then
+    echo "evr-proxy on io_uring is in the [proxy section](#proxy)."
+    echo
+  fi
 
   echo "## Memory per idle connection"
   echo
@@ -800,24 +979,31 @@ t_end=$(date +%s)
   echo "## Proxy"
   echo
   if [ -s "$tmp/proxy.tsv" ]; then
-    echo "\`evr-proxy --threads 1\` and HAProxy (\`mode tcp\`, \`nbthread 1\`, when installed) in front of \`evr-echo --threads 1\` (all on CPU 0), against the same echo server directly; \`evr-bench-echo\` on CPU 1. bytes/s: 10 connections of 16 KiB; requests/s: 100 connections of 64 B. $PROXY_ROUNDS round(s) in rotating order, medians."
+    # Per-round ratios, as elsewhere: each path against the direct path and
+    # against HAProxy (summarize with "costs" orientation gives path/base).
+    summarize "$tmp/proxy.tsv" 4 0 direct >"$tmp/proxy.direct"
+    summarize "$tmp/proxy.tsv" 4 0 haproxy >"$tmp/proxy.haproxy"
+    echo "\`evr-proxy --threads 1\`$(grep -q "$(printf '\tproxy-uring\t')" "$tmp/proxy.tsv" && echo " (on the default backend, $backend, and with \`EVR_BACKEND=io_uring\` in its environment)") and HAProxy (\`mode tcp\`, \`nbthread 1\`, when installed) in front of \`evr-echo --threads 1\` (all on CPU 0, the echo server on the default backend), against the same echo server directly; \`evr-bench-echo\` on CPU 1. bytes/s: 10 connections of 16 KiB; requests/s: 100 connections of 64 B. $PROXY_ROUNDS round(s) in rotating order; medians, and ratios as medians of per-round ratios (above 1.00× the path is faster than HAProxy)."
     echo
-    echo "| workload | direct | through evr-proxy | through HAProxy | evr-proxy / direct | HAProxy / direct | evr-proxy / HAProxy |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
+    echo "| workload | path | throughput (median) | min – max | / direct | vs HAProxy |"
+    echo "|---|---|---:|---:|---:|---:|"
     for id in bytes requests; do
-      d=$(med_of "$tmp/proxy.tsv" "$id" direct)
-      p=$(med_of "$tmp/proxy.tsv" "$id" proxy)
-      h=$(med_of "$tmp/proxy.tsv" "$id" haproxy)
-      [ -z "$d" ] || [ -z "$p" ] && continue
       unit="requests/s"; [ $id = bytes ] && unit="bytes/s"
-      hv="–" hr="–" ph="–"
-      if [ -n "$h" ]; then
-        hv=$(fmt "$h")
-        hr=$(awk -v a="$h" -v b="$d" 'BEGIN { printf "%.2f", a / b }')
-        ph=$(awk -v a="$p" -v b="$h" 'BEGIN { printf "%.2f", a / b }')
-      fi
-      echo "| $unit | $(fmt "$d") | $(fmt "$p") | $hv | $(awk -v a="$p" -v b="$d" 'BEGIN { printf "%.2f", a / b }') | $hr | $ph |"
+      for mode in direct proxy proxy-uring haproxy; do
+        v=$(get "$tmp/proxy.direct" "$id" "$mode" 3)
+        [ -n "$v" ] || continue
+        case $mode in
+          direct) name="direct" ;; proxy) name="through evr-proxy" ;;
+          proxy-uring) name="through evr-proxy on io_uring" ;; haproxy) name="through HAProxy" ;;
+        esac
+        d=$(get "$tmp/proxy.direct" "$id" "$mode" 6) h="-"
+        case $mode in proxy|proxy-uring) h=$(get "$tmp/proxy.haproxy" "$id" "$mode" 6) ;; esac
+        [ $mode = direct ] && d=1.00
+        echo "| $unit | $name | $(fmt "$v") | $(fmt "$(get "$tmp/proxy.direct" "$id" "$mode" 4)") – $(fmt "$(get "$tmp/proxy.direct" "$id" "$mode" 5)") | ${d:-—} | $(ratio_fmt "$h") |"
+      done
     done
+    r=$(printf '%s\n' "${skipped[@]:-}" | grep '^proxy: ' | sed 's/^proxy: //' || true)
+    [ -z "$r" ] || { echo; printf '%s\n' "$r" | sed 's/^/Skipped: /; s/$/./'; }
   else
     echo "Skipped: $(printf '%s\n' "${skipped[@]:-}" | grep '^proxy' | head -1 || echo "no data")."
   fi
@@ -834,7 +1020,7 @@ else
     local i out=""
     for i in "$@"; do
       case $i in
-        evr) out+=" #7b3294" ;; evr-stream) out+=" #c2a5cf" ;; libuv) out+=" #1b9e77" ;; libevent) out+=" #2c7fb8" ;;
+        evr) out+=" #7b3294" ;; evr-stream) out+=" #c2a5cf" ;; evr-uring) out+=" #c51b7d" ;; evr-stream-uring) out+=" #f1b6da" ;; libuv) out+=" #1b9e77" ;; libevent) out+=" #2c7fb8" ;;
         libevent-bev) out+=" #9ecae1" ;; libev) out+=" #e6a01e" ;; *) out+=" #888888" ;;
       esac
     done
@@ -860,9 +1046,21 @@ else
   n=$((${#impls_echo[@]} + 1))
   [ ! -s "$tmp/echo.sum" ] || gnuplot -e "$term; set output '$imgdir/bench-echo.png'; $style; set yrange [0:1.3]; set key top center horizontal; set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb '#555555'; set title 'Echo throughput relative to evr in the same round (evr = 1.00, higher is better; median of $ROUNDS rounds)'; set ylabel 'messages/s relative to evr'; plot for [c=2:$n] '$tmp/echo.dat' using c:xtic(1) title columnheader(c) lc rgb word('$(colors "${impls_echo[@]}")', c - 1)" \
     || skip "chart bench-echo.png (gnuplot failed)"
+  # syscalls: rows = connection counts, columns = servers, with the value
+  # on each bar
   if [ -s "$tmp/sys.sum" ]; then
-    { while IFS=$'\t' read -r _ i med _; do c=$(colors "$i"); echo "$i $med $((16#${c#\#}))"; done <"$tmp/sys.sum"; } >"$tmp/sys.dat"
-    gnuplot -e "$term; set output '$imgdir/bench-syscalls.png'; $bars; set title 'System calls per echoed message, 100 connections (lower is better)'; plot '$tmp/sys.dat' using 0:2:3:xtic(1) with boxes lc rgb variable, '' using 0:2:(sprintf('%.2f', \$2)) with labels offset 0,0.8" \
+    {
+      echo "conns ${impls_echo[*]}"
+      for wl in "${sys_workloads[@]}"; do
+        id=${wl%%:*}
+        printf '"%s"' "$(wl_label "$id")"
+        for i in "${impls_echo[@]}"; do v=$(get "$tmp/sys.sum" "$id" "$i" 3); printf ' %s' "${v:--}"; done
+        echo
+      done
+    } >"$tmp/sys.dat"
+    # bar c of a row sits at row + (c - 2 - (k - 1) / 2) / (k + gap): k servers, gap 1
+    n=$((${#impls_echo[@]} + 1)) k=${#impls_echo[@]}
+    gnuplot -e "$term; set output '$imgdir/bench-syscalls.png'; $style; set key top center horizontal; set yrange [0:*]; set offsets 0, 0, graph 0.12, 0; set key autotitle columnheader; set title 'System calls per echoed message (lower is better)'; plot for [c=2:$n] '$tmp/sys.dat' using c:xtic(1) title columnheader(c) lc rgb word('$(colors "${impls_echo[@]}")', c - 1), for [c=2:$n] '' using (\$0 + (c - 2 - ($k - 1) / 2.0) / ($k + 1.0)):c:(sprintf('%.2f', column(c))) with labels font ',7' offset 0,0.6 notitle" \
       || skip "chart bench-syscalls.png (gnuplot failed)"
   fi
   if [ -s "$tmp/rss.sum" ]; then
