@@ -421,6 +421,63 @@ static void test_fork_child_closing_inherited_handles_leaves_parent_alone(void *
   assert_parent_accepts(&l);
 }
 
+/* A stream that reads (on io_uring: a receive in flight on the parent's
+ * ring) across a fork. The child's evr_loop_fork() gives it a ring of its
+ * own on which the stream writes; the parent's stream goes on reading and
+ * writing as if nothing happened. */
+struct fstream {
+  evr_stream_t s;
+  char buf[64];
+  size_t len;
+};
+static void fstream_read(evr_stream_t *s, ssize_t nread, const char *buf) {
+  struct fstream *f = (struct fstream *)s;
+  if (nread <= 0) return;
+  if (f->len + (size_t)nread > sizeof f->buf) nread = (ssize_t)(sizeof f->buf - f->len);
+  memcpy(f->buf + f->len, buf, (size_t)nread);
+  f->len += (size_t)nread;
+}
+
+static void test_fork_reading_stream_serves_parent_and_child(void **state) {
+  (void)state;
+  reset();
+  int sv[2];
+  make_socketpair(sv);
+  static struct fstream f;
+  memset(&f, 0, sizeof f);
+  assert_evr_ok(evr_stream_init(test_loop, &f.s));
+  assert_evr_ok(evr_stream_open(&f.s, sv[0]));
+  assert_evr_ok(evr_stream_read_start(&f.s, fstream_read));
+  assert_int_equal(write(sv[1], "one", 3), 3);
+  RUN_UNTIL(test_loop, f.len == 3);
+  assert_int_equal(f.len, 3);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    CHILD_CHECK(evr_loop_fork(test_loop) == 0);
+    CHILD_CHECK(evr_stream_write_copy(&f.s, "kid", 3) == 0);
+    RUN_UNTIL(test_loop, evr_stream_write_queue_size(&f.s) == 0);
+    CHILD_CHECK(evr_stream_write_queue_size(&f.s) == 0);
+    _exit(0);
+  }
+  assert_child_ok(pid);
+  char got[8];
+  assert_int_equal(read(sv[1], got, sizeof got), 3);
+  assert_memory_equal(got, "kid", 3);
+  /* The parent still hears its peer, and still writes. */
+  assert_int_equal(write(sv[1], "two", 3), 3);
+  RUN_UNTIL(test_loop, f.len == 6);
+  assert_int_equal(f.len, 6);
+  assert_memory_equal(f.buf, "onetwo", 6);
+  assert_evr_ok(evr_stream_write_copy(&f.s, "mom", 3));
+  RUN_UNTIL(test_loop, evr_stream_write_queue_size(&f.s) == 0);
+  assert_int_equal(read(sv[1], got, sizeof got), 3);
+  assert_memory_equal(got, "mom", 3);
+  assert_evr_ok(evr_close(&f.s.base, NULL));
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 0);
+  close(sv[1]);
+}
+
 /* A child that closed the descriptor of a watcher it inherited active,
  * without stopping the watcher (a child that leaves a socket to the
  * parent may do that), still gets a working loop from evr_loop_fork():
@@ -477,6 +534,7 @@ int main(void) {
       EVR_TEST(test_fork_child_never_changes_parents_watchers),
       EVR_TEST(test_fork_child_closing_inherited_handles_leaves_parent_alone),
       EVR_TEST(test_fork_child_that_closed_a_watched_fd_keeps_its_loop),
+      EVR_TEST(test_fork_reading_stream_serves_parent_and_child),
   };
   return cmocka_run_group_tests_name("fork", tests, NULL, NULL);
 }
