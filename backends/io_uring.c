@@ -101,6 +101,7 @@ struct ur_ev {
 #define UR_ENDED 1u /* the multishot poll ended: add it again */
 #define UR_READY (UINT64_C(1) << 63) /* user_data of a readiness registration */
 #define UR_OPMASK UINT64_C(3)        /* an operation's kind in its user_data */
+#define UR_WAKE 3u /* the kind of the wake-up read (its owner is the loop) */
 
 /* The provided buffers of the completion path (group 0). */
 struct ur_bufs {
@@ -140,6 +141,7 @@ struct ur_state {
   unsigned nmarks;
   struct ur_bufs bufs;
   unsigned nmsgs;       /* slots of msgs used since the last submission */
+  uint64_t wakebuf;     /* the wake-up read's 8 bytes */
   struct ur_msg msgs[UR_MSGS];
   struct ur_ev events[UR_CQ];
 };
@@ -292,6 +294,22 @@ static int queue_remove(struct ur_state *st, uint64_t data) {
   return 0;
 }
 
+/* The loop's wake-up channel, when it is an eventfd, is read by a read
+ * request on the ring instead of a poll: its completion is the wake-up,
+ * with the counter consumed, and no read() follows. */
+static int is_wake(const evr_loop_t *loop, const struct evr__ionode *n) {
+  return n->kind == EVR__IO_WAKE && loop->wake_rfd == loop->wake_wfd;
+}
+
+static int queue_wake_read(evr_loop_t *loop, struct ur_state *st, int fd) {
+  int err = 0;
+  struct io_uring_sqe *sqe = sqe_get(st, &err);
+  if (!sqe) return err;
+  io_uring_prep_read(sqe, fd, &st->wakebuf, sizeof st->wakebuf, 0);
+  io_uring_sqe_set_data64(sqe, op_ud(loop, UR_WAKE));
+  return 0;
+}
+
 /* Queue a poll update that keeps the mask: the kernel polls the file
  * again and posts if it is ready (level-triggered re-arm). */
 static int queue_repoll(struct ur_state *st, int fd, unsigned mask, uint32_t gen) {
@@ -337,7 +355,12 @@ static int ur_update(evr_loop_t *loop, struct evr__ionode *n, unsigned old_mask,
     if (!rc && full) rc = submit_now(st);
     if (rc) return rc;
   }
-  if (old_mask) {
+  if (is_wake(loop, n)) {
+    if (old_mask && new_mask) return 0; /* a read either way */
+    if (new_mask) return queue_wake_read(loop, st, n->fd);
+    int rc = queue_remove(st, op_ud(loop, UR_WAKE));
+    if (rc) return rc;
+  } else if (old_mask) {
     int rc = queue_remove(st, ud(n->fd, n->backend_slot));
     if (rc) return rc;
   }
@@ -490,7 +513,17 @@ static unsigned ur_bufs(evr_loop_t *loop, unsigned *size) {
 
 /* Hand a stream operation's completion to its stream. */
 static void op_done(evr_loop_t *loop, const struct ur_ev *e) {
-  struct ur_bufs *b = &((struct ur_state *)loop->backend_state)->bufs;
+  struct ur_state *st = loop->backend_state;
+  struct ur_bufs *b = &st->bufs;
+  if ((e->data & UR_OPMASK) == UR_WAKE) {
+    if (e->res == -ECANCELED) return; /* the channel's watch was removed */
+    /* Read again while the channel is watched; a failed read (none is
+     * expected) leaves the wake-up to the next one. */
+    if (loop->wake_node.registered && loop->wake_rfd >= 0)
+      (void)queue_wake_read(loop, st, loop->wake_rfd);
+    if (e->res > 0) evr__wake_dispatch(loop);
+    return;
+  }
   unsigned flags = (e->flags & IORING_CQE_F_MORE) ? EVR__OPF_MORE : 0;
   unsigned bid = 0;
   char *buf = NULL;
@@ -665,6 +698,10 @@ static int ring_rebuild(evr_loop_t *loop, unsigned allowed) {
   for (unsigned i = 0; i < loop->nfds; i++) {
     struct evr__ionode *io = loop->fds[i];
     if (!io || !io->registered) continue;
+    /* Not the wake-up channel: in a child it is the parent's eventfd, and
+     * a read would take the parent's wake-ups. evr_loop_fork() makes a new
+     * channel right after this, and registers it. */
+    if (is_wake(loop, io)) continue;
     uint32_t gen = next_gen(st);
     if (queue_add(st, io->fd, io->registered, gen) == 0) io->backend_slot = gen;
   }
