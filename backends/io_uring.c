@@ -28,14 +28,17 @@
  *
  * The ring: CQ four times the SQ (IORING_SETUP_CQSIZE); SUBMIT_ALL and
  * COOP_TASKRUN, dropped when the kernel refuses them (EINVAL); neither
- * DEFER_TASKRUN nor SINGLE_ISSUER (see UR_SOLO). A full SQ is submitted early; a CQ overflow (kept by the kernel,
- * IORING_FEAT_NODROP) is drained by the next harvests.
+ * DEFER_TASKRUN nor SINGLE_ISSUER (see UR_SOLO). A full SQ is submitted
+ * early; a CQ overflow (kept by the kernel, IORING_FEAT_NODROP) is drained
+ * by the next harvests.
  *
  * Refusal: no io_uring_setup (ENOSYS), EPERM (seccomp, the
- * io_uring_disabled sysctl), or a kernel without POLL_ADD, POLL_REMOVE (updates) or ASYNC_CANCEL (the
- * probe), the wait with a timeout argument (IORING_FEAT_EXT_ARG, 5.11) or
- * multishot poll (5.13, the release of IORING_FEAT_RSRC_TAGS: the probe
- * lists opcodes, not flags) make init fail; evr_loop_new() then tries the
+ * io_uring_disabled sysctl), or a kernel without an opcode evr uses (the
+ * probe: POLL_ADD, POLL_REMOVE for updates, ASYNC_CANCEL, RECV, SEND,
+ * SENDMSG), the wait with a timeout argument (IORING_FEAT_EXT_ARG, 5.11),
+ * multishot poll (5.13, the release of IORING_FEAT_RSRC_TAGS) or multishot
+ * receive (6.0, the release of the SEND_ZC opcode; the probe lists opcodes,
+ * not flags) make init fail; evr_loop_new() then tries the
  * next backend, or fails with EVR_ENOTSUP for an explicit choice.
  *
  * Streams (the completion path, EVR__CAP_COMPLETION): a stream reads
