@@ -785,6 +785,35 @@ t_end=$(date +%s)
     target_rows "echo msgs/s on io_uring (evr-uring)" evr-uring "$tmp/echo.sum.evr-uring" c1 c100 c1000 c10x16k
     target_rows "syscalls per message on io_uring (evr-uring)" evr-uring "$tmp/sys.sum.evr-uring" c100 c1000
   fi
+  if printf '%s\n' "${uring_impls[@]:-}" | grep -qx evr-stream-uring; then
+    # The completion path's targets: streams on io_uring against the best
+    # peer (msgs/s), libev (server CPU per message, a ratio of 1.05× or
+    # more is 0.95× of libev's CPU or less) and 0.6 syscalls per message.
+    target_rows "echo msgs/s, streams on io_uring (evr-stream-uring)" evr-stream-uring "$tmp/echo.sum.evr-stream-uring" c100 c1000
+    for id in c100 c1000; do
+      r=$(get "$tmp/echo.cpu.evr-stream-uring" "$id" libev 6)
+      [ -n "$r" ] || continue
+      ok=$(awk -v r="$r" 'BEGIN { print (r >= 1/0.95) ? "met" : "missed" }')
+      echo "| server CPU per message ≤ 0.95× libev's, streams on io_uring, $(wl_label "$id") (ns) | $(fmt "$(get "$tmp/echo.cpu.evr-stream-uring" "$id" evr-stream-uring 3)") | libev $(fmt "$(get "$tmp/echo.cpu.evr-stream-uring" "$id" libev 3)") | $(ratio_fmt "$r") | $ok |"
+    done
+    for id in c100 c1000; do
+      v=$(get "$tmp/sys.sum.evr-stream-uring" "$id" evr-stream-uring 3)
+      [ -n "$v" ] || continue
+      b=$(best_in "$tmp/sys.sum.evr-stream-uring" "$id") || true
+      ok=$(awk -v v="$v" 'BEGIN { print (v <= 0.6) ? "met" : "missed" }')
+      echo "| syscalls per message ≤ 0.6, streams on io_uring, $(wl_label "$id") | $(fmt "$v") | ${b%% *} $(fmt "$(get "$tmp/sys.sum.evr-stream-uring" "$id" "${b%% *}" 3)") | $(ratio_fmt "${b##* }") | $ok |"
+    done
+  fi
+  if grep -q "$(printf '\tproxy-uring\t')" "$tmp/proxy.tsv" 2>/dev/null &&
+     grep -q "$(printf '\thaproxy\t')" "$tmp/proxy.tsv"; then
+    summarize "$tmp/proxy.tsv" 4 0 haproxy >"$tmp/proxy.haproxy.t"
+    for id in bytes requests; do
+      r=$(get "$tmp/proxy.haproxy.t" "$id" proxy-uring 6)
+      [ -n "$r" ] || continue
+      ok=$(awk -v r="$r" 'BEGIN { print (r >= 1.1) ? "met" : "missed" }')
+      echo "| evr-proxy on io_uring ≥ 1.1× HAProxy, $([ $id = bytes ] && echo bytes/s || echo requests/s) | $(fmt "$(get "$tmp/proxy.haproxy.t" "$id" proxy-uring 3)") | HAProxy $(fmt "$(get "$tmp/proxy.haproxy.t" "$id" haproxy 3)") | $(ratio_fmt "$r") | $ok |"
+    done
+  fi
   if [ -s "$tmp/ovh.sum" ] && printf '%s\n' "${peers_ovh[@]}" | grep -qx libev; then
     for k in "N=100 A=1" "N=1000 A=1" "N=10000 A=1" "N=100 A=100" "N=1000 A=100" "N=10000 A=100"; do
       r=$(get "$tmp/ovh.sum" "$k" libev 6)
