@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # scripts/test.sh: the whole test suite, as CI runs it.
-#   1. gcc, RelWithDebInfo (build/): every test under every built backend;
+#   1. gcc, RelWithDebInfo (build/): every test under every built backend,
+#      then the API reference (the docs target: Doxygen, where a warning is
+#      an error);
 #   2. clang with AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/);
 #   3. clang with ThreadSanitizer (build-tsan/), the multi-threaded tests;
 #   4. valgrind memcheck (build-valgrind/), every test not labelled novalgrind;
@@ -12,9 +14,10 @@
 #      every backend, and every test when a musl build of cmocka is found
 #      (scripts/common.sh: evr_musl_cmocka).
 # Passes 6 and 7 need packages of their own (gcc-multilib and the i386
-# libcmocka-dev; musl-tools and Debian's cmocka source package): where they
-# cannot be had, the pass says so and is skipped, unless CI is set (then it
-# fails). .ci/run sets the machine up for them.
+# libcmocka-dev; musl-tools and Debian's cmocka source package), and the API
+# reference needs doxygen: where they cannot be had, the pass says so and is
+# skipped, unless CI is set (then it fails). .ci/run sets the machine up for
+# them.
 # Options: --quick runs pass 1 only.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -34,8 +37,23 @@ run_ctest() {
   ctest --test-dir "$dir" --output-on-failure --no-tests=error -j "$EVR_JOBS" "$@"
 }
 
+# A pass whose tools are missing: skipped with its reason, or fatal under CI.
+skip_pass() {
+  if [ -n "${CI:-}" ]; then
+    echo "error: $1" >&2
+    exit 1
+  fi
+  echo "==> skipped: $1" >&2
+}
+
 CC=gcc evr_build "$EVR_ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 run_ctest "$EVR_ROOT/build"
+if command -v doxygen >/dev/null 2>&1; then
+  echo "==> API reference (docs target) in $EVR_ROOT/build"
+  cmake --build "$EVR_ROOT/build" --target docs
+else
+  skip_pass "API reference: needs doxygen"
+fi
 [ $quick -eq 1 ] && { echo "==> tests OK (quick)"; exit 0; }
 
 CC=clang evr_build "$EVR_ROOT/build-asan" -DCMAKE_BUILD_TYPE=Debug \
@@ -54,15 +72,6 @@ EVR_TEST_UNDER_VALGRIND=1 run_ctest "$EVR_ROOT/build-valgrind" -LE novalgrind --
 
 CC=gcc evr_build "$EVR_ROOT/build-portable" -DCMAKE_BUILD_TYPE=Debug -DEVR_PORTABLE=ON
 run_ctest "$EVR_ROOT/build-portable"
-
-# A pass whose tools are missing: skipped with its reason, or fatal under CI.
-skip_pass() {
-  if [ -n "${CI:-}" ]; then
-    echo "error: $1" >&2
-    exit 1
-  fi
-  echo "==> skipped: $1" >&2
-}
 
 m32_pc=/usr/lib/i386-linux-gnu/pkgconfig
 if evr_have_pkg gcc-multilib && [ -f "$m32_pc/cmocka.pc" ]; then

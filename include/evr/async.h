@@ -1,4 +1,5 @@
-/* evr/async.h: waking a loop from other threads: async handles and posting.
+/** @file evr/async.h
+ *  Waking a loop from other threads: async handles and posting.
  *
  * Every loop owns one wake-up channel, created by evr_loop_new(): an
  * EVFILT_USER event with a kernel kqueue, else an eventfd on Linux, else a
@@ -33,20 +34,30 @@ typedef struct evr__notify {
 
 /* ---- async handles ---- */
 
+/** An async handle: see struct evr_async. */
 typedef struct evr_async evr_async_t;
+/** An async handle's callback, run on the loop thread after one or more
+ *  evr_async_send() calls.
+ *  @param async  the handle. */
 typedef void (*evr_async_cb)(evr_async_t *async);
 
+/** A handle that other threads (and signal handlers) use to make a
+ *  callback run on the loop thread. */
 struct evr_async {
-  evr_handle_t base;
-  /* private */
+  evr_handle_t base;    /**< The handle header. */
+  /** @cond PRIVATE */
   evr__notify_t notify;
   evr_async_cb cb;
   int senders;          /* atomic: evr_async_send() calls in progress */
+  /** @endcond */
 };
 
 /** Initialise an async handle. It is active at once: while referenced it
  *  keeps the loop alive (use evr_unref() for a background handle). Loop
  *  thread only.
+ *  @param loop   the loop.
+ *  @param async  the handle.
+ *  @param cb     the callback.
  *  @return 0; EVR_EINVAL (NULL loop, handle or cb). */
 EVR_API int evr_async_init(evr_loop_t *loop, evr_async_t *async,
                            evr_async_cb cb);
@@ -58,21 +69,26 @@ EVR_API int evr_async_init(evr_loop_t *loop, evr_async_t *async,
  *  write(2). It may be called until evr_close() is called on the handle;
  *  evr_close() waits for sends that are in progress, and the caller must
  *  ensure that no send starts after it.
+ *  @param async  an initialised async handle.
  *  @return 0; EVR_EINVAL (NULL, or a handle that is not an initialised
  *          async handle). */
 EVR_API int evr_async_send(evr_async_t *async);
 
 /* ---- posting callbacks ---- */
 
+/** A posted callback, run on the loop thread.
+ *  @param arg  the argument given to evr_post() or evr_post_node(). */
 typedef void (*evr_post_fn)(void *arg);
 
-/* A caller-owned post node for evr_post_node(). */
+/** A caller-owned post node for evr_post_node(); all its fields are
+ *  private. */
 typedef struct evr_post {
-  /* private */
+  /** @cond PRIVATE */
   evr__qnode_t node;
   evr_post_fn fn;
   void *arg;
   unsigned flags;
+  /** @endcond */
 } evr_post_t;
 
 /** Run fn(arg) on the loop thread, from any thread. Posted callbacks run in
@@ -83,6 +99,9 @@ typedef struct evr_post {
  *  runs); evr_post_node() does not allocate. Thread-safe, not
  *  async-signal-safe (it takes a mutex and may call malloc). The loop must
  *  not be freed while the call is in progress.
+ *  @param loop  the loop.
+ *  @param fn    the callback.
+ *  @param arg   passed to fn.
  *  @return 0 (fn will run once); EVR_EINVAL (NULL loop or fn); EVR_ENOMEM.
  *          On error fn never runs. */
 EVR_API int evr_post(evr_loop_t *loop, evr_post_fn fn, void *arg);
@@ -91,7 +110,11 @@ EVR_API int evr_post(evr_loop_t *loop, evr_post_fn fn, void *arg);
  *  initialisation and must not be queued already; it is unlinked before fn
  *  runs, so fn may post it again, and its memory may be reused once fn has
  *  started. Thread-safe, not async-signal-safe.
- *  @return 0; EVR_EINVAL (NULL loop, node or fn). */
+ *  @param loop  the loop.
+ *  @param node  the caller's node, not queued.
+ *  @param fn    the callback.
+ *  @param arg   passed to fn.
+ *  @return 0 (fn will run once); EVR_EINVAL (NULL loop, node or fn). */
 EVR_API int evr_post_node(evr_loop_t *loop, evr_post_t *node, evr_post_fn fn,
                           void *arg);
 

@@ -1,9 +1,13 @@
-/* evr/error.h: error codes.
+/** @file evr/error.h
+ *  Error codes.
  *
  * Every evr function that returns int returns 0 (or a count) on success and a
  * negative EVR_E* code on failure. On POSIX systems EVR_E<NAME> == -E<NAME>, so
  * a code can be compared with -errno values directly. Codes outside errno's
  * range (EVR_EOF, the resolver block) are defined below the system ones.
+ * A function may also pass on an error of the system that is not in the
+ * list (a negative errno value); evr_strerror() and evr_err_name() then
+ * say "unknown error" and "UNKNOWN".
  */
 #ifndef EVR_ERROR_H
 #define EVR_ERROR_H
@@ -11,7 +15,11 @@
 #include <errno.h>
 #include "evr/version.h"
 
-/* X(name, value, message): the one list behind the enum and the string tables. */
+/** The list of evr's error codes: X(name, value, message) for each, the one
+ *  list behind #evr_errno_t and the tables of evr_strerror() and
+ *  evr_err_name(). Each entry gives the code EVR_<name> (e.g. EVR_EAGAIN
+ *  from X(EAGAIN, -EAGAIN, ...)). A program may expand it too, e.g. to
+ *  build a switch over every code. */
 #define EVR_ERRNO_MAP(X)                                                       \
   X(EPERM, -EPERM, "operation not permitted")                                  \
   X(ENOENT, -ENOENT, "no such file or directory")                              \
@@ -62,6 +70,13 @@
   X(EAI_SERVICE, -3010, "service not available for socket type")               \
   X(EAI_MEMORY, -3002, "resolver out of memory")
 
+/** evr's error codes: one enumerator EVR_<name> = value for each entry of
+ *  EVR_ERRNO_MAP. For example EVR_EINVAL == -EINVAL and EVR_EOF == -4095.
+ *  Functions return them as int. The codes of evr's own, outside errno's range:
+ *  - EVR_EOF: end of file (a stream's peer half-closed);
+ *  - EVR_EAI_NONAME, EVR_EAI_AGAIN, EVR_EAI_FAIL, EVR_EAI_FAMILY,
+ *    EVR_EAI_SERVICE, EVR_EAI_MEMORY: name resolution failed, as
+ *    getaddrinfo()'s EAI_* codes of the same names. */
 typedef enum evr_errno {
 #define EVR__ERR_ENUM(name, value, msg) EVR_##name = (value),
   EVR_ERRNO_MAP(EVR__ERR_ENUM)
@@ -69,11 +84,17 @@ typedef enum evr_errno {
   EVR__ERRNO_MAX = -4096
 } evr_errno_t;
 
-/** Human-readable message for an evr error code. Unknown codes give
- *  "unknown error". Never returns NULL. Thread-safe. */
+/** Human-readable message for an evr error code. Thread-safe.
+ *  @param rc  a return value of an evr function or a callback's status.
+ *  @return the message of EVR_ERRNO_MAP, "success" for 0, or "unknown
+ *          error" for any other value; a static string, never NULL. */
 EVR_API const char *evr_strerror(int rc);
 
-/** The code's symbolic name, e.g. "EAGAIN", or "UNKNOWN". Thread-safe. */
+/** The code's symbolic name. Thread-safe.
+ *  @param rc  a return value of an evr function or a callback's status.
+ *  @return the name without its EVR_ prefix, e.g. "EAGAIN" for EVR_EAGAIN;
+ *          "OK" for 0, "UNKNOWN" for any other value; a static string,
+ *          never NULL. */
 EVR_API const char *evr_err_name(int rc);
 
 #endif

@@ -1,4 +1,5 @@
-/* evr/timer.h: one-shot and repeating timers.
+/** @file evr/timer.h
+ *  One-shot and repeating timers.
  *
  * Guarantees (docs/timers.md has the details):
  *  - Never early. A timer started with a timeout of T ms runs no earlier than
@@ -48,26 +49,33 @@ struct evr__tnode {
   uint8_t kind;      /* EVR__TK_* in reactor/internal.h: whose node it is */
 };
 
+/** A timer: see struct evr_timer. */
 typedef struct evr_timer evr_timer_t;
+/** A timer's callback, run in the timer phase when the timer is due. A
+ *  one-shot timer is inactive when it runs; a repeating one is already
+ *  re-armed. The callback may start, stop or free its timer (a repeating
+ *  one is stopped first).
+ *  @param timer  the timer. */
 typedef void (*evr_timer_cb)(evr_timer_t *timer);
 
-/* A timer is a watcher, not a handle: it holds nothing while stopped, so
- * there is nothing to close. Its memory may be reused or freed as soon as
- * evr_timer_stop() returns (also from its own callback), or when a
- * one-shot timer's callback runs. 64 bytes. */
+/** A timer is a watcher, not a handle: it holds nothing while stopped, so
+ *  there is nothing to close. Its memory may be reused or freed as soon as
+ *  evr_timer_stop() returns (also from its own callback), or when a
+ *  one-shot timer's callback runs. 64 bytes. */
 struct evr_timer {
-  /* public */
-  void *data;          /* for the user; evr never reads it */
-  /* read-only */
-  evr_loop_t *loop;
-  /* private */
+  void *data;          /**< For the user; evr never reads it. */
+  evr_loop_t *loop;    /**< The timer's loop (read-only). */
+  /** @cond PRIVATE */
   struct evr__tnode node;
   evr_timer_cb cb;
   uint64_t repeat;     /* ns; 0 for a one-shot timer */
+  /** @endcond */
 };
 
 /** Initialise a timer (inactive, referenced). Do not call it on an active
  *  timer. Loop thread only.
+ *  @param loop   the loop.
+ *  @param timer  the timer.
  *  @return 0; EVR_EINVAL (NULL loop or timer). */
 EVR_API int evr_timer_init(evr_loop_t *loop, evr_timer_t *timer);
 
@@ -78,7 +86,11 @@ EVR_API int evr_timer_init(evr_loop_t *loop, evr_timer_t *timer);
  *  never synchronously. Pushing an active timer's due time later (the
  *  idle-timeout pattern) is a constant-time write. Timeouts too large to
  *  represent are clamped; such a timer never runs in practice. Loop thread
- *  only.
+ *  only. An active, referenced timer keeps the loop alive.
+ *  @param timer       an initialised timer.
+ *  @param cb          the callback.
+ *  @param timeout_ms  milliseconds until the first run.
+ *  @param repeat_ms   the period afterwards; 0 for a one-shot timer.
  *  @return 0; EVR_EINVAL (NULL timer or cb, uninitialised timer). On error
  *          the timer is unchanged. */
 EVR_API int evr_timer_start(evr_timer_t *timer, evr_timer_cb cb,
@@ -87,45 +99,72 @@ EVR_API int evr_timer_start(evr_timer_t *timer, evr_timer_cb cb,
 /** evr_timer_start() in nanoseconds. Due times are kept in nanoseconds and
  *  the loop waits with sub-millisecond resolution where the system allows
  *  (docs/timers.md), so a timeout of 250 us means what it says: no earlier,
- *  and late only by the wake-up latency of the system and a busy loop. */
+ *  and late only by the wake-up latency of the system and a busy loop.
+ *  @param timer       an initialised timer.
+ *  @param cb          the callback.
+ *  @param timeout_ns  nanoseconds until the first run.
+ *  @param repeat_ns   the period afterwards; 0 for a one-shot timer.
+ *  @return as evr_timer_start(). */
 EVR_API int evr_timer_start_ns(evr_timer_t *timer, evr_timer_cb cb,
                                uint64_t timeout_ns, uint64_t repeat_ns);
 
 /** Stop the timer; its callback will not run until it is started again,
  *  and its memory may be reused at once. Idempotent. Loop thread only.
+ *  @param timer  the timer.
  *  @return 0; EVR_EINVAL (NULL or uninitialised timer). */
 EVR_API int evr_timer_stop(evr_timer_t *timer);
 
 /** Restart the timer with timeout = repeat = its repeat value, counted from
  *  now. Starts an inactive timer that has been started before (it reuses
  *  the last callback). Loop thread only.
+ *  @param timer  the timer.
  *  @return 0; EVR_EINVAL (NULL or uninitialised timer, a repeat of 0, or a
  *          timer that was never started and so has no callback). */
 EVR_API int evr_timer_again(evr_timer_t *timer);
 
-/** 1 if the timer is started and has not expired (a repeating timer stays
- *  active), else 0 (also for NULL). */
+/** Whether the timer is started and has not expired (a repeating timer
+ *  stays active).
+ *  @param timer  the timer.
+ *  @return 1 if active, else 0 (also for NULL or an uninitialised timer). */
 EVR_API int evr_timer_is_active(const evr_timer_t *timer);
 
-/** An unreferenced active timer does not keep the loop alive. Timers start
- *  referenced. Idempotent; NULL is ignored. Loop thread only. */
+/** Make an unreferenced timer keep the loop alive again while it is
+ *  active. Timers start referenced. Idempotent. Loop thread only.
+ *  @param timer  an initialised timer; NULL is ignored. */
 EVR_API void evr_timer_ref(evr_timer_t *timer);
+/** Unreference a timer: an unreferenced active timer does not keep the loop
+ *  alive (but evr_loop_free() still refuses while it is active).
+ *  Idempotent. Loop thread only.
+ *  @param timer  an initialised timer; NULL is ignored. */
 EVR_API void evr_timer_unref(evr_timer_t *timer);
+/** Whether the timer is referenced (see evr_timer_unref()).
+ *  @param timer  the timer.
+ *  @return 1 if referenced, else 0 (also for NULL or an uninitialised
+ *          timer). */
 EVR_API int evr_timer_has_ref(const evr_timer_t *timer);
 
 /** Milliseconds from the loop's cached time (evr_now_ns()) until the timer
- *  is due, rounded up; 0 if it is already due, inactive or NULL. Loop
- *  thread only. */
+ *  is due, rounded up. Loop thread only.
+ *  @param timer  the timer.
+ *  @return the time left in ms; 0 if it is already due, inactive or
+ *          NULL. */
 EVR_API uint64_t evr_timer_due_in(const evr_timer_t *timer);
-/** The same in nanoseconds. */
+/** evr_timer_due_in() in nanoseconds. Loop thread only.
+ *  @param timer  the timer.
+ *  @return the time left in ns; 0 if it is already due, inactive or
+ *          NULL. */
 EVR_API uint64_t evr_timer_due_in_ns(const evr_timer_t *timer);
 
-/** The repeat interval in ms, rounded down (0: one-shot, or NULL timer). */
+/** The repeat interval in ms, rounded down.
+ *  @param timer  the timer.
+ *  @return the interval; 0 for a one-shot timer or NULL. */
 EVR_API uint64_t evr_timer_get_repeat(const evr_timer_t *timer);
 
 /** Set the repeat interval. It takes effect when the timer next expires (or
  *  at evr_timer_again()); an active one-shot timer given a repeat repeats
- *  after its pending expiry. Loop thread only. NULL is ignored. */
+ *  after its pending expiry. Loop thread only.
+ *  @param timer      the timer; NULL is ignored.
+ *  @param repeat_ms  the new interval in ms; 0 makes the timer one-shot. */
 EVR_API void evr_timer_set_repeat(evr_timer_t *timer, uint64_t repeat_ms);
 
 #ifdef __cplusplus
