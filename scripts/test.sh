@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/test.sh: the whole test suite, as CI runs it.
-#   1. gcc, RelWithDebInfo (build/): every test under every built backend;
+#   1. gcc, RelWithDebInfo (build-test/): every test under every built backend;
 #   2. clang with AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/);
 #   3. clang with ThreadSanitizer (build-tsan/), the multi-threaded tests;
 #   4. valgrind memcheck (build-valgrind/), every test not labelled novalgrind;
@@ -15,6 +15,8 @@
 # libcmocka-dev; musl-tools and Debian's cmocka source package): where they
 # cannot be had, the pass says so and is skipped, unless CI is set (then it
 # fails). .ci/run sets the machine up for them.
+# Every pass has a build directory of its own; build/ is left to the Quick
+# start's Release build (scripts/run-samples.sh).
 # Options: --quick runs pass 1 only.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -34,8 +36,8 @@ run_ctest() {
   ctest --test-dir "$dir" --output-on-failure --no-tests=error -j "$EVR_JOBS" "$@"
 }
 
-CC=gcc evr_build "$EVR_ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
-run_ctest "$EVR_ROOT/build"
+CC=gcc evr_build "$EVR_ROOT/build-test" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+run_ctest "$EVR_ROOT/build-test"
 [ $quick -eq 1 ] && { echo "==> tests OK (quick)"; exit 0; }
 
 CC=clang evr_build "$EVR_ROOT/build-asan" -DCMAKE_BUILD_TYPE=Debug \
