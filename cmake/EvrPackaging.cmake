@@ -251,3 +251,30 @@ cpack_add_component(dev DISPLAY_NAME "development files" DEPENDS lib)
 if(EVR_PACKAGE_TOOLS)
   cpack_add_component(tools DISPLAY_NAME "evr-echo and evr-proxy" DEPENDS lib)
 endif()
+
+# ---- the package test: tests/package/check.sh (label "package") ----
+# It makes the .debs of this build, unpacks them into a scratch root and
+# builds a program against them. It needs dpkg (dpkg-deb, dpkg-shlibdeps)
+# and a build for the machine's own architecture and C library: not the
+# sanitized, -m32 or musl builds of scripts/test.sh.
+if(EVR_BUILD_TESTS AND NOT EVR_SANITIZE AND NOT EVR_TEST_WRAPPER)
+  find_program(EVR_DPKG_ARCHITECTURE dpkg-architecture)
+  set(_evr_multiarch "")
+  if(EVR_DPKG_ARCHITECTURE)
+    execute_process(COMMAND ${EVR_DPKG_ARCHITECTURE} -qDEB_HOST_MULTIARCH
+      OUTPUT_VARIABLE _evr_multiarch OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+  endif()
+  if(NOT EVR_DPKG_ARCHITECTURE)
+    find_program(EVR_DPKG dpkg)
+    if(EVR_DPKG)
+      message(STATUS "evr package test: needs dpkg-dev (dpkg-architecture, dpkg-shlibdeps): not registered")
+    endif()
+  elseif(_evr_multiarch AND _evr_multiarch STREQUAL CMAKE_LIBRARY_ARCHITECTURE)
+    string(JOIN " " _evr_man_list ${EVR_MAN_PAGES})
+    add_test(NAME package
+      COMMAND sh ${PROJECT_SOURCE_DIR}/tests/package/check.sh ${PROJECT_BINARY_DIR}
+        ${PROJECT_SOURCE_DIR})
+    set_tests_properties(package PROPERTIES TIMEOUT 300 LABELS package
+      ENVIRONMENT "EVR_CPACK=${CMAKE_CPACK_COMMAND};EVR_CMAKE=${CMAKE_COMMAND};EVR_BUILD_CC=${CMAKE_C_COMPILER};EVR_PACKAGE_LIB=${CPACK_DEBIAN_LIB_PACKAGE_NAME};EVR_PACKAGE_VERSION=${PROJECT_VERSION}-${EVR_PACKAGE_RELEASE};EVR_PACKAGE_TOOLS=${EVR_PACKAGE_TOOLS};EVR_PACKAGE_MAN=${_evr_man_list}")
+  endif()
+endif()

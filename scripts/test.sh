@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/test.sh: the whole test suite, as CI runs it.
-#   1. gcc, RelWithDebInfo (build-test/): every test under every built backend;
+#   1. gcc, RelWithDebInfo (build-test/): every test under every built
+#      backend, and the Debian packages (tests/package/check.sh);
 #   2. clang with AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/);
 #   3. clang with ThreadSanitizer (build-tsan/), the multi-threaded tests;
 #   4. valgrind memcheck (build-valgrind/), every test not labelled novalgrind;
@@ -24,8 +25,9 @@ set -euo pipefail
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 
-# haproxy: the PROXY-protocol interop test of evr-proxy (tests/test_proxy.c)
-evr_ensure_pkgs $EVR_BUILD_PKGS valgrind haproxy
+# haproxy: the PROXY-protocol interop test of evr-proxy (tests/test_proxy.c);
+# dpkg-dev, file: the package test (tests/package/check.sh).
+evr_ensure_pkgs $EVR_BUILD_PKGS valgrind haproxy dpkg-dev file
 
 run_ctest() {
   local dir=$1
