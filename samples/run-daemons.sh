@@ -54,9 +54,11 @@ metrics_port=$(bound_port "$work/proxy.log" metrics)
 echo "evr-proxy listening on 127.0.0.1:$proxy_port (metrics on $metrics_port)"
 
 if [ -x "$bin/evr-bench-echo" ]; then
-  echo "--> 100 connections through the proxy, 3 s, every byte verified"
+  # --duration counts the warm-up: 1 s of warm-up, then 3 s measured
+  # (the RESULT line's seconds=).
+  echo "--> 100 connections through the proxy: 1 s warm-up, then 3 s measured, every byte verified"
   "$bin/evr-bench-echo" --port "$proxy_port" --conns 100 --size 512 --pipeline 4 \
-    --duration 3 --warmup 1
+    --duration 4 --warmup 1
 else
   echo "--> (evr-bench-echo not built: one message by hand)"
   exec 3<>"/dev/tcp/127.0.0.1/$proxy_port"

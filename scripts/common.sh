@@ -5,8 +5,8 @@
 EVR_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 EVR_JOBS=$(nproc 2>/dev/null || echo 2)
 
-# Packages to build evr, its samples and its tests.
-EVR_BUILD_PKGS="cmake make gcc clang pkg-config libcmocka-dev"
+# Packages to build evr, its samples, its man pages and its tests.
+EVR_BUILD_PKGS="cmake make gcc clang pkg-config libcmocka-dev go-md2man"
 
 evr_have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # scripts/test.sh: the whole test suite, as CI runs it.
-#   1. gcc, RelWithDebInfo (build/): every test under every built backend,
-#      then the API reference (the docs target: Doxygen, where a warning is
-#      an error);
+#   1. gcc, RelWithDebInfo (build-test/): every test under every built
+#      backend, the Debian packages (tests/package/check.sh), then the API
+#      reference (the docs target: Doxygen, where a warning is an error);
 #   2. clang with AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/);
 #   3. clang with ThreadSanitizer (build-tsan/), the multi-threaded tests;
 #   4. valgrind memcheck (build-valgrind/), every test not labelled novalgrind;
@@ -18,6 +18,8 @@
 # reference needs doxygen: where they cannot be had, the pass says so and is
 # skipped, unless CI is set (then it fails). .ci/run sets the machine up for
 # them.
+# Every pass has a build directory of its own; build/ is left to the Quick
+# start's Release build (scripts/run-samples.sh).
 # Options: --quick runs pass 1 only.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -25,8 +27,9 @@ set -euo pipefail
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 
-# haproxy: the PROXY-protocol interop test of evr-proxy (tests/test_proxy.c)
-evr_ensure_pkgs $EVR_BUILD_PKGS valgrind haproxy
+# haproxy: the PROXY-protocol interop test of evr-proxy (tests/test_proxy.c);
+# dpkg-dev, file: the package test (tests/package/check.sh).
+evr_ensure_pkgs $EVR_BUILD_PKGS valgrind haproxy dpkg-dev file
 
 run_ctest() {
   local dir=$1
@@ -46,11 +49,11 @@ skip_pass() {
   echo "==> skipped: $1" >&2
 }
 
-CC=gcc evr_build "$EVR_ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
-run_ctest "$EVR_ROOT/build"
+CC=gcc evr_build "$EVR_ROOT/build-test" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+run_ctest "$EVR_ROOT/build-test"
 if command -v doxygen >/dev/null 2>&1; then
-  echo "==> API reference (docs target) in $EVR_ROOT/build"
-  cmake --build "$EVR_ROOT/build" --target docs
+  echo "==> API reference (docs target) in $EVR_ROOT/build-test"
+  cmake --build "$EVR_ROOT/build-test" --target docs
 else
   skip_pass "API reference: needs doxygen"
 fi
