@@ -35,6 +35,7 @@
 #include <arpa/inet.h>
 #include "daemon.h"
 #include "evr/evr.h"
+#include "metrics_req.h"
 
 /* --splice needs Linux: splice(2), pipe2() and F_SETPIPE_SZ. Elsewhere,
  * and in a portable build, the option is refused (exit status 2). */
@@ -911,9 +912,9 @@ static void on_accept(evr_listener_t *l, int fd) {
  * The endpoint lives on the first loop. At most METRICS_MAX_CONNS
  * connections are held at once (more are answered 503 and closed at
  * accept); a request must be complete within METRICS_IDLE_MS, hold no NUL
- * byte (400 at once) and fit in req[] (431 at once). The body is built in a
- * buffer that grows as needed, so it is never cut, and sent without a
- * terminator. */
+ * byte (400 at once) and fit in METRICS_REQ_MAX bytes with a NUL (431 at
+ * once; metrics_req.h reads it). The body is built in a buffer that grows
+ * as needed, so it is never cut, and sent without a terminator. */
 
 /* A growing text buffer. */
 struct text {
@@ -974,8 +975,7 @@ struct mconn {
   evr_write_t w;
   struct text body;
   char head[256];
-  char req[2048];
-  size_t len;
+  struct metrics_req req;
 };
 
 static void mconn_closed(evr_handle_t *h) {
@@ -1112,27 +1112,18 @@ static void on_mconn_read(evr_stream_t *s, ssize_t nread, const char *buf) {
     evr_close(&s->base, mconn_closed);
     return;
   }
-  /* A NUL byte is never part of a request head: nothing more can make
-   * this one valid. */
-  if (memchr(buf, '\0', (size_t)nread)) {
-    mconn_respond(m, "400 Bad Request", "bad request: NUL byte\n");
-    return;
+  switch (metrics_req_feed(&m->req, buf, (size_t)nread)) {
+    case MREQ_MORE: return;
+    case MREQ_METRICS: mconn_respond(m, "200 OK", NULL); return;
+    case MREQ_NOT_FOUND: mconn_respond(m, "404 Not Found", "try /metrics\n"); return;
+    case MREQ_BAD_METHOD:
+      mconn_respond(m, "405 Method Not Allowed", "only GET /metrics\n");
+      return;
+    case MREQ_NUL: mconn_respond(m, "400 Bad Request", "bad request: NUL byte\n"); return;
+    case MREQ_TOO_LARGE:
+      mconn_respond(m, "431 Request Header Fields Too Large", "request too large\n");
+      return;
   }
-  size_t room = sizeof m->req - 1 - m->len;
-  if ((size_t)nread > room) {
-    mconn_respond(m, "431 Request Header Fields Too Large", "request too large\n");
-    return;
-  }
-  memcpy(m->req + m->len, buf, (size_t)nread);
-  m->len += (size_t)nread;
-  m->req[m->len] = 0;
-  if (!strstr(m->req, "\r\n\r\n") && !strstr(m->req, "\n\n")) return;
-  if (strncmp(m->req, "GET /metrics ", 13) == 0 || strncmp(m->req, "GET /metrics?", 13) == 0)
-    mconn_respond(m, "200 OK", NULL);
-  else if (strncmp(m->req, "GET ", 4) != 0)
-    mconn_respond(m, "405 Method Not Allowed", "only GET /metrics\n");
-  else
-    mconn_respond(m, "404 Not Found", "try /metrics\n");
 }
 
 static void mconn_idle(evr_stream_t *s) {
