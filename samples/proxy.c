@@ -19,6 +19,10 @@
  * One loop per thread; --loop-balance says how clients reach the loops
  * (daemon.h): one SO_REUSEPORT listener per loop, or the first loop
  * accepting for all and handing clients out in turn.
+ *
+ * --accept-proxy: each client first sends a PROXY protocol header
+ * (proxy_proto.h), read before an upstream is chosen; its addresses stand
+ * for the client's in --send-proxy headers and in the logs.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,6 +39,8 @@
 #include <arpa/inet.h>
 #include "daemon.h"
 #include "evr/evr.h"
+#include "metrics_req.h"
+#include "proxy_proto.h"
 
 /* --splice needs Linux: splice(2), pipe2() and F_SETPIPE_SZ. Elsewhere,
  * and in a portable build, the option is refused (exit status 2). */
@@ -94,6 +100,8 @@ struct config {
   uint64_t max_conns;
   uint64_t buffer_size;
   int send_proxy;
+  int accept_proxy;                 /* --accept-proxy */
+  uint64_t accept_proxy_timeout_ms; /* the header must be complete by then */
   const char *metrics;
   evr_addr_t metrics_addr;
   int threads;
@@ -111,6 +119,9 @@ static struct {
   atomic_ullong active, total, refused, bytes_in, bytes_out, queued_max;
   atomic_ullong local_errors;    /* connect attempts failed for lack of local resources */
   atomic_ullong metrics_refused; /* metrics connections beyond METRICS_MAX_CONNS */
+  /* --accept-proxy: valid headers by version; clients closed for an
+   * invalid header, for one not complete in time, or that left first */
+  atomic_ullong pp_v1, pp_v2, pp_invalid, pp_timeout, pp_closed;
   atomic_ullong rr;
 } stats;
 
@@ -135,8 +146,12 @@ struct episode {
 static struct episode ep_local = {.what = "upstream connect: out of local resources"};
 static struct episode ep_connect = {.what = "upstream connect: could not start"};
 static struct episode ep_unreachable = {.what = "no upstream reachable"};
-static struct episode *const episodes[] = {&ep_local, &ep_connect, &ep_unreachable};
+static struct episode ep_header = {.what = "PROXY header rejected"};
+/* The first NCONNECT_EPISODES end with a successful upstream connect;
+ * ep_header ends with a valid header. */
+static struct episode *const episodes[] = {&ep_local, &ep_connect, &ep_unreachable, &ep_header};
 #define NEPISODES (sizeof episodes / sizeof episodes[0])
+#define NCONNECT_EPISODES 3
 
 /* Claim the right to write a line about e now (one a second). */
 static int episode_claim(struct episode *e, uint64_t now) {
@@ -247,6 +262,16 @@ struct session {
   size_t cap;          /* bytes one pipe may hold */
   evr_timer_t sidle;
   uint64_t last_traffic;
+  /* --accept-proxy: hbuf[0..hlen) (room for hcap) holds the header as it
+   * arrives; once it is read, hbuf[hoff..hlen) are the bytes that came
+   * after it, for the upstream (hbuf is NULL if there are none). htimer
+   * bounds the wait. has_orig: orig_src/orig_dst are the client's
+   * addresses from the header. */
+  unsigned char *hbuf;
+  size_t hlen, hcap, hoff;
+  evr_timer_t htimer;
+  int has_orig;
+  evr_addr_t orig_src, orig_dst;
 };
 
 struct server {
@@ -301,6 +326,8 @@ static void session_unref(struct session *ses) {
   atomic_fetch_sub(&srv->conns_active, 1);
   if (ses->up && ses->connected) atomic_fetch_sub(&ses->up->active, 1);
   log_debug("session %p closed", (void *)ses);
+  evr_timer_stop(&ses->htimer); /* EVR_EINVAL if never initialised: harmless */
+  free(ses->hbuf);
   free(ses);
 }
 
@@ -336,6 +363,7 @@ static void side_abort(struct side *sd) {
 
 static void session_close(struct session *ses) {
   ses->closing = 1;
+  evr_timer_stop(&ses->htimer);
   splice_teardown(ses);
   side_close(&ses->client);
   side_close(&ses->upstream);
@@ -428,19 +456,38 @@ static void on_idle(evr_stream_t *s) {
 
 /* ---- PROXY protocol ---- */
 
-/* The header for the session's client into out (128 bytes suffice: the
- * longest v1 line is 116); returns its length, or -1. A client without TCP
- * addresses (a Unix socket client, or addresses that cannot be read) gets
- * "PROXY UNKNOWN" in v1 and the LOCAL command in v2: version 2 + LOCAL
- * (0x20), family and transport unspecified (0x00), no address block. The
- * receiver then uses the connection's own addresses; a PROXY command with
- * the unspecified family may be refused instead (HAProxy resets the
- * connection). */
+/* The client's addresses as the upstream and the logs are to know them:
+ * those its PROXY header gave (--accept-proxy), else the connection's own.
+ * 0, or -1 if they cannot be read. */
+static int client_addrs(struct session *ses, evr_addr_t *src, evr_addr_t *dst) {
+  if (ses->has_orig) {
+    *src = ses->orig_src;
+    *dst = ses->orig_dst;
+    return 0;
+  }
+  if (evr_stream_peername(&ses->client.s, src) != 0 ||
+      evr_stream_sockname(&ses->client.s, dst) != 0)
+    return -1;
+  return 0;
+}
+
+/* An address as text for a log line ("?" if it cannot be written). */
+static const char *addr_text(const evr_addr_t *a, char buf[EVR_ADDR_STRLEN]) {
+  if (evr_addr_format(a, buf, EVR_ADDR_STRLEN) < 0) snprintf(buf, EVR_ADDR_STRLEN, "?");
+  return buf;
+}
+
+/* The header for the session's client (client_addrs()) into out (128
+ * bytes suffice: the longest v1 line is 116); returns its length, or -1.
+ * A client without TCP addresses (a Unix socket client, or addresses that
+ * cannot be read) gets "PROXY UNKNOWN" in v1 and the LOCAL command in v2:
+ * version 2 + LOCAL (0x20), family and transport unspecified (0x00), no
+ * address block. The receiver then uses the connection's own addresses; a
+ * PROXY command with the unspecified family may be refused instead
+ * (HAProxy resets the connection). */
 static int proxy_header(struct session *ses, char *out, size_t size) {
   evr_addr_t src, dst;
-  if (evr_stream_peername(&ses->client.s, &src) != 0 ||
-      evr_stream_sockname(&ses->client.s, &dst) != 0 ||
-      evr_addr_family(&src) != evr_addr_family(&dst) ||
+  if (client_addrs(ses, &src, &dst) != 0 || evr_addr_family(&src) != evr_addr_family(&dst) ||
       (evr_addr_family(&src) != AF_INET && evr_addr_family(&src) != AF_INET6)) {
     if (cfg.send_proxy == PP_V1) {
       int n = snprintf(out, size, "PROXY UNKNOWN\r\n");
@@ -793,7 +840,7 @@ static void on_upstream_connect(evr_stream_t *s, int status) {
   for (int i = 0; i < NBUCKETS; i++)
     if ((double)us / 1e6 <= bucket_le[i]) atomic_fetch_add(&u->latency_bucket[i], 1);
   atomic_store(&u->down_until, 0);
-  for (size_t i = 0; i < NEPISODES; i++)
+  for (size_t i = 0; i < NCONNECT_EPISODES; i++)
     if (episode_end(episodes[i])) episode_later(ses->srv);
   atomic_fetch_add(&u->active, 1);
   atomic_fetch_add(&u->total, 1);
@@ -812,11 +859,141 @@ static void on_upstream_connect(evr_stream_t *s, int status) {
     }
     account(sd);
   }
-  /* The header (if any) is flushed by the stream before splicing starts:
-   * splice only once the upstream's queue is empty. */
+  if (ses->hbuf) {
+    /* --accept-proxy: what the client sent right after its header. */
+    size_t n = ses->hlen - ses->hoff;
+    atomic_fetch_add(&stats.bytes_in, (uint64_t)n);
+    atomic_fetch_add(&u->bytes_up, (uint64_t)n);
+    int rc = evr_stream_write_copy(s, ses->hbuf + ses->hoff, n);
+    free(ses->hbuf);
+    ses->hbuf = NULL;
+    if (rc) {
+      session_close(ses);
+      return;
+    }
+    account(sd);
+  }
+  /* The headers and early bytes (if any) are flushed by the stream before
+   * splicing starts: splice only once the upstream's queue is empty. */
   if (cfg.splice && evr_stream_write_queue_size(s) == 0 && splice_start(ses) == 0) return;
   resume_reading(&ses->client);
   resume_reading(&ses->upstream);
+}
+
+/* ---- --accept-proxy: the client's PROXY header ----
+ * The client is read from as soon as it is adopted, with reads no longer
+ * than what the header may still need (a v1 line is at most
+ * PPROTO_V1_MAX bytes; a v2 header says its length after 16), so what is
+ * read beyond the header is at most a line's worth. Those bytes are kept
+ * and written to the upstream first. The header must be complete within
+ * --accept-proxy-timeout; an invalid or late one closes the client, is
+ * counted, and is logged as an episode (one line a second at most). */
+
+static void header_reject(struct session *ses, atomic_ullong *counter, const char *why) {
+  atomic_fetch_add(counter, 1);
+  evr_addr_t peer;
+  char text[EVR_ADDR_STRLEN] = "?";
+  if (evr_stream_peername(&ses->client.s, &peer) == 0) addr_text(&peer, text);
+  if (episode_hit(&ep_header, 0, "PROXY header from %s: %s: closing the client", text, why)) {
+    log_debug("session %p: PROXY header from %s: %s: closing the client", (void *)ses, text, why);
+    episode_later(ses->srv);
+  }
+  session_close(ses);
+}
+
+static void on_header_timeout(evr_timer_t *t) {
+  char why[64];
+  snprintf(why, sizeof why, "not complete within %" PRIu64 " ms", cfg.accept_proxy_timeout_ms);
+  header_reject(t->data, &stats.pp_timeout, why);
+}
+
+static void on_header_read(evr_stream_t *s, ssize_t nread, const char *buf) {
+  struct side *sd = (struct side *)s;
+  struct session *ses = sd->ses;
+  if (nread < 0) {
+    atomic_fetch_add(&stats.pp_closed, 1);
+    log_debug("session %p: client %s before its PROXY header was complete", (void *)ses,
+              nread == EVR_EOF ? "closed" : evr_strerror((int)nread));
+    session_close(ses);
+    return;
+  }
+  size_t n = (size_t)nread;
+  if (n > ses->hcap - ses->hlen) { /* never more than asked for; but be sure */
+    unsigned char *p = realloc(ses->hbuf, ses->hlen + n);
+    if (!p) {
+      log_error("out of memory: closing a client");
+      session_close(ses);
+      return;
+    }
+    ses->hbuf = p;
+    ses->hcap = ses->hlen + n;
+  }
+  memcpy(ses->hbuf + ses->hlen, buf, n);
+  ses->hlen += n;
+  struct pproto_header h;
+  int rc = pproto_parse(ses->hbuf, ses->hlen, &h);
+  if (rc == PPROTO_INVALID) {
+    header_reject(ses, &stats.pp_invalid, h.error);
+    return;
+  }
+  if (rc == PPROTO_NEED_MORE) {
+    /* Read at most what the header may still take. */
+    size_t want = h.version == 2 ? h.need : PPROTO_V1_MAX;
+    if (want > ses->hcap) {
+      unsigned char *p = realloc(ses->hbuf, want);
+      if (!p) {
+        log_error("out of memory: closing a client");
+        session_close(ses);
+        return;
+      }
+      ses->hbuf = p;
+      ses->hcap = want;
+    }
+    evr_stream_set_read_max(s, want - ses->hlen);
+    return;
+  }
+  evr_timer_stop(&ses->htimer);
+  evr_stream_read_stop(s);
+  evr_stream_set_read_max(s, read_chunk);
+  atomic_fetch_add(h.version == 1 ? &stats.pp_v1 : &stats.pp_v2, 1);
+  if (episode_end(&ep_header)) episode_later(ses->srv);
+  ses->hoff = h.len;
+  if (ses->hoff == ses->hlen) {
+    free(ses->hbuf);
+    ses->hbuf = NULL;
+  }
+  ses->has_orig = h.has_addrs;
+  if (h.has_addrs) {
+    ses->orig_src = h.src;
+    ses->orig_dst = h.dst;
+  }
+  if (log_level >= LOG_DEBUG) {
+    evr_addr_t src, dst;
+    char a[EVR_ADDR_STRLEN] = "?", b[EVR_ADDR_STRLEN] = "?";
+    if (client_addrs(ses, &src, &dst) == 0) {
+      addr_text(&src, a);
+      addr_text(&dst, b);
+    }
+    log_debug("session %p: PROXY v%d header, %zu bytes: client %s, to %s%s", (void *)ses,
+              h.version, h.len, a, b, h.has_addrs ? "" : " (none given: the connection's own)");
+  }
+  connect_next(ses);
+}
+
+/* Read the client's header, then connect. */
+static void header_start(struct session *ses) {
+  ses->hcap = PPROTO_V1_MAX;
+  ses->hbuf = malloc(ses->hcap);
+  if (!ses->hbuf) {
+    log_error("out of memory: closing a client");
+    session_close(ses);
+    return;
+  }
+  evr_timer_init(ses->srv->loop, &ses->htimer);
+  ses->htimer.data = ses;
+  evr_timer_start(&ses->htimer, on_header_timeout, cfg.accept_proxy_timeout_ms, 0);
+  evr_stream_set_read_max(&ses->client.s, PPROTO_V1_MAX);
+  if (evr_stream_read_start(&ses->client.s, on_header_read) != 0) session_close(ses);
 }
 
 /* ---- accepting ---- */
@@ -866,7 +1043,16 @@ static void session_adopt(struct server *srv, int fd) {
   evr_stream_set_water_marks(&ses->client.s, low_mark, high_mark, on_water);
   if (cfg.idle_timeout_s)
     evr_stream_set_idle_timeout(&ses->client.s, cfg.idle_timeout_s * 1000, on_idle);
-  log_debug("session %p: new client (loop %d)", (void *)ses, srv->index);
+  if (log_level >= LOG_DEBUG) {
+    evr_addr_t peer;
+    char text[EVR_ADDR_STRLEN] = "?";
+    if (evr_stream_peername(&ses->client.s, &peer) == 0) addr_text(&peer, text);
+    log_debug("session %p: new client %s (loop %d)", (void *)ses, text, srv->index);
+  }
+  if (cfg.accept_proxy) {
+    header_start(ses);
+    return;
+  }
   /* The client is read only once the upstream is connected: until then
    * its bytes wait in the kernel. */
   connect_next(ses);
@@ -911,9 +1097,9 @@ static void on_accept(evr_listener_t *l, int fd) {
  * The endpoint lives on the first loop. At most METRICS_MAX_CONNS
  * connections are held at once (more are answered 503 and closed at
  * accept); a request must be complete within METRICS_IDLE_MS, hold no NUL
- * byte (400 at once) and fit in req[] (431 at once). The body is built in a
- * buffer that grows as needed, so it is never cut, and sent without a
- * terminator. */
+ * byte (400 at once) and fit in METRICS_REQ_MAX bytes with a NUL (431 at
+ * once; metrics_req.h reads it). The body is built in a buffer that grows
+ * as needed, so it is never cut, and sent without a terminator. */
 
 /* A growing text buffer. */
 struct text {
@@ -974,8 +1160,7 @@ struct mconn {
   evr_write_t w;
   struct text body;
   char head[256];
-  char req[2048];
-  size_t len;
+  struct metrics_req req;
 };
 
 static void mconn_closed(evr_handle_t *h) {
@@ -1023,6 +1208,22 @@ static void metrics_text(struct text *t) {
     "# TYPE evr_proxy_metrics_connections_refused_total counter\n"
     "evr_proxy_metrics_connections_refused_total %llu\n",
     METRICS_MAX_CONNS, (unsigned long long)atomic_load(&stats.metrics_refused));
+  P("# HELP evr_proxy_inbound_proxy_headers_total Valid PROXY protocol headers read from "
+    "clients (--accept-proxy), by version.\n"
+    "# TYPE evr_proxy_inbound_proxy_headers_total counter\n"
+    "evr_proxy_inbound_proxy_headers_total{version=\"v1\"} %llu\n"
+    "evr_proxy_inbound_proxy_headers_total{version=\"v2\"} %llu\n",
+    (unsigned long long)atomic_load(&stats.pp_v1), (unsigned long long)atomic_load(&stats.pp_v2));
+  P("# HELP evr_proxy_inbound_proxy_rejected_total Clients closed without a valid PROXY "
+    "protocol header (--accept-proxy): invalid, not complete within --accept-proxy-timeout, "
+    "or closed by the client first.\n"
+    "# TYPE evr_proxy_inbound_proxy_rejected_total counter\n"
+    "evr_proxy_inbound_proxy_rejected_total{reason=\"invalid\"} %llu\n"
+    "evr_proxy_inbound_proxy_rejected_total{reason=\"timeout\"} %llu\n"
+    "evr_proxy_inbound_proxy_rejected_total{reason=\"closed\"} %llu\n",
+    (unsigned long long)atomic_load(&stats.pp_invalid),
+    (unsigned long long)atomic_load(&stats.pp_timeout),
+    (unsigned long long)atomic_load(&stats.pp_closed));
   P("# HELP evr_proxy_loop_connections_total Client connections each event loop took.\n"
     "# TYPE evr_proxy_loop_connections_total counter\n");
   for (int i = 0; i < nloops; i++)
@@ -1112,27 +1313,18 @@ static void on_mconn_read(evr_stream_t *s, ssize_t nread, const char *buf) {
     evr_close(&s->base, mconn_closed);
     return;
   }
-  /* A NUL byte is never part of a request head: nothing more can make
-   * this one valid. */
-  if (memchr(buf, '\0', (size_t)nread)) {
-    mconn_respond(m, "400 Bad Request", "bad request: NUL byte\n");
-    return;
+  switch (metrics_req_feed(&m->req, buf, (size_t)nread)) {
+    case MREQ_MORE: return;
+    case MREQ_METRICS: mconn_respond(m, "200 OK", NULL); return;
+    case MREQ_NOT_FOUND: mconn_respond(m, "404 Not Found", "try /metrics\n"); return;
+    case MREQ_BAD_METHOD:
+      mconn_respond(m, "405 Method Not Allowed", "only GET /metrics\n");
+      return;
+    case MREQ_NUL: mconn_respond(m, "400 Bad Request", "bad request: NUL byte\n"); return;
+    case MREQ_TOO_LARGE:
+      mconn_respond(m, "431 Request Header Fields Too Large", "request too large\n");
+      return;
   }
-  size_t room = sizeof m->req - 1 - m->len;
-  if ((size_t)nread > room) {
-    mconn_respond(m, "431 Request Header Fields Too Large", "request too large\n");
-    return;
-  }
-  memcpy(m->req + m->len, buf, (size_t)nread);
-  m->len += (size_t)nread;
-  m->req[m->len] = 0;
-  if (!strstr(m->req, "\r\n\r\n") && !strstr(m->req, "\n\n")) return;
-  if (strncmp(m->req, "GET /metrics ", 13) == 0 || strncmp(m->req, "GET /metrics?", 13) == 0)
-    mconn_respond(m, "200 OK", NULL);
-  else if (strncmp(m->req, "GET ", 4) != 0)
-    mconn_respond(m, "405 Method Not Allowed", "only GET /metrics\n");
-  else
-    mconn_respond(m, "404 Not Found", "try /metrics\n");
 }
 
 static void mconn_idle(evr_stream_t *s) {
@@ -1409,6 +1601,10 @@ static void usage(void) {
       "  --max-conns N           refuse clients beyond N open ones (default 0: no limit)\n"
       "  --buffer-size BYTES     unsent bytes held per direction per connection (default 65536)\n"
       "  --send-proxy v1|v2      send a PROXY protocol header to the upstream\n"
+      "  --accept-proxy          read a PROXY protocol header (v1 or v2) from every client\n"
+      "                          first; its addresses are passed on as the client's\n"
+      "  --accept-proxy-timeout MS\n"
+      "                          the header must be complete within MS (default 5000)\n"
       "  --metrics ADDR          serve GET /metrics (Prometheus text format) on ADDR\n"
       "  --threads N             event loops, one per thread (default: one per CPU)\n"
       "  --loop-balance MODE     how clients reach the loops: kernel (one SO_REUSEPORT\n"
@@ -1449,6 +1645,7 @@ static void add_upstream(const char *text) {
 int main(int argc, char **argv) {
   log_prog = "evr-proxy";
   cfg.connect_timeout_ms = 5000;
+  cfg.accept_proxy_timeout_ms = 5000;
   cfg.buffer_size = 65536;
   cfg.drain_timeout_s = 30;
   cfg.loop_balance = BALANCE_DEFAULT;
@@ -1484,6 +1681,10 @@ int main(int argc, char **argv) {
       if (!strcmp(v, "v1")) cfg.send_proxy = PP_V1;
       else if (!strcmp(v, "v2")) cfg.send_proxy = PP_V2;
       else usage_error("--send-proxy: '%s' is not v1 or v2", v);
+    } else if (!strcmp(a, "--accept-proxy")) {
+      cfg.accept_proxy = 1;
+    } else if (!strcmp(a, "--accept-proxy-timeout")) {
+      cfg.accept_proxy_timeout_ms = parse_uint(a, option_value(argc, argv, &i), 1, 3600 * 1000);
     } else if (!strcmp(a, "--metrics")) {
       cfg.metrics = option_value(argc, argv, &i);
       int rc = evr_addr_parse(&cfg.metrics_addr, cfg.metrics);

@@ -12,12 +12,17 @@
 #   6. 32-bit (build-m32/, gcc -m32), every test;
 #   7. musl (build-musl/, musl-gcc): the library, the samples and evr-tour on
 #      every backend, and every test when a musl build of cmocka is found
-#      (scripts/common.sh: evr_musl_cmocka).
-# Passes 6 and 7 need packages of their own (gcc-multilib and the i386
-# libcmocka-dev; musl-tools and Debian's cmocka source package), and the API
-# reference needs doxygen: where they cannot be had, the pass says so and is
-# skipped, unless CI is set (then it fails). .ci/run sets the machine up for
-# them.
+#      (scripts/common.sh: evr_musl_cmocka);
+#   8. libFuzzer (build-fuzz/, clang -fsanitize=fuzzer,address,undefined,
+#      -DEVR_FUZZ=ON): each harness of tests/fuzz runs for EVR_FUZZ_SECONDS
+#      (default 30) from its committed seed corpus; what it finds new is kept
+#      in build-fuzz/corpus/ for the next run, a crashing input in
+#      build-fuzz/artifacts/.
+# Passes 6 to 8 need packages of their own (gcc-multilib and the i386
+# libcmocka-dev; musl-tools and Debian's cmocka source package; clang's
+# libFuzzer runtime, libclang-rt-dev), and the API reference needs doxygen:
+# where they cannot be had, the pass says so and is skipped, unless CI is set
+# (then it fails). .ci/run sets the machine up for them.
 # Every pass has a build directory of its own; build/ is left to the Quick
 # start's Release build (scripts/run-samples.sh).
 # Options: --quick runs pass 1 only.
@@ -104,5 +109,49 @@ if command -v musl-gcc >/dev/null 2>&1; then
   [ -n "$musl_cmocka" ] && run_ctest "$EVR_ROOT/build-musl"
 else
   skip_pass "musl pass: needs musl-gcc (musl-tools)"
+fi
+
+# Can clang build and link a libFuzzer program with the sanitizers?
+have_libfuzzer() {
+  command -v clang >/dev/null 2>&1 || return 1
+  local d rc
+  d=$(mktemp -d) || return 1
+  printf '%s\n' '#include <stddef.h>' '#include <stdint.h>' \
+    'int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }' \
+    > "$d/probe.c"
+  clang -fsanitize=fuzzer,address,undefined "$d/probe.c" -o "$d/probe" >/dev/null 2>&1
+  rc=$?
+  rm -rf "$d"
+  return $rc
+}
+
+if have_libfuzzer; then
+  fz=$EVR_ROOT/build-fuzz
+  CC=clang evr_build "$fz" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEVR_FUZZ=ON \
+    -DEVR_SANITIZE=address,undefined -DEVR_BUILD_TESTS=OFF -DEVR_BUILD_SAMPLES=OFF \
+    -DEVR_BUILD_BENCH=OFF
+  secs=${EVR_FUZZ_SECONDS:-30}
+  mkdir -p "$fz/artifacts"
+  for src in "$EVR_ROOT"/tests/fuzz/fuzz_*.c; do
+    name=$(basename "$src" .c)
+    name=${name#fuzz_}
+    corpus=$fz/corpus/$name
+    log=$fz/fuzz_$name.log
+    mkdir -p "$corpus"
+    dict=()
+    [ -f "$EVR_ROOT/tests/fuzz/$name.dict" ] && dict=("-dict=$EVR_ROOT/tests/fuzz/$name.dict")
+    echo "==> fuzz_$name for $secs s"
+    if ! ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+      "$fz/bin/fuzz_$name" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+      -print_final_stats=1 -artifact_prefix="$fz/artifacts/$name-" ${dict[@]+"${dict[@]}"} \
+      "$corpus" "$EVR_ROOT/tests/fuzz/corpus/$name" >"$log" 2>&1; then
+      tail -n 60 "$log" >&2
+      echo "error: fuzz_$name failed (full output: $log; input: $fz/artifacts/)" >&2
+      exit 1
+    fi
+    grep -E '^stat::(number_of_executed_units|new_units_added)' "$log" | sed 's/^/    /'
+  done
+else
+  skip_pass "fuzz pass: needs clang with libFuzzer (libclang-rt-dev)"
 fi
 echo "==> tests OK"

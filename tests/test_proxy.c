@@ -2,7 +2,9 @@
  * is inherited by the daemons): byte-exact relay to evr-echo on 100
  * connections, half-close both ways, upstream failures and resets, abort
  * propagation, bounded memory with a client that never reads, PROXY
- * protocol headers (exact bytes, and HAProxy accepting them), /metrics
+ * protocol headers (exact bytes, and HAProxy accepting them), --accept-proxy
+ * (the headers clients send: every family, data after the header, garbage
+ * and slow headers, HAProxy sending them), /metrics
  * (never cut, escaped labels, hostile requests, connection cap), drain on
  * SIGTERM and SIGHUP, descriptor exhaustion, --splice, clients spread over
  * the loops (--loop-balance accept and kernel), command line. */
@@ -13,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -715,6 +718,555 @@ static void test_proxy_send_proxy_accepted_by_haproxy(void **state) {
   expect_clean_exit(&echo_pid, SIGTERM);
 }
 
+/* ---- --accept-proxy: PROXY headers from the clients ---- */
+
+static const unsigned char pp2_sig[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                          0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+
+/* A client as a PROXY header describes it; family 0: none (v1 UNKNOWN, v2
+ * LOCAL), the connection's own addresses stand. */
+struct pp_client {
+  const char *what;
+  int version; /* of the header the client sends: 1 or 2 */
+  int family;
+  const char *src, *dst;
+  uint16_t sport, dport;
+};
+
+static const struct pp_client pp_clients[] = {
+    {"v1 TCP4", 1, AF_INET, "203.0.113.7", "198.51.100.9", 40000, 443},
+    {"v1 TCP6", 1, AF_INET6, "2001:db8::7", "2001:db8::9", 40001, 8443},
+    {"v2 TCP over IPv4", 2, AF_INET, "192.0.2.10", "192.0.2.20", 5555, 80},
+    {"v2 TCP over IPv6", 2, AF_INET6, "2001:db8:1::10", "2001:db8:2::20", 1, 65535},
+    {"v1 UNKNOWN", 1, 0, NULL, NULL, 0, 0},
+    {"v2 LOCAL", 2, 0, NULL, NULL, 0, 0},
+};
+
+/* The header the client sends into out (a v2 PROXY header carries a NOOP
+ * TLV, to be skipped); returns its length. */
+static size_t pp_client_header(const struct pp_client *pc, unsigned char *out, size_t size) {
+  if (pc->version == 1) {
+    int n = pc->family ? snprintf((char *)out, size, "PROXY %s %s %s %u %u\r\n",
+                                  pc->family == AF_INET ? "TCP4" : "TCP6", pc->src, pc->dst,
+                                  pc->sport, pc->dport)
+                       : snprintf((char *)out, size, "PROXY UNKNOWN\r\n");
+    assert_true(n > 0 && (size_t)n < size);
+    return (size_t)n;
+  }
+  memcpy(out, pp2_sig, 12);
+  if (!pc->family) {
+    out[12] = 0x20;
+    out[13] = 0x00;
+    out[14] = out[15] = 0;
+    return 16;
+  }
+  size_t alen = pc->family == AF_INET ? 4 : 16;
+  out[12] = 0x21;
+  out[13] = pc->family == AF_INET ? 0x11 : 0x21;
+  size_t len = 2 * alen + 4 + 4;
+  out[14] = 0;
+  out[15] = (unsigned char)len;
+  assert_int_equal(inet_pton(pc->family, pc->src, out + 16), 1);
+  assert_int_equal(inet_pton(pc->family, pc->dst, out + 16 + alen), 1);
+  unsigned char *p = out + 16 + 2 * alen;
+  p[0] = (unsigned char)(pc->sport >> 8);
+  p[1] = (unsigned char)pc->sport;
+  p[2] = (unsigned char)(pc->dport >> 8);
+  p[3] = (unsigned char)pc->dport;
+  memcpy(p + 4, "\x04\x00\x01\x00", 4); /* NOOP TLV */
+  return 16 + len;
+}
+
+/* The header evr-proxy --send-proxy `version` writes for a client src ->
+ * dst (text addresses of `family`). */
+static size_t sent_header(const char *version, int family, const char *src, const char *dst,
+                          unsigned sport, unsigned dport, unsigned char *out, size_t size) {
+  unsigned char a[16], b[16];
+  char ta[INET6_ADDRSTRLEN], tb[INET6_ADDRSTRLEN];
+  assert_int_equal(inet_pton(family, src, a), 1);
+  assert_int_equal(inet_pton(family, dst, b), 1);
+  if (strcmp(version, "v1") == 0) {
+    /* evr-proxy writes the addresses with inet_ntop(). */
+    inet_ntop(family, a, ta, sizeof ta);
+    inet_ntop(family, b, tb, sizeof tb);
+    int n = snprintf((char *)out, size, "PROXY %s %s %s %u %u\r\n",
+                     family == AF_INET ? "TCP4" : "TCP6", ta, tb, sport, dport);
+    assert_true(n > 0 && (size_t)n < size);
+    return (size_t)n;
+  }
+  size_t alen = family == AF_INET ? 4 : 16;
+  memcpy(out, pp2_sig, 12);
+  out[12] = 0x21;
+  out[13] = family == AF_INET ? 0x11 : 0x21;
+  out[14] = 0;
+  out[15] = (unsigned char)(2 * alen + 4);
+  memcpy(out + 16, a, alen);
+  memcpy(out + 16 + alen, b, alen);
+  unsigned char *p = out + 16 + 2 * alen;
+  p[0] = (unsigned char)(sport >> 8);
+  p[1] = (unsigned char)sport;
+  p[2] = (unsigned char)(dport >> 8);
+  p[3] = (unsigned char)dport;
+  return 16 + 2 * alen + 4;
+}
+
+/* Read len bytes from the fake upstream and compare them with want,
+ * printing both on a difference. */
+static void expect_bytes(int u, const unsigned char *want, size_t len, const char *what) {
+  unsigned char got[512];
+  assert_true(len <= sizeof got);
+  size_t n = recv_all(u, got, len, 10000);
+  if (n != len || memcmp(got, want, len) != 0) {
+    fprintf(stderr, "%s: the upstream got %zu bytes:", what, n);
+    for (size_t i = 0; i < n; i++) fprintf(stderr, " %02x", got[i]);
+    fprintf(stderr, "\n  expected %zu:", len);
+    for (size_t i = 0; i < len; i++) fprintf(stderr, " %02x", want[i]);
+    fprintf(stderr, "\n");
+    dump_logs();
+    fail_msg("%s: the upstream did not get the header and data expected", what);
+  }
+}
+
+/* The next upstream connection that brings want[0..len): connections that
+ * bring something else (HAProxy's own, for a client that only probed
+ * whether it listens) are closed and skipped. Returns its descriptor. */
+static int accept_expecting(int lfd, const unsigned char *want, size_t len, const char *what) {
+  for (int tries = 0; tries < 10; tries++) {
+    int u = accept_within(lfd, 10000);
+    if (u < 0) break;
+    unsigned char got[512];
+    assert_true(len <= sizeof got);
+    size_t n = recv_all(u, got, len, 10000);
+    if (n == len && memcmp(got, want, len) == 0) return u;
+    fprintf(stderr, "%s: skipping an upstream connection that brought %zu bytes:", what, n);
+    for (size_t i = 0; i < n; i++) fprintf(stderr, " %02x", got[i]);
+    fprintf(stderr, "\n");
+    close(u);
+  }
+  dump_logs();
+  char *log = e2e_read_file(haproxy_log);
+  fprintf(stderr, "---- haproxy log ----\n%s\n", log ? log : "(none)");
+  free(log);
+  fail_msg("%s: no upstream connection brought the header and data expected", what);
+  return -1;
+}
+
+/* client (PROXY header + data) -> evr-proxy --accept-proxy --send-proxy
+ * v1|v2 -> an upstream that checks the header it gets: the client's
+ * original addresses for every family, the connection's own for UNKNOWN
+ * and LOCAL; the data that came with the header follows it, intact. */
+static void check_accept_proxy(const char *version) {
+  int up_port, lfd = listen_local(&up_port);
+  const char *extra[] = {"--accept-proxy", "--send-proxy", version, NULL};
+  start_proxy(&up_port, 1, extra);
+  for (size_t i = 0; i < sizeof pp_clients / sizeof pp_clients[0]; i++) {
+    const struct pp_client *pc = &pp_clients[i];
+    unsigned char msg[256], want[256];
+    size_t hlen = pp_client_header(pc, msg, sizeof msg);
+    memcpy(msg + hlen, "PAYLOAD", 7);
+    int c = e2e_connect(proxy_port);
+    assert_true(c >= 0);
+    struct sockaddr_in me;
+    socklen_t len = sizeof me;
+    assert_int_equal(getsockname(c, (struct sockaddr *)&me, &len), 0);
+    assert_int_equal(test_send(c, msg, hlen + 7), (ssize_t)(hlen + 7));
+    int u = accept_within(lfd, 10000);
+    if (u < 0) dump_logs();
+    assert_true(u >= 0);
+    size_t wlen = pc->family ? sent_header(version, pc->family, pc->src, pc->dst, pc->sport,
+                                           pc->dport, want, sizeof want)
+                             : sent_header(version, AF_INET, "127.0.0.1", "127.0.0.1",
+                                           ntohs(me.sin_port), (unsigned)proxy_port, want,
+                                           sizeof want);
+    memcpy(want + wlen, "PAYLOAD", 7);
+    char what[96];
+    snprintf(what, sizeof what, "%s header in, %s out", pc->what, version);
+    expect_bytes(u, want, wlen + 7, what);
+    /* And the other way, as usual. */
+    assert_int_equal(test_send(u, "back", 4), 4);
+    char back[4];
+    assert_int_equal(recv_all(c, back, 4, 10000), 4);
+    assert_memory_equal(back, "back", 4);
+    close(c);
+    close(u);
+  }
+  char *m = get_metrics();
+  assert_true(metric(m, "evr_proxy_inbound_proxy_headers_total{version=\"v1\"}") == 3);
+  assert_true(metric(m, "evr_proxy_inbound_proxy_headers_total{version=\"v2\"}") == 3);
+  assert_true(metric(m, "evr_proxy_inbound_proxy_rejected_total{reason=\"invalid\"}") == 0);
+  free(m);
+  close(lfd);
+  expect_clean_exit(&proxy_pid, SIGTERM);
+}
+
+static void test_proxy_accept_proxy_passes_the_client_address_v1(void **state) {
+  (void)state;
+  check_accept_proxy("v1");
+}
+
+static void test_proxy_accept_proxy_passes_the_client_address_v2(void **state) {
+  (void)state;
+  check_accept_proxy("v2");
+}
+
+/* Send out[0..n) on fd (made non-blocking) while reading back want[0..wn);
+ * 0 if exactly that came back within 60 s. */
+static int send_expect(int fd, const unsigned char *out, size_t n, const unsigned char *want,
+                       size_t wn) {
+  int fl = fcntl(fd, F_GETFL);
+  assert_int_equal(fcntl(fd, F_SETFL, fl | O_NONBLOCK), 0);
+  unsigned char *got = malloc(wn + 1);
+  assert_non_null(got);
+  size_t sent = 0, recvd = 0;
+  int rc = -1;
+  for (int idle = 0; idle < 600;) {
+    struct pollfd p = {.fd = fd, .events = (short)(POLLIN | (sent < n ? POLLOUT : 0))};
+    int r = poll(&p, 1, 100);
+    if (r < 0 && errno == EINTR) continue;
+    if (r == 0) {
+      idle++;
+      continue;
+    }
+    idle = 0;
+    if (sent < n && (p.revents & POLLOUT)) {
+      ssize_t k = test_send(fd, out + sent, n - sent);
+      if (k > 0) sent += (size_t)k;
+      else if (k < 0 && errno != EAGAIN) break;
+    }
+    if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t k = recv(fd, got + recvd, wn + 1 - recvd, 0);
+      if (k > 0) recvd += (size_t)k;
+      else if (k == 0 || errno != EAGAIN) break;
+    }
+    if (recvd > wn) break;
+    if (sent == n && recvd == wn) {
+      rc = memcmp(got, want, wn) == 0 ? 0 : -1;
+      break;
+    }
+  }
+  if (rc) fprintf(stderr, "sent %zu of %zu bytes, got %zu of %zu back\n", sent, n, recvd, wn);
+  free(got);
+  assert_int_equal(fcntl(fd, F_SETFL, fl), 0);
+  return rc;
+}
+
+/* Through evr-echo (no --send-proxy): what a client sends after its header
+ * comes back exactly, the header never does. The header and 256 KiB of
+ * data in one write; the header a byte at a time, then data; header, data
+ * and FIN at once. */
+static void check_data_after_header(const char *const *extra) {
+  start_echo();
+  start_proxy(&echo_port, 1, extra);
+  enum { BIG = 256 * 1024 };
+  unsigned char *data = malloc(BIG), *msg = malloc(BIG + 512);
+  assert_non_null(data);
+  assert_non_null(msg);
+  srand(7);
+  for (size_t i = 0; i < BIG; i++) data[i] = (unsigned char)rand();
+  for (size_t i = 0; i < sizeof pp_clients / sizeof pp_clients[0]; i++) {
+    /* Header and data in one write. */
+    size_t hlen = pp_client_header(&pp_clients[i], msg, 512);
+    memcpy(msg + hlen, data, BIG);
+    int c = e2e_connect(proxy_port);
+    assert_true(c >= 0);
+    if (send_expect(c, msg, hlen + BIG, data, BIG) != 0) {
+      dump_logs();
+      fail_msg("%s: header and 256 KiB in one write: the echo differs", pp_clients[i].what);
+    }
+    close(c);
+    /* The header a byte at a time (each its own segment), then data. */
+    c = e2e_connect(proxy_port);
+    assert_true(c >= 0);
+    int one = 1;
+    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    for (size_t k = 0; k < hlen; k++) {
+      assert_int_equal(test_send(c, msg + k, 1), 1);
+      usleep(1000);
+    }
+    if (send_expect(c, data, 1000, data, 1000) != 0) {
+      dump_logs();
+      fail_msg("%s: header a byte at a time: the echo differs", pp_clients[i].what);
+    }
+    close(c);
+  }
+  /* Header, data and FIN at once: the data comes back, then EOF. */
+  size_t hlen = pp_client_header(&pp_clients[0], msg, 512);
+  memcpy(msg + hlen, "last words", 10);
+  int c = e2e_connect(proxy_port);
+  assert_true(c >= 0);
+  assert_int_equal(test_send(c, msg, hlen + 10), (ssize_t)(hlen + 10));
+  assert_int_equal(shutdown(c, SHUT_WR), 0);
+  char buf[16];
+  assert_int_equal(recv_all(c, buf, 10, 10000), 10);
+  assert_memory_equal(buf, "last words", 10);
+  assert_int_equal(recv_within(c, buf, sizeof buf, 10000), 0);
+  close(c);
+  free(data);
+  free(msg);
+  char *m = get_metrics();
+  double n = sizeof pp_clients / sizeof pp_clients[0];
+  assert_true(metric(m, "evr_proxy_inbound_proxy_headers_total{version=\"v1\"}") +
+                  metric(m, "evr_proxy_inbound_proxy_headers_total{version=\"v2\"}") ==
+              2 * n + 1);
+  free(m);
+  expect_clean_exit(&proxy_pid, SIGTERM);
+  expect_clean_exit(&echo_pid, SIGTERM);
+}
+
+static void test_proxy_accept_proxy_data_after_the_header_arrives_intact(void **state) {
+  (void)state;
+  const char *extra[] = {"--accept-proxy", "--threads", "1", NULL};
+  check_data_after_header(extra);
+#if defined(__linux__) && !(defined(EVR_PORTABLE) && EVR_PORTABLE)
+  /* The early bytes are written by the stream, then the pipes take over. */
+  const char *spliced[] = {"--accept-proxy", "--threads", "1", "--splice", NULL};
+  check_data_after_header(spliced);
+#endif
+}
+
+/* 1 if the proxy closed c (EOF or reset) within ms; *elapsed_ms says when. */
+static int closed_within(int c, int ms, int64_t *elapsed_ms) {
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  char buf[64];
+  ssize_t r = recv_within(c, buf, sizeof buf, ms);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  if (elapsed_ms)
+    *elapsed_ms = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+  return r == 0 || (r == -1 && errno == ECONNRESET);
+}
+
+/* Invalid headers are refused at once, a header not complete within
+ * --accept-proxy-timeout when it runs out; either way the client is closed
+ * without an upstream connection, counted in /metrics, and logged at most
+ * a line a second. A client that leaves first is counted too. */
+static void test_proxy_accept_proxy_closes_garbage_and_slow_headers(void **state) {
+  (void)state;
+  int up_port, lfd = listen_local(&up_port);
+  const char *extra[] = {"--accept-proxy", "--accept-proxy-timeout", "1000", "--threads", "1",
+                         NULL};
+  start_proxy(&up_port, 1, extra);
+  static const struct {
+    const char *what;
+    const char *bytes;
+    size_t len;
+  } garbage[] = {
+      {"an HTTP request", "GET / HTTP/1.0\r\n\r\n", 18},
+      {"a TLS hello", "\x16\x03\x01\x00\xa5\x01\x00\x00", 8},
+      {"v1 with a bad port", "PROXY TCP4 1.2.3.4 5.6.7.8 1 65536\r\n", 36},
+      {"v1 with an IPv6 address as TCP4", "PROXY TCP4 ::1 ::1 1 2\r\n", 24},
+      {"v1 with LF alone", "PROXY UNKNOWN\n", 14},
+      {"v2 version 3", "\r\n\r\n\0\r\nQUIT\n\x31\x11\x00\x0c", 16},
+      {"v2 short address block", "\r\n\r\n\0\r\nQUIT\n\x21\x21\x00\x0c", 16},
+  };
+  enum { NGARBAGE = sizeof garbage / sizeof garbage[0] };
+  for (int i = 0; i < NGARBAGE; i++) {
+    int c = e2e_connect(proxy_port);
+    assert_true(c >= 0);
+    assert_int_equal(test_send(c, garbage[i].bytes, garbage[i].len), (ssize_t)garbage[i].len);
+    int64_t ms;
+    if (!closed_within(c, 5000, &ms)) {
+      dump_logs();
+      fail_msg("%s: not closed", garbage[i].what);
+    }
+    /* At once, not at the header timeout. */
+    if (ms >= 900) fprintf(stderr, "note: %s closed after %lld ms\n", garbage[i].what, (long long)ms);
+    close(c);
+  }
+  /* A line of 107 bytes without CRLF: refused when the 107th is in. */
+  char line[200];
+  memset(line, 'x', sizeof line);
+  memcpy(line, "PROXY UNKNOWN ", 14);
+  int c = e2e_connect(proxy_port);
+  assert_true(c >= 0);
+  assert_int_equal(test_send(c, line, 106), 106);
+  assert_int_equal(recv_within(c, line + 150, 1, 100), -2); /* still open */
+  assert_int_equal(test_send(c, line, 1), 1);
+  assert_true(closed_within(c, 5000, NULL));
+  close(c);
+  /* Slow, at once: a header that stops half way, and a client that sends
+   * nothing. Both are closed when the timeout runs out, not before. */
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  int slow[2] = {e2e_connect(proxy_port), e2e_connect(proxy_port)};
+  assert_true(slow[0] >= 0 && slow[1] >= 0);
+  assert_int_equal(test_send(slow[0], "PROXY TCP4 1.2.3.4 ", 19), 19);
+  for (int i = 0; i < 2; i++) {
+    assert_true(closed_within(slow[i], 10000, NULL));
+    close(slow[i]);
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  int64_t slow_ms =
+      (int64_t)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+  assert_true(slow_ms >= 950);
+  /* A client that leaves before its header is complete. */
+  c = e2e_connect(proxy_port);
+  assert_true(c >= 0);
+  assert_int_equal(test_send(c, "PROXY ", 6), 6);
+  close(c);
+  /* None of them reached the upstream. */
+  assert_int_equal(accept_within(lfd, 200), -1);
+  char *m = get_metrics();
+  for (int i = 0; i < 200 && metric(m, "evr_proxy_inbound_proxy_rejected_total{reason=\"closed\"}") < 1; i++) {
+    free(m);
+    usleep(10000);
+    m = get_metrics();
+  }
+  assert_true(metric(m, "evr_proxy_inbound_proxy_rejected_total{reason=\"invalid\"}") ==
+              NGARBAGE + 1);
+  assert_true(metric(m, "evr_proxy_inbound_proxy_rejected_total{reason=\"timeout\"}") == 2);
+  assert_true(metric(m, "evr_proxy_inbound_proxy_rejected_total{reason=\"closed\"}") == 1);
+  assert_true(metric(m, "evr_proxy_inbound_proxy_headers_total{version=\"v1\"}") == 0);
+  assert_true(metric(m, "evr_proxy_connections_active") == 0);
+  free(m);
+  /* A valid header still goes through. */
+  c = e2e_connect(proxy_port);
+  assert_true(c >= 0);
+  assert_int_equal(test_send(c, "PROXY UNKNOWN\r\nok", 17), 17);
+  int u = accept_within(lfd, 10000);
+  assert_true(u >= 0);
+  char buf[2];
+  assert_int_equal(recv_all(u, buf, 2, 10000), 2);
+  assert_memory_equal(buf, "ok", 2);
+  close(u);
+  close(c);
+  close(lfd);
+  expect_clean_exit(&proxy_pid, SIGTERM);
+  /* Logged, the first in full, the others counted: a line a second. */
+  char *log = e2e_read_file(proxy_log);
+  assert_non_null(log);
+  int full = count_in(log, " warn: PROXY header from 127.0.0.1:");
+  int lines = count_in(log, " warn: PROXY header");
+  if (full < 1 || lines > 4) fprintf(stderr, "---- evr-proxy log ----\n%s\n", log);
+  assert_true(full >= 1);
+  assert_true(lines <= 4);
+  assert_non_null(strstr(log, "not a PROXY protocol header"));
+  free(log);
+}
+
+/* HAProxy (send-proxy, send-proxy-v2 with a CRC32C TLV) in front of
+ * evr-proxy --accept-proxy --send-proxy v1: the upstream sees the address
+ * of the client that connected to HAProxy, over IPv4 and IPv6. */
+static void test_proxy_accept_proxy_from_haproxy(void **state) {
+  (void)state;
+  const char *haproxy = find_haproxy();
+  if (!haproxy) {
+    fprintf(stderr,
+            "SKIP test_proxy_accept_proxy_from_haproxy: haproxy is not installed "
+            "(Debian/Ubuntu package 'haproxy'); it is the reference PROXY protocol "
+            "sender this test checks evr-proxy's reading against\n");
+    skip();
+  }
+  int up_port, lfd = listen_local(&up_port);
+  const char *extra[] = {"--accept-proxy", "--send-proxy", "v1", "--threads", "1", NULL};
+  start_proxy(&up_port, 1, extra);
+  int fe[4] = {e2e_free_port(), e2e_free_port(), -1, -1};
+  int have6 = free_port6() > 0;
+  if (have6) {
+    fe[2] = free_port6();
+    fe[3] = free_port6();
+  } else {
+    fprintf(stderr, "note: no IPv6 loopback here: HAProxy's TCP6 headers are not tried\n");
+  }
+  snprintf(haproxy_cfg, sizeof haproxy_cfg, "/tmp/evr-proxy-test-%ld.haproxy.cfg",
+           (long)getpid());
+  snprintf(haproxy_log, sizeof haproxy_log, "/tmp/evr-proxy-test-%ld.haproxy.log",
+           (long)getpid());
+  FILE *f = fopen(haproxy_cfg, "w");
+  assert_non_null(f);
+  fprintf(f,
+          "global\n"
+          "    log stderr format raw local0 info\n"
+          "defaults\n"
+          "    mode tcp\n"
+          "    log global\n"
+          "    timeout connect 10s\n"
+          "    timeout client 60s\n"
+          "    timeout server 60s\n"
+          "frontend v1_4\n"
+          "    bind 127.0.0.1:%d\n"
+          "    default_backend v1\n"
+          "frontend v2_4\n"
+          "    bind 127.0.0.1:%d\n"
+          "    default_backend v2\n",
+          fe[0], fe[1]);
+  if (have6)
+    fprintf(f,
+            "frontend v1_6\n"
+            "    bind [::1]:%d\n"
+            "    default_backend v1\n"
+            "frontend v2_6\n"
+            "    bind [::1]:%d\n"
+            "    default_backend v2\n",
+            fe[2], fe[3]);
+  fprintf(f,
+          "backend v1\n"
+          "    server evr 127.0.0.1:%d send-proxy\n"
+          "backend v2\n"
+          "    server evr 127.0.0.1:%d send-proxy-v2 proxy-v2-options crc32c\n",
+          proxy_port, proxy_port);
+  fclose(f);
+  char *hargv[] = {(char *)haproxy, "-db", "-f", haproxy_cfg, NULL};
+  haproxy_pid = e2e_spawn(hargv, haproxy_log);
+  if (e2e_wait_listening(fe[0], 10000) != 0 || e2e_wait_listening(fe[1], 10000) != 0) {
+    char *log = e2e_read_file(haproxy_log);
+    fprintf(stderr, "---- haproxy log ----\n%s\n", log ? log : "(none)");
+    free(log);
+    fail_msg("haproxy did not listen");
+  }
+  /* The readiness probes may reach the upstream through HAProxy and
+   * evr-proxy: accept_expecting() skips them. */
+  for (int i = 0; i < 4; i++) {
+    if (fe[i] < 0) continue;
+    int v6 = i >= 2;
+    int c = test_socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
+    assert_true(c >= 0);
+    struct sockaddr_storage sa = {0};
+    socklen_t salen;
+    if (v6) {
+      struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&sa;
+      s6->sin6_family = AF_INET6;
+      s6->sin6_addr = in6addr_loopback;
+      s6->sin6_port = htons((uint16_t)fe[i]);
+      salen = sizeof *s6;
+    } else {
+      struct sockaddr_in *s4 = (struct sockaddr_in *)&sa;
+      s4->sin_family = AF_INET;
+      s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      s4->sin_port = htons((uint16_t)fe[i]);
+      salen = sizeof *s4;
+    }
+    assert_int_equal(connect(c, (struct sockaddr *)&sa, salen), 0);
+    struct sockaddr_storage me;
+    socklen_t len = sizeof me;
+    assert_int_equal(getsockname(c, (struct sockaddr *)&me, &len), 0);
+    unsigned cport = v6 ? ntohs(((struct sockaddr_in6 *)&me)->sin6_port)
+                        : ntohs(((struct sockaddr_in *)&me)->sin_port);
+    assert_int_equal(test_send(c, "PAYLOAD", 7), 7);
+    int u;
+    unsigned char want[256];
+    size_t wlen = sent_header("v1", v6 ? AF_INET6 : AF_INET, v6 ? "::1" : "127.0.0.1",
+                              v6 ? "::1" : "127.0.0.1", cport, (unsigned)fe[i], want,
+                              sizeof want);
+    memcpy(want + wlen, "PAYLOAD", 7);
+    char what[64];
+    snprintf(what, sizeof what, "HAProxy %s over IPv%d", i % 2 ? "send-proxy-v2" : "send-proxy",
+             v6 ? 6 : 4);
+    u = accept_expecting(lfd, want, wlen + 7, what);
+    close(c);
+    close(u);
+  }
+  char *m = get_metrics();
+  double v1 = metric(m, "evr_proxy_inbound_proxy_headers_total{version=\"v1\"}");
+  double v2 = metric(m, "evr_proxy_inbound_proxy_headers_total{version=\"v2\"}");
+  assert_true(v1 >= (have6 ? 2 : 1) && v2 >= (have6 ? 2 : 1));
+  assert_true(metric(m, "evr_proxy_inbound_proxy_rejected_total{reason=\"invalid\"}") == 0);
+  free(m);
+  stop_haproxy();
+  close(lfd);
+  expect_clean_exit(&proxy_pid, SIGTERM);
+}
+
 static void test_proxy_metrics_parse(void **state) {
   (void)state;
   start_echo();
@@ -1377,6 +1929,10 @@ static void test_proxy_command_line(void **state) {
   char *missing[] = {bin, "--listen", NULL};
   char *bad_loop_balance[] = {bin, "--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:2",
                               "--loop-balance", "roundrobin", NULL};
+  char *bad_pp_timeout[] = {bin, "--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:2",
+                            "--accept-proxy", "--accept-proxy-timeout", "0", NULL};
+  char *bad_pp_timeout2[] = {bin, "--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:2",
+                             "--accept-proxy-timeout", "5s", NULL};
   assert_int_equal(run_status(help), 0);
   assert_int_equal(run_status(version), 0);
   assert_int_equal(run_status(bad_flag), 2);
@@ -1396,6 +1952,12 @@ static void test_proxy_command_line(void **state) {
   log = e2e_read_file(proxy_log);
   assert_non_null(log);
   assert_non_null(strstr(log, "--loop-balance: 'roundrobin' is not kernel or accept"));
+  free(log);
+  assert_int_equal(run_status(bad_pp_timeout2), 2);
+  assert_int_equal(run_status(bad_pp_timeout), 2);
+  log = e2e_read_file(proxy_log);
+  assert_non_null(log);
+  assert_non_null(strstr(log, "--accept-proxy-timeout"));
   free(log);
 }
 
@@ -1417,6 +1979,11 @@ int main(void) {
       T(test_proxy_send_proxy_v1_for_unix_client_is_unknown),
       T(test_proxy_send_proxy_v2_for_unix_client_is_local),
       T(test_proxy_send_proxy_accepted_by_haproxy),
+      T(test_proxy_accept_proxy_passes_the_client_address_v1),
+      T(test_proxy_accept_proxy_passes_the_client_address_v2),
+      T(test_proxy_accept_proxy_data_after_the_header_arrives_intact),
+      T(test_proxy_accept_proxy_closes_garbage_and_slow_headers),
+      T(test_proxy_accept_proxy_from_haproxy),
       T(test_proxy_metrics_parse),
       T(test_proxy_metrics_complete_with_64_long_upstream_names),
       T(test_proxy_metrics_escapes_label_values),
