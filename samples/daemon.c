@@ -1,10 +1,12 @@
-/* samples/daemon.c: logging, options, threads, connection hand-over and
- * the worker supervisor. */
+/* samples/daemon.c: logging, options, threads, connection hand-over, the
+ * worker supervisor, and the service manager's side (socket activation,
+ * notifications, watchdog; the protocols themselves are in sd.c). */
 #define _GNU_SOURCE
 #include "daemon.h"
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +14,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "sd.h"
 
 int log_level = LOG_INFO;
 const char *log_prog = "evr";
@@ -182,6 +185,8 @@ int handoff(evr_loop_t *to, adopt_fn adopt, void *target, int fd) {
   return rc;
 }
 
+static int notify(const char *state); /* below: the service manager */
+
 /* ---- worker processes ---- */
 struct worker {
   pid_t pid;
@@ -192,6 +197,21 @@ static double since(const struct timespec *t) {
   struct timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
   return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+/* Sleep 1 s; with the watchdog on (SIGALRM is blocked meanwhile), in steps
+ * of at most half its interval, sending WATCHDOG=1 after each. */
+static void pause_1s(uint64_t wd_usec) {
+  struct timespec start;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  double left, half = wd_usec / 2 < 1000 ? 1e-3 : (double)(wd_usec / 2) / 1e6;
+  while ((left = 1.0 - since(&start)) > 0) {
+    double step = wd_usec && left > half ? half : left;
+    struct timespec ts = {(time_t)step, (long)((step - (double)(time_t)step) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+    if (wd_usec) notify("WATCHDOG=1");
+  }
 }
 
 static pid_t spawn(int index, serve_fn fn, void *arg, const sigset_t *old_mask) {
@@ -216,6 +236,7 @@ static pid_t spawn(int index, serve_fn fn, void *arg, const sigset_t *old_mask) 
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGHUP);
     pthread_sigmask(SIG_SETMASK, &mask, NULL);
+    sysd_detach(); /* the supervisor speaks for the workers */
     _exit(fn(index, arg));
   }
   return pid;
@@ -243,8 +264,22 @@ int supervise(int n, serve_fn fn, void *arg, unsigned kill_after_s,
     clock_gettime(CLOCK_MONOTONIC, &w[i].started);
     if (w[i].pid > 0) log_info("worker %d started (pid %ld)", i, (long)w[i].pid);
   }
-  int stopping = 0, status = 0, alive = 0;
+  int stopping = 0, status = 0, alive = 0, killed = 0;
   for (int i = 0; i < n; i++) alive += w[i].pid > 0;
+  /* With the service manager's watchdog on, SIGALRM comes every
+   * WATCHDOG_USEC / 2 (and also times the kill after a stop); else alarm()
+   * times the kill alone. */
+  uint64_t wd_usec = sysd_watchdog_usec();
+  struct timespec kill_at = {0, 0};
+  if (wd_usec) {
+    uint64_t half = wd_usec / 2 < 1000 ? 1000 : wd_usec / 2;
+    struct itimerval it;
+    it.it_interval.tv_sec = (time_t)(half / 1000000);
+    it.it_interval.tv_usec = (suseconds_t)(half % 1000000);
+    it.it_value = it.it_interval;
+    setitimer(ITIMER_REAL, &it, NULL);
+  }
+  if (alive > 0) service_ready();
   while (alive > 0) {
     int sig;
     if (sigwait(&set, &sig) != 0) continue;
@@ -252,14 +287,22 @@ int supervise(int n, serve_fn fn, void *arg, unsigned kill_after_s,
       if (!stopping) {
         log_info("signal %d: stopping %d workers", sig, alive);
         stopping = 1;
+        service_stopping();
         if (on_stop) on_stop(stop_arg);
-        alarm(kill_after_s);
+        clock_gettime(CLOCK_MONOTONIC, &kill_at);
+        kill_at.tv_sec += (time_t)kill_after_s;
+        if (!wd_usec) alarm(kill_after_s);
       }
       for (int i = 0; i < n; i++)
         if (w[i].pid > 0) kill(w[i].pid, SIGTERM);
       continue;
     }
     if (sig == SIGALRM) {
+      if (wd_usec) {
+        notify("WATCHDOG=1");
+        if (!stopping || killed || since(&kill_at) < 0) continue;
+      }
+      killed = 1;
       log_warn("workers still running after %u s: killing them", kill_after_s);
       for (int i = 0; i < n; i++)
         if (w[i].pid > 0) kill(w[i].pid, SIGKILL);
@@ -286,11 +329,7 @@ int supervise(int n, serve_fn fn, void *arg, unsigned kill_after_s,
         continue;
       }
       if (clean) continue; /* a worker that chose to exit is not restarted */
-      if (since(&w[i].started) < 1.0) {
-        struct timespec pause = {1, 0};
-        while (nanosleep(&pause, &pause) != 0 && errno == EINTR) {
-        }
-      }
+      if (since(&w[i].started) < 1.0) pause_1s(wd_usec);
       w[i].pid = spawn(i, fn, arg, &old);
       clock_gettime(CLOCK_MONOTONIC, &w[i].started);
       if (w[i].pid > 0) {
@@ -299,8 +338,205 @@ int supervise(int n, serve_fn fn, void *arg, unsigned kill_after_s,
       }
     }
   }
+  if (wd_usec) {
+    struct itimerval off;
+    memset(&off, 0, sizeof off);
+    setitimer(ITIMER_REAL, &off, NULL);
+  }
   alarm(0);
   free(w);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   return status;
+}
+
+/* ---- the service manager ---- */
+
+struct passed {
+  int fd;
+  int taken;
+  const char *name;
+  evr_addr_t addr;
+  char text[EVR_ADDR_STRLEN];
+};
+
+static struct passed *passed; /* kept for the life of the process */
+static int npassed = -1;      /* -1: the environment has not been read */
+
+static void activation_fail(int fd, const char *name, const char *why) {
+  log_error("socket activation: descriptor %d ('%s'): %s", fd, name, why);
+  exit(1);
+}
+
+static void activation_take(void) {
+  if (npassed >= 0) return;
+  npassed = 0;
+  /* Passed to another process (one that forked us and kept them): not
+   * ours to serve, and sysd_listen_fds() says nothing about it. */
+  const char *fds = getenv("LISTEN_FDS"), *pid = getenv("LISTEN_PID");
+  if (fds && (!pid || strtoll(pid, NULL, 10) != (long long)getpid()))
+    log_warn("socket activation: LISTEN_FDS=%s is for process %s, not this one (%ld): ignored",
+             fds, pid ? pid : "(no LISTEN_PID)", (long)getpid());
+  char **names = NULL;
+  int n = sysd_listen_fds(&names);
+  if (n < 0) {
+    log_error("socket activation: LISTEN_FDS, LISTEN_FDNAMES: %s", strerror(-n));
+    exit(1);
+  }
+  if (n == 0) return;
+  passed = calloc((size_t)n, sizeof *passed);
+  if (!passed) {
+    log_error("out of memory");
+    exit(1);
+  }
+  for (int i = 0; i < n; i++) {
+    struct passed *p = &passed[i];
+    p->fd = SD_FIRST_FD + i;
+    p->name = names && names[i] ? names[i] : "unknown";
+    int type = 0;
+    socklen_t len = sizeof type;
+    if (getsockopt(p->fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+      activation_fail(p->fd, p->name, errno == ENOTSOCK ? "not a socket" : strerror(errno));
+    if (type != SOCK_STREAM)
+      activation_fail(p->fd, p->name, "not a stream socket (ListenStream= only)");
+#ifdef SO_ACCEPTCONN
+    int listening = 0;
+    len = sizeof listening;
+    if (getsockopt(p->fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 || !listening)
+      activation_fail(p->fd, p->name, "not a listening socket (Accept=yes is not supported)");
+#endif
+    struct sockaddr_storage ss;
+    len = sizeof ss;
+    if (getsockname(p->fd, (struct sockaddr *)&ss, &len) < 0)
+      activation_fail(p->fd, p->name, strerror(errno));
+    if (evr_addr_from_sockaddr(&p->addr, (struct sockaddr *)&ss, len) != 0 ||
+        evr_addr_format(&p->addr, p->text, sizeof p->text) < 0)
+      activation_fail(p->fd, p->name, "an address family that is not served");
+    log_info("socket activation: descriptor %d ('%s') listens on %s", p->fd, p->name, p->text);
+  }
+  free(names); /* the array; the names stay, pointed to by passed[] */
+  npassed = n;
+}
+
+int activation_match(const evr_addr_t *addr) {
+  activation_take();
+  char text[EVR_ADDR_STRLEN];
+  if (evr_addr_format(addr, text, sizeof text) < 0) return -1;
+  for (int i = 0; i < npassed; i++)
+    if (!passed[i].taken && strcmp(passed[i].text, text) == 0) {
+      passed[i].taken = 1;
+      return passed[i].fd;
+    }
+  return -1;
+}
+
+int activation_named(const char *name, evr_addr_t *addr, const char **text) {
+  activation_take();
+  for (int i = 0; i < npassed; i++)
+    if (!passed[i].taken && strcmp(passed[i].name, name) == 0) {
+      passed[i].taken = 1;
+      *addr = passed[i].addr;
+      *text = passed[i].text;
+      return passed[i].fd;
+    }
+  return -1;
+}
+
+int activation_listen(const char **text, evr_addr_t *addrs, int *fds, int *n, int max) {
+  activation_take();
+  int used = 0;
+  for (int i = 0; i < *n; i++) used += (fds[i] = activation_match(&addrs[i])) >= 0;
+  for (int i = 0; i < npassed; i++) {
+    if (passed[i].taken) continue;
+    if (*n == max) {
+      log_error("socket activation: more than %d listening sockets", max);
+      exit(1);
+    }
+    passed[i].taken = 1;
+    text[*n] = passed[i].text;
+    addrs[*n] = passed[i].addr;
+    fds[*n] = passed[i].fd;
+    ++*n;
+    used++;
+  }
+  return used;
+}
+
+static atomic_int notify_failed; /* warn once */
+
+/* 1 if sent, 0 if there is no NOTIFY_SOCKET, -1 on failure (logged once). */
+static int notify(const char *state) {
+  int rc = sysd_notify(state);
+  if (rc > 0) {
+    log_debug("service manager: %s sent", state);
+    return 1;
+  }
+  if (rc < 0 && !atomic_exchange(&notify_failed, 1))
+    log_warn("service manager: sending %s to NOTIFY_SOCKET: %s", state, strerror(-rc));
+  return rc < 0 ? -1 : 0;
+}
+
+void service_ready(void) {
+  if (notify("READY=1") > 0) log_info("service manager: ready (%s)", sysd_impl());
+  uint64_t usec = sysd_watchdog_usec();
+  if (usec)
+    log_info("service manager: watchdog, %llu ms (WATCHDOG=1 every %llu ms)",
+             (unsigned long long)(usec / 1000), (unsigned long long)(usec / 2000));
+}
+
+void service_stopping(void) { notify("STOPPING=1"); }
+
+/* The watchdog: a round ends, and WATCHDOG=1 is sent, when every member
+ * (a loop in service_run()) has beaten since the round began. A member
+ * that leaves counts as having beaten. */
+static pthread_mutex_t wd_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned wd_round;
+static int wd_members, wd_pending; /* pending: members yet to beat */
+
+struct beat {
+  evr_timer_t timer;
+  unsigned round; /* the last round this member beat in */
+};
+
+static void wd_beat(struct beat *b, int leaving) {
+  int send = 0;
+  pthread_mutex_lock(&wd_lock);
+  if (b->round != wd_round) {
+    b->round = wd_round;
+    wd_pending--;
+  }
+  if (leaving) wd_members--;
+  if (wd_pending == 0 && wd_members > 0) {
+    wd_round++;
+    wd_pending = wd_members;
+    send = 1;
+  }
+  pthread_mutex_unlock(&wd_lock);
+  if (send) notify("WATCHDOG=1");
+}
+
+static void on_beat(evr_timer_t *t) { wd_beat(t->data, 0); }
+
+int service_run(evr_loop_t *loop) {
+  uint64_t usec = sysd_watchdog_usec();
+  struct beat b;
+  int watched = 0;
+  if (usec && evr_timer_init(loop, &b.timer) == 0) {
+    uint64_t half_ns = usec * 1000 / 2;
+    if (half_ns < 1000000) half_ns = 1000000; /* at most 1,000 beats a second */
+    b.timer.data = &b;
+    pthread_mutex_lock(&wd_lock);
+    wd_members++;
+    wd_pending++;
+    b.round = wd_round - 1; /* yet to beat in this round */
+    pthread_mutex_unlock(&wd_lock);
+    evr_timer_start_ns(&b.timer, on_beat, half_ns, half_ns);
+    evr_timer_unref(&b.timer); /* the loop ends when its work does */
+    watched = 1;
+  }
+  int rc = evr_loop_run(loop, EVR_RUN_DEFAULT);
+  if (watched) {
+    evr_timer_stop(&b.timer);
+    wd_beat(&b, 1);
+  }
+  return rc;
 }

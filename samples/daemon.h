@@ -1,6 +1,7 @@
 /* samples/daemon.h: what evr-echo and evr-proxy share and evr does not
  * provide: logging, option parsing, running N loops in N threads, spreading
- * connections over the loops, and a supervisor for N worker processes. */
+ * connections over the loops, a supervisor for N worker processes, and the
+ * service manager's side (socket activation, readiness, watchdog). */
 #ifndef EVR_SAMPLES_DAEMON_H
 #define EVR_SAMPLES_DAEMON_H
 
@@ -70,7 +71,11 @@ int run_threads(int n, serve_fn fn, void *arg);
  * exited with 0. A worker starts with a copy of every descriptor the
  * supervisor holds: a listening socket stays open (and the kernel completes
  * connections on it) while any copy is, so fn must take over or close the
- * copies it inherits, and on_stop must close the supervisor's own. */
+ * copies it inherits, and on_stop must close the supervisor's own.
+ * The supervisor speaks for its workers to the service manager: READY=1
+ * once they are started (the addresses are bound before, so connections
+ * queue until a worker accepts them), STOPPING=1 at the first stop, and
+ * WATCHDOG=1 every WATCHDOG_USEC / 2 while the watchdog is on. */
 int supervise(int n, serve_fn fn, void *arg, unsigned kill_after_s,
               void (*on_stop)(void *stop_arg), void *stop_arg);
 
@@ -106,6 +111,48 @@ typedef void (*adopt_fn)(void *target, int fd);
  * Returns 0, or a negative evr error (EVR_ENOMEM): adopt will not run and
  * fd has been closed. */
 int handoff(evr_loop_t *to, adopt_fn adopt, void *target, int fd);
+
+/* ---- the service manager (systemd): sd.h speaks its protocols ----
+ * Socket activation: the listening sockets passed to this process
+ * (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES) are served like --listen
+ * addresses. A --listen address (or evr-proxy's --metrics) whose text
+ * equals a passed socket's address as evr_addr_format() writes it
+ * (127.0.0.1:80, [::]:80, unix:/run/x.sock) names that socket: it is
+ * adopted, not bound a second time. Every passed socket no address names
+ * is served too, as if it had been given with --listen. A passed socket is
+ * one socket however many loops serve it: like a Unix socket, every loop
+ * that listens accepts on its own copy of the descriptor.
+ *
+ * The first of these calls reads the variables and removes them from the
+ * environment (call it before starting threads or processes); a passed
+ * descriptor that is not a listening stream socket, or malformed
+ * variables, make it exit with status 1: a socket held and never served
+ * would leave its clients waiting for ever. */
+
+/* The passed socket bound to addr (see above): its descriptor, or -1. */
+int activation_match(const evr_addr_t *addr);
+/* The first passed socket named `name` (LISTEN_FDNAMES: a .socket unit's
+ * FileDescriptorName=) that no address named: its descriptor, its address
+ * in *addr and its text in *text (static storage); or -1. */
+int activation_named(const char *name, evr_addr_t *addr, const char **text);
+/* For a daemon's *n --listen addresses: fds[i] = activation_match(&addrs[i])
+ * for each; then every passed socket not taken yet is appended to text,
+ * addrs and fds (exits 1 if that makes more than max). Returns the number
+ * of passed sockets among the *n. */
+int activation_listen(const char **text, evr_addr_t *addrs, int *fds, int *n, int max);
+
+/* Notifications to NOTIFY_SOCKET (no-ops without it, and in the workers of
+ * supervise(), whose supervisor speaks for them): READY=1 once every loop
+ * serves, STOPPING=1 when the drain begins. */
+void service_ready(void);
+void service_stopping(void);
+
+/* evr_loop_run(loop, EVR_RUN_DEFAULT) on a loop's own thread, watched: when
+ * the service manager's watchdog is on (WATCHDOG_USEC, for this process),
+ * the loop beats every WATCHDOG_USEC / 2 (an unreferenced timer), and
+ * WATCHDOG=1 is sent each time every loop running under service_run() has
+ * beaten since the last one was sent: a loop that hangs stops them. */
+int service_run(evr_loop_t *loop);
 
 /* Number of online CPUs (at least 1). */
 int cpu_count(void);

@@ -6,7 +6,9 @@
  * --loop-balance accept: the first loop alone listens and hands each
  * connection to the loops in turn (daemon.h says which is the default
  * where). --workers N runs N processes instead, under a supervisor that
- * restarts a worker that dies.
+ * restarts a worker that dies. Sockets passed by socket activation are
+ * served like --listen addresses (daemon.h); like a Unix socket, each is
+ * one socket, and every loop that listens accepts on a copy of it.
  *
  * Per connection: every byte read is written back. Memory is bounded: when
  * more than ECHO_HIGH_WATER bytes wait to be sent back, reading stops until
@@ -37,6 +39,7 @@
 struct config {
   const char *listen[MAX_LISTEN];
   evr_addr_t addrs[MAX_LISTEN];
+  int fds[MAX_LISTEN]; /* a socket passed by socket activation, or -1 */
   int nlisten;
   int threads;
   int workers;
@@ -273,7 +276,8 @@ static int server_listen(struct server *srv, struct server *first) {
     l->base.data = srv;
     srv->nlisteners++;
     int is_unix = evr_addr_family(&cfg.addrs[i]) == AF_UNIX;
-    if (first && (is_unix || first == bound)) {
+    int passed = cfg.fds[i] >= 0; /* one socket, like a Unix one */
+    if (first && (is_unix || passed || first == bound)) {
       /* One socket; every loop accepts on a copy of it. In a worker, loop 0
        * adopts the descriptor inherited from the supervisor instead of a
        * copy, so the worker holds no copy it does not accept on. */
@@ -282,6 +286,8 @@ static int server_listen(struct server *srv, struct server *first) {
       if (fd < 0) return -errno;
       rc = evr_listener_open(l, fd, NULL, on_accept);
       if (rc) close(fd);
+    } else if (passed) {
+      rc = evr_listener_open(l, cfg.fds[i], NULL, on_accept);
     } else {
       opts.flags = (!is_unix && cfg.threads > 1 && !spreading()) ? EVR_LISTEN_REUSEPORT : 0;
       rc = evr_listen(l, &cfg.addrs[i], &opts, on_accept);
@@ -336,7 +342,7 @@ static pthread_t main_thread;
 
 static void *server_main(void *p) {
   struct server *srv = p;
-  int rc = evr_loop_run(srv->loop, EVR_RUN_DEFAULT);
+  int rc = service_run(srv->loop);
   if (rc < 0) {
     log_error("loop %d: %s", srv->index, evr_strerror(rc));
     srv->status = 1;
@@ -390,6 +396,7 @@ static int serve(int index, void *arg) {
         break;
       }
     }
+    if (status == 0) service_ready();
   }
   int done = 0, signals = 0;
   if (status) { /* ask the loops that run to stop at once */
@@ -407,7 +414,7 @@ static int serve(int index, void *arg) {
       for (int i = 0; i < started; i++) done += atomic_load(&srv[i].finished);
       continue;
     }
-    signals++;
+    if (++signals == 1) service_stopping();
     log_info("signal %d: %s", sig,
              signals == 1 ? "draining connections" : "closing every connection");
     for (int i = 0; i < started; i++) {
@@ -452,7 +459,8 @@ static void stop_listening(void *arg) {
 static void usage(void) {
   printf("usage: evr-echo [options]\n"
          "A TCP echo server: every byte received is sent back.\n\n"
-         "  --listen ADDR         address to listen on, repeatable (default 127.0.0.1:7777);\n"
+         "  --listen ADDR         address to listen on, repeatable (default 127.0.0.1:7777,\n"
+         "                        none if sockets are passed by socket activation);\n"
          "                        1.2.3.4:PORT, [::1]:PORT, unix:/path or unix:@name\n"
          "  --threads N           event loops, one per thread (default: one per CPU)\n"
          "  --workers N           run N worker processes instead, restarted if they die\n"
@@ -515,10 +523,17 @@ int main(int argc, char **argv) {
       usage_error("unknown option '%s'", a);
     }
   }
-  if (cfg.nlisten == 0) cfg.listen[cfg.nlisten++] = "127.0.0.1:7777";
   for (int i = 0; i < cfg.nlisten; i++) {
     int rc = evr_addr_parse(&cfg.addrs[i], cfg.listen[i]);
     if (rc) usage_error("--listen: '%s': %s", cfg.listen[i], evr_strerror(rc));
+  }
+  /* Sockets passed by socket activation: adopted, and the default address
+   * is not bound when there are any (daemon.h). */
+  activation_listen(cfg.listen, cfg.addrs, cfg.fds, &cfg.nlisten, MAX_LISTEN);
+  if (cfg.nlisten == 0) {
+    cfg.listen[0] = "127.0.0.1:7777";
+    evr_addr_parse(&cfg.addrs[0], cfg.listen[0]);
+    cfg.fds[cfg.nlisten++] = -1;
   }
   if (!threads_set) cfg.threads = cfg.workers ? 1 : cpu_count();
   if (!cfg.workers) return serve(0, NULL);

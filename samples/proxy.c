@@ -109,6 +109,9 @@ struct config {
   int splice;
   const char *backend;
   uint64_t drain_timeout_s;
+  /* sockets passed by socket activation (daemon.h), or -1 */
+  int fds[MAX_LISTEN];
+  int metrics_fd;
 };
 
 static struct config cfg;
@@ -1405,11 +1408,14 @@ static int listen_one(struct server *srv, evr_listener_t *l, const evr_addr_t *a
   if (rc) return rc;
   l->base.data = srv;
   int is_unix = evr_addr_family(addr) == AF_UNIX;
-  if (first && is_unix) {
+  int passed = i >= 0 ? cfg.fds[i] : cfg.metrics_fd; /* one socket, like a Unix one */
+  if (first && (is_unix || passed >= 0)) {
     evr_listener_t *src = i >= 0 ? &first->listeners[i] : &first->metrics;
     int fd = dup(src->fd);
     if (fd < 0) rc = -errno;
     else if ((rc = evr_listener_open(l, fd, NULL, cb)) != 0) close(fd);
+  } else if (passed >= 0) {
+    rc = evr_listener_open(l, passed, NULL, cb);
   } else {
     evr_listen_options_t opts = {0};
     opts.flags = (!is_unix && cfg.threads > 1 && !spreading()) ? EVR_LISTEN_REUSEPORT : 0;
@@ -1481,7 +1487,7 @@ static pthread_t main_thread;
 
 static void *server_main(void *p) {
   struct server *srv = p;
-  int rc = evr_loop_run(srv->loop, EVR_RUN_DEFAULT);
+  int rc = service_run(srv->loop);
   if (rc < 0) {
     log_error("loop %d: %s", srv->index, evr_strerror(rc));
     srv->status = 1;
@@ -1538,6 +1544,7 @@ static int serve(void) {
         break;
       }
     }
+    if (status == 0) service_ready();
   }
   if (status) {
     for (int i = 0; i < started; i++) {
@@ -1554,7 +1561,7 @@ static int serve(void) {
       for (int i = 0; i < started; i++) done += atomic_load(&srv[i].finished);
       continue;
     }
-    signals++;
+    if (++signals == 1) service_stopping();
     log_info("signal %d: %s", sig,
              signals == 1 ? "draining connections" : "closing every connection");
     for (int i = 0; i < started; i++) {
@@ -1716,12 +1723,18 @@ int main(int argc, char **argv) {
       usage_error("unknown option '%s'", a);
     }
   }
-  if (cfg.nlisten == 0) usage_error("--listen is required");
-  if (cfg.nup == 0) usage_error("--upstream is required");
   for (int i = 0; i < cfg.nlisten; i++) {
     int rc = evr_addr_parse(&cfg.addrs[i], cfg.listen[i]);
     if (rc) usage_error("--listen: '%s': %s", cfg.listen[i], evr_strerror(rc));
   }
+  /* Sockets passed by socket activation (daemon.h); one named "metrics"
+   * serves /metrics when --metrics is not given. */
+  cfg.metrics_fd = cfg.metrics ? activation_match(&cfg.metrics_addr)
+                               : activation_named("metrics", &cfg.metrics_addr, &cfg.metrics);
+  activation_listen(cfg.listen, cfg.addrs, cfg.fds, &cfg.nlisten, MAX_LISTEN);
+  if (cfg.nlisten == 0)
+    usage_error("--listen is required (or sockets passed by socket activation)");
+  if (cfg.nup == 0) usage_error("--upstream is required");
   if (!threads_set) cfg.threads = cpu_count();
   read_chunk = cfg.buffer_size / 2 < 65536 ? cfg.buffer_size / 2 : 65536;
   high_mark = cfg.buffer_size - read_chunk;
