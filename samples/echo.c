@@ -240,7 +240,8 @@ static void on_drain_timeout(evr_timer_t *t) {
   struct server *srv = t->data;
   unsigned n = 0;
   for (struct conn *c = srv->conns; c; c = c->next) n++;
-  if (n) log_info("loop %d: drain timeout: closing %u connections", srv->index, n);
+  if (n)
+    log_info("loop %d: drain timeout: closing %u connection%s", srv->index, n, n == 1 ? "" : "s");
   close_all_conns(srv);
 }
 

@@ -33,8 +33,12 @@ quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 
 # haproxy: the PROXY-protocol interop test of evr-proxy (tests/test_proxy.c);
-# dpkg-dev, file: the package test (tests/package/check.sh).
-evr_ensure_pkgs $EVR_BUILD_PKGS valgrind haproxy dpkg-dev file
+# dpkg-dev, file, man-db: the package test (tests/package/check.sh); doxygen:
+# the API reference; liburing-dev: the io_uring backend; libsystemd-dev,
+# systemd: the daemons' systemd support and its tests; libclang-rt-dev:
+# libFuzzer (pass 8). The 32-bit and musl passes set up their own.
+evr_ensure_pkgs $EVR_BUILD_PKGS valgrind haproxy dpkg-dev file man-db doxygen \
+  liburing-dev libsystemd-dev systemd libclang-rt-dev
 
 run_ctest() {
   local dir=$1

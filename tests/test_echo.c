@@ -127,6 +127,12 @@ static void test_echo_drain_timeout_closes_idle_clients(void **state) {
   char c;
   assert_true(recv(fd, &c, 1, 0) <= 0); /* closed by the daemon */
   close(fd);
+  /* The log counts in words a reader expects: "1 connection". */
+  char *log = e2e_read_file(log_path);
+  assert_non_null(log);
+  int said = strstr(log, "drain timeout: closing 1 connection\n") != NULL;
+  free(log);
+  assert_true(said);
 }
 
 static long find_worker_pid(const char *log, const char *what) {
