@@ -196,12 +196,14 @@ static int notify_next(char *buf, size_t size, int timeout_ms, pid_t *from) {
   buf[r] = '\0';
   *from = 0;
 #if defined(SO_PASSCRED) && defined(SCM_CREDENTIALS)
-  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
-      struct ucred cred;
-      memcpy(&cred, CMSG_DATA(c), sizeof cred);
-      *from = cred.pid;
-    }
+  /* The credentials are the only control message asked for: the first.
+   * (musl's CMSG_NXTHDR does not build under -Wsign-conversion.) */
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
+    struct ucred cred;
+    memcpy(&cred, CMSG_DATA(c), sizeof cred);
+    *from = cred.pid;
+  }
 #endif
   return (int)r;
 }
