@@ -225,6 +225,9 @@ static library, the pkg-config file (evr.pc), the CMake package
 # says: the -dev packages of those libraries.
 set(_evr_dev_depends "")
 foreach(pc IN LISTS EVR_BACKEND_PC_REQUIRES)
+  if(pc STREQUAL "libcrypto")
+    continue() # libssl-dev ships libcrypto.pc too
+  endif()
   list(APPEND _evr_dev_depends "${pc}-dev")
 endforeach()
 string(JOIN ", " CPACK_DEBIAN_DEV_PACKAGE_DEPENDS ${_evr_dev_depends})

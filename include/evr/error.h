@@ -63,6 +63,7 @@
   X(EOVERFLOW, -EOVERFLOW, "value too large")                                  \
   /* evr's own codes, outside errno's range */                                 \
   X(EOF, -4095, "end of file")                                                 \
+  X(ETLS, -4094, "TLS error")                                                  \
   X(EAI_NONAME, -3008, "unknown node or service")                              \
   X(EAI_AGAIN, -3001, "temporary failure in name resolution")                  \
   X(EAI_FAIL, -3007, "permanent failure in name resolution")                   \
@@ -74,6 +75,8 @@
  *  EVR_ERRNO_MAP. For example EVR_EINVAL == -EINVAL and EVR_EOF == -4095.
  *  Functions return them as int. The codes of evr's own, outside errno's range:
  *  - EVR_EOF: end of file (a stream's peer half-closed);
+ *  - EVR_ETLS: a TLS protocol or certificate verification error
+ *    (evr/tls.h: evr_tls_reason() gives the reason);
  *  - EVR_EAI_NONAME, EVR_EAI_AGAIN, EVR_EAI_FAIL, EVR_EAI_FAMILY,
  *    EVR_EAI_SERVICE, EVR_EAI_MEMORY: name resolution failed, as
  *    getaddrinfo()'s EAI_* codes of the same names. */
