@@ -65,7 +65,9 @@ struct evr_tls {
 
 /** A server context with a certificate chain file and its private key
  *  file (PEM). TLS 1.2 and later.
- *  @param out   the context.
+ *  @param out        the context.
+ *  @param cert_file  the certificate chain, leaf first.
+ *  @param key_file   the private key.
  *  @return 0; EVR_EINVAL (NULL argument); EVR_ENOMEM; EVR_ETLS (a file
  *          could not be loaded, or the key does not match). */
 EVR_API int evr_tls_ctx_new_server(evr_tls_ctx_t **out, const char *cert_file,
@@ -74,15 +76,21 @@ EVR_API int evr_tls_ctx_new_server(evr_tls_ctx_t **out, const char *cert_file,
 /** A client context that verifies the peer's certificate against ca_file
  *  (PEM), or the system's trust store when ca_file is NULL. TLS 1.2 and
  *  later.
+ *  @param out      the context.
+ *  @param ca_file  the trusted CAs, or NULL.
  *  @return 0; EVR_EINVAL; EVR_ENOMEM; EVR_ETLS (ca_file not loadable). */
 EVR_API int evr_tls_ctx_new_client(evr_tls_ctx_t **out, const char *ca_file);
 
 /** Bound each later-started handshake to ms milliseconds (default 10000;
- *  0: no bound). @return 0; EVR_EINVAL (NULL). */
+ *  0: no bound).
+ *  @param ctx  the context.
+ *  @param ms   the bound.
+ *  @return 0; EVR_EINVAL (NULL). */
 EVR_API int evr_tls_ctx_set_handshake_timeout(evr_tls_ctx_t *ctx, unsigned ms);
 
 /** Free a context. Connections made from it keep what they need: it may be
- *  freed while they live. NULL is ignored. */
+ *  freed while they live. NULL is ignored.
+ *  @param ctx  the context. */
 EVR_API void evr_tls_ctx_free(evr_tls_ctx_t *ctx);
 
 /** Initialise a connection and its stream (no socket yet).
@@ -98,6 +106,8 @@ EVR_API int evr_tls_init(evr_loop_t *loop, evr_tls_t *t, evr_tls_ctx_t *ctx,
 
 /** Start the handshake over the connected stream; cb runs exactly once,
  *  never inside this call (unless the connection is closed first).
+ *  @param t   an initialised connection whose stream is connected.
+ *  @param cb  the handshake callback.
  *  @return 0; EVR_EINVAL (NULL, no cb, already started, closing);
  *          the errors of evr_stream_read_start() (e.g. EVR_ENOTCONN). */
 EVR_API int evr_tls_start(evr_tls_t *t, evr_tls_handshake_cb cb);
@@ -105,11 +115,15 @@ EVR_API int evr_tls_start(evr_tls_t *t, evr_tls_handshake_cb cb);
 /** Deliver decrypted data to cb; may be called before the handshake is
  *  done (data then follows it). Data already decrypted or buffered is
  *  delivered from the loop, never inside this call.
+ *  @param t   the connection.
+ *  @param cb  the read callback.
  *  @return 0; EVR_EINVAL; EVR_EALREADY (already reading); EVR_EOF
  *          (close_notify already delivered). */
 EVR_API int evr_tls_read_start(evr_tls_t *t, evr_tls_read_cb cb);
 
-/** Stop reading. Idempotent. @return 0; EVR_EINVAL. */
+/** Stop reading. Idempotent.
+ *  @param t  the connection.
+ *  @return 0; EVR_EINVAL. */
 EVR_API int evr_tls_read_stop(evr_tls_t *t);
 
 /** Encrypt len bytes and queue the records on the stream (a copy: data
@@ -117,15 +131,21 @@ EVR_API int evr_tls_read_stop(evr_tls_t *t);
  *  part is reported through the read callback (if reading) and later
  *  calls, as for evr_stream_write_copy(); evr_tls_write_queue_size() gives
  *  the bytes of records not yet sent, for backpressure.
+ *  @param t     the connection.
+ *  @param data  the bytes; may be NULL when len is 0.
+ *  @param len   the number of bytes.
  *  @return 0; EVR_EINVAL; EVR_ENOTCONN (handshake not done); EVR_EPIPE
  *          (after evr_tls_shutdown()); EVR_ETLS; the stream's errors. */
 EVR_API int evr_tls_write(evr_tls_t *t, const void *data, size_t len);
 
-/** Record bytes queued on the stream and not yet sent. */
+/** Record bytes queued on the stream and not yet sent.
+ *  @param t  the connection.
+ *  @return the count (0 for NULL). */
 EVR_API size_t evr_tls_write_queue_size(const evr_tls_t *t);
 
 /** Send close_notify after the queued records, then half-close the
  *  stream (FIN). Reading goes on; the peer reads EVR_EOF.
+ *  @param t   the connection.
  *  @param cb  as evr_stream_shutdown()'s (its stream is t's); may be NULL.
  *  @return 0; EVR_EINVAL; EVR_ENOTCONN (handshake not done);
  *          EVR_EALREADY. */
@@ -134,15 +154,20 @@ EVR_API int evr_tls_shutdown(evr_tls_t *t, evr_shutdown_cb cb);
 /** Close at once (without close_notify: shut down first for a clean
  *  end), cancelling queued records and a pending handshake (whose
  *  callback then does not run). cb runs from the loop's close phase.
+ *  @param t   the connection.
+ *  @param cb  the close callback; may be NULL.
  *  @return 0; EVR_EINVAL (NULL, already closing). */
 EVR_API int evr_tls_close(evr_tls_t *t, evr_tls_close_cb cb);
 
-/** The reason of the last EVR_ETLS of this connection (OpenSSL's reason,
- *  or the certificate verification error), or "" when none. */
+/** The reason of the last EVR_ETLS of this connection.
+ *  @param t  the connection.
+ *  @return OpenSSL's reason, or the certificate verification error, or ""
+ *          when none. */
 EVR_API const char *evr_tls_reason(const evr_tls_t *t);
 
-/** The negotiated protocol version ("TLSv1.3", ...), or NULL before the
- *  handshake is done. */
+/** The negotiated protocol version.
+ *  @param t  the connection.
+ *  @return "TLSv1.3", "TLSv1.2", or NULL before the handshake is done. */
 EVR_API const char *evr_tls_version(const evr_tls_t *t);
 
 #ifdef __cplusplus
