@@ -48,7 +48,46 @@ static struct sockaddr_in loopback(int port) {
   return sa;
 }
 
+/* The lowest port the system hands out for outgoing connections and
+ * bind(0): Linux says it in /proc; 10000 is FreeBSD's default, and macOS's
+ * is higher. */
+static int ephemeral_low(void) {
+  int lo = 10000, hi;
+  FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+  if (f) {
+    if (fscanf(f, "%d %d", &lo, &hi) != 2) lo = 10000;
+    fclose(f);
+  }
+  return lo;
+}
+
+static int port_bindable(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  struct sockaddr_in sa = loopback(port);
+  int ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+  close(fd);
+  return ok;
+}
+
+/* A free port below the ephemeral range: between this check and the
+ * daemon's bind, no outgoing connection of a test running alongside can
+ * take it as its source port (a port from bind(0) can be, and a connection
+ * bound to the port a daemon then listens on with SO_REUSEPORT was the
+ * likely cause of runs where the kernel put every connection on one of the
+ * daemon's listeners). Falls back to bind(0) where no such range is free. */
 int e2e_free_port(void) {
+  static unsigned seed;
+  if (!seed) seed = (unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL);
+  int lo = ephemeral_low();
+  if (lo >= 4096) {
+    int base = lo / 2, span = lo - base;
+    for (int i = 0; i < 200; i++) {
+      seed = seed * 1103515245u + 12345u;
+      int port = base + (int)((seed >> 8) % (unsigned)span);
+      if (port_bindable(port)) return port;
+    }
+  }
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return -1;
   struct sockaddr_in sa = loopback(0);
