@@ -17,6 +17,7 @@
 /* ---- certificates, made once per run ---- */
 
 static char dir[64], ca_path[128], cert_path[128], key_path[128];
+static char expired_path[128], rogue_path[128]; /* bad server certificates */
 
 static void add_ext(X509 *cert, X509 *issuer, int nid, const char *value) {
   X509V3_CTX v3;
@@ -28,14 +29,16 @@ static void add_ext(X509 *cert, X509 *issuer, int nid, const char *value) {
   X509_EXTENSION_free(ext);
 }
 
+/* A certificate for key, valid from an hour ago until not_after seconds
+ * from now, signed by issuer (NULL: a self-signed CA). */
 static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer,
-                       EVP_PKEY *issuer_key, long serial) {
+                       EVP_PKEY *issuer_key, long serial, long not_after) {
   X509 *c = X509_new();
   assert_non_null(c);
   X509_set_version(c, 2);
   ASN1_INTEGER_set(X509_get_serialNumber(c), serial);
   X509_gmtime_adj(X509_getm_notBefore(c), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(c), 86400);
+  X509_gmtime_adj(X509_getm_notAfter(c), not_after);
   X509_set_pubkey(c, key);
   X509_NAME *name = X509_get_subject_name(c);
   X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
@@ -66,18 +69,32 @@ static int make_certs(void **state) {
   snprintf(ca_path, sizeof ca_path, "%s/ca.pem", dir);
   snprintf(cert_path, sizeof cert_path, "%s/cert.pem", dir);
   snprintf(key_path, sizeof key_path, "%s/key.pem", dir);
+  snprintf(expired_path, sizeof expired_path, "%s/expired.pem", dir);
+  snprintf(rogue_path, sizeof rogue_path, "%s/rogue.pem", dir);
   EVP_PKEY *ca_key = EVP_EC_gen("P-256"), *key = EVP_EC_gen("P-256");
+  EVP_PKEY *rogue_key = EVP_EC_gen("P-256");
   assert_non_null(ca_key);
   assert_non_null(key);
-  X509 *ca = make_cert(ca_key, "evr test CA", NULL, NULL, 1);
-  X509 *cert = make_cert(key, "localhost", ca, ca_key, 2);
+  assert_non_null(rogue_key);
+  X509 *ca = make_cert(ca_key, "evr test CA", NULL, NULL, 1, 86400);
+  X509 *cert = make_cert(key, "localhost", ca, ca_key, 2, 86400);
+  /* Expired a minute ago; and one from a CA the clients do not trust. */
+  X509 *expired = make_cert(key, "localhost", ca, ca_key, 3, -60);
+  X509 *rogue_ca = make_cert(rogue_key, "evr rogue CA", NULL, NULL, 4, 86400);
+  X509 *rogue = make_cert(key, "localhost", rogue_ca, rogue_key, 5, 86400);
   write_pem(ca_path, ca, NULL);
   write_pem(cert_path, cert, NULL);
   write_pem(key_path, NULL, key);
+  write_pem(expired_path, expired, NULL);
+  write_pem(rogue_path, rogue, NULL);
   X509_free(ca);
   X509_free(cert);
+  X509_free(expired);
+  X509_free(rogue_ca);
+  X509_free(rogue);
   EVP_PKEY_free(ca_key);
   EVP_PKEY_free(key);
+  EVP_PKEY_free(rogue_key);
   return 0;
 }
 
@@ -86,6 +103,8 @@ static int remove_certs(void **state) {
   unlink(ca_path);
   unlink(cert_path);
   unlink(key_path);
+  unlink(expired_path);
+  unlink(rogue_path);
   rmdir(dir);
   return 0;
 }
@@ -239,6 +258,39 @@ static void test_tls_wrong_host_name_fails_verification(void **state) {
   assert_fds_back_to(base);
 }
 
+/* A server certificate the client must refuse (its reason names why). */
+static void check_refused_certificate(const char *cert_file, const char *why) {
+  int base = count_open_fds();
+  evr_tls_ctx_t *sc, *cc = client_ctx();
+  assert_evr_ok(evr_tls_ctx_new_server(&sc, cert_file, key_path));
+  int sv[2];
+  make_socketpair(sv);
+  struct peer s, c;
+  peer_open(&s, sc, NULL, sv[0]);
+  peer_open(&c, cc, "localhost", sv[1]);
+  run_until(test_loop, &c.hs_done, 1000);
+  assert_int_equal(c.hs_status, EVR_ETLS);
+  if (!strstr(evr_tls_reason(&c.t), why))
+    fail_msg("reason \"%s\" lacks \"%s\"", evr_tls_reason(&c.t), why);
+  run_until(test_loop, &s.hs_done, 1000); /* the alert, or the close */
+  assert_true(s.hs_status < 0);
+  peer_close(&s);
+  peer_close(&c);
+  evr_tls_ctx_free(sc);
+  evr_tls_ctx_free(cc);
+  assert_fds_back_to(base);
+}
+
+static void test_tls_expired_certificate_fails_verification(void **state) {
+  (void)state;
+  check_refused_certificate(expired_path, "certificate has expired");
+}
+
+static void test_tls_untrusted_certificate_fails_verification(void **state) {
+  (void)state;
+  check_refused_certificate(rogue_path, "unable to get local issuer certificate");
+}
+
 static void test_tls_plaintext_to_server_fails_handshake(void **state) {
   (void)state;
   int base = count_open_fds();
@@ -300,6 +352,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       EVR_TEST(test_tls_megabyte_both_ways_and_close_notify),
       EVR_TEST(test_tls_wrong_host_name_fails_verification),
+      EVR_TEST(test_tls_expired_certificate_fails_verification),
+      EVR_TEST(test_tls_untrusted_certificate_fails_verification),
       EVR_TEST(test_tls_plaintext_to_server_fails_handshake),
       EVR_TEST(test_tls_stalled_client_cut_by_handshake_timeout),
       EVR_TEST(test_tls_api_errors),
