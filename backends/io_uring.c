@@ -28,7 +28,7 @@
  *
  * The ring: CQ four times the SQ (IORING_SETUP_CQSIZE); SUBMIT_ALL and
  * COOP_TASKRUN, dropped when the kernel refuses them (EINVAL); neither
- * DEFER_TASKRUN nor SINGLE_ISSUER (see UR_SOLO). A full SQ is submitted
+ * DEFER_TASKRUN nor SINGLE_ISSUER (see below). A full SQ is submitted
  * early; a CQ overflow (kept by the kernel, IORING_FEAT_NODROP) is drained
  * by the next harvests.
  *
@@ -63,7 +63,6 @@
 #define _GNU_SOURCE
 #include <liburing.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -80,19 +79,14 @@
 #ifndef IORING_SETUP_COOP_TASKRUN
 #define IORING_SETUP_COOP_TASKRUN 0
 #endif
-#ifndef IORING_SETUP_SINGLE_ISSUER
-#define IORING_SETUP_SINGLE_ISSUER 0
-#endif
 /* Not IORING_SETUP_DEFER_TASKRUN: its completions are run in the wait, at
  * most 20 per wait on recent kernels (6.13+) when one event is awaited, so
  * ready descriptors beyond those were reported one or more iterations late
  * (measured: 40 of 100 ready socket pairs per iteration). Level-triggered
  * readiness needs them all. COOP_TASKRUN runs them all on each entry. */
-#define UR_SOLO 0
-/* Nor SINGLE_ISSUER (UR_SOLO would be IORING_SETUP_SINGLE_ISSUER): a loop
- * may run on another thread between runs, and moving to a new ring would
- * drop the streams' operations in flight, whose progress (bytes sent) is
- * then unknown. The ring is made so that own_ring() can take it up again. */
+/* Nor IORING_SETUP_SINGLE_ISSUER: a loop may run on another thread between
+ * runs, and moving it to a new ring would drop the streams' operations in
+ * flight, whose progress (bytes sent) is then unknown. */
 
 /* One harvested completion (data 0 after forget()). A readiness event's
  * flags: UR_ENDED; a stream operation's: the CQE's. */
@@ -134,8 +128,6 @@ struct ur_state {
   struct io_uring ring;
   int have_ring;
   unsigned flags;       /* the ring's setup flags */
-  int enabled;          /* a SINGLE_ISSUER ring made disabled is enabled */
-  pthread_t owner;      /* the thread that enabled it */
   unsigned skip;        /* IOSQE_CQE_SKIP_SUCCESS if the kernel has it */
   uint32_t gen;         /* last generation handed out */
   uint32_t batch;       /* serial of the current batch */
@@ -172,20 +164,14 @@ static uint32_t next_gen(struct ur_state *st) {
   return st->gen;
 }
 
-/* A ring with the best flags the kernel accepts (allowed: which optional
- * flags may be tried). 0 or -errno. */
-static int ring_make(struct io_uring *r, unsigned allowed, unsigned *flags, unsigned *features) {
-  static const unsigned sets[] = {
-      IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | UR_SOLO,
-      IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN, 0};
+/* A ring with the best flags the kernel accepts. 0 or -errno. */
+static int ring_make(struct io_uring *r, unsigned *flags, unsigned *features) {
+  static const unsigned sets[] = {IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN, 0};
   int rc = -EINVAL;
   for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
-    unsigned f = sets[i] & allowed;
-    if (i > 0 && f == (sets[i - 1] & allowed)) continue;
     struct io_uring_params p;
     memset(&p, 0, sizeof p);
-    p.flags = IORING_SETUP_CQSIZE | f;
-    if (f & IORING_SETUP_SINGLE_ISSUER) p.flags |= IORING_SETUP_R_DISABLED;
+    p.flags = IORING_SETUP_CQSIZE | sets[i];
     p.cq_entries = UR_CQ;
     rc = io_uring_queue_init_params(UR_SQ, r, &p);
     if (rc == 0) {
@@ -224,13 +210,12 @@ static int ur_init(evr_loop_t *loop) {
   memset(st, 0, sizeof *st);
   loop->backend_state = st;
   unsigned features;
-  int rc = ring_make(&st->ring, ~0u, &st->flags, &features);
+  int rc = ring_make(&st->ring, &st->flags, &features);
   if (rc) return rc;
   st->have_ring = 1;
   rc = ring_check(&st->ring, features);
   if (rc) return rc;
   st->skip = (features & IORING_FEAT_CQE_SKIP) ? IOSQE_CQE_SKIP_SUCCESS : 0;
-  st->enabled = !(st->flags & IORING_SETUP_R_DISABLED);
   return 0;
 }
 
@@ -326,36 +311,12 @@ static int queue_repoll(struct ur_state *st, int fd, unsigned mask, uint32_t gen
   return 0;
 }
 
-static int ring_rebuild(evr_loop_t *loop, unsigned allowed);
-
-/* The calling thread may submit: enable a single-issuer ring for it on
- * first use; on another thread, move to a ring without that restriction. */
-static int own_ring(evr_loop_t *loop) {
-  struct ur_state *st = loop->backend_state;
-  if (!(st->flags & IORING_SETUP_SINGLE_ISSUER)) return 0;
-  if (!st->enabled) {
-    /* io_uring_enable_rings(), which liburing 2.3 does not export. */
-    int rc = io_uring_register(st->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
-    if (rc < 0) return rc;
-    st->enabled = 1;
-    st->owner = pthread_self();
-    return 0;
-  }
-  if (pthread_equal(st->owner, pthread_self())) return 0;
-  return ring_rebuild(loop, ~(unsigned)UR_SOLO);
-}
-
 static int ur_update(evr_loop_t *loop, struct evr__ionode *n, unsigned old_mask,
                      unsigned new_mask) {
   struct ur_state *st = loop->backend_state;
-  /* A removal is submitted below, and room for two SQEs is made now (so
-   * that a failure changes nothing): the ring must be this thread's first,
-   * before anything is read or queued (a new ring takes only the
-   * registered nodes, under new generations). */
-  int full = io_uring_sq_space_left(&st->ring) < 2;
-  if (!new_mask || full) {
-    int rc = own_ring(loop);
-    if (!rc && full) rc = submit_now(st);
+  /* Room for two SQEs is made now, so that a failure changes nothing. */
+  if (io_uring_sq_space_left(&st->ring) < 2) {
+    int rc = submit_now(st);
     if (rc) return rc;
   }
   if (is_wake(loop, n)) {
@@ -446,8 +407,7 @@ static int bufs_get(evr_loop_t *loop) {
 
 static int ur_recv(evr_loop_t *loop, int fd, void *owner) {
   struct ur_state *st = loop->backend_state;
-  int rc = own_ring(loop);
-  if (!rc) rc = bufs_get(loop);
+  int rc = bufs_get(loop);
   if (rc) return rc;
   struct io_uring_sqe *sqe = sqe_get(st, &rc);
   if (!sqe) return rc;
@@ -462,8 +422,7 @@ static int ur_send(evr_loop_t *loop, int fd, const struct iovec *iov, int n,
                    void *owner) {
   struct ur_state *st = loop->backend_state;
   if (n < 1 || n > EVR__SEND_IOV) return -EINVAL;
-  int rc = own_ring(loop);
-  if (rc) return rc;
+  int rc = 0;
   if (n > 1 && st->nmsgs == UR_MSGS) {
     rc = submit_now(st); /* frees the slots */
     if (rc) return rc;
@@ -487,8 +446,7 @@ static int ur_send(evr_loop_t *loop, int fd, const struct iovec *iov, int n,
 
 static int ur_cancel(evr_loop_t *loop, void *owner, unsigned kind, int now) {
   struct ur_state *st = loop->backend_state;
-  int rc = own_ring(loop);
-  if (!rc) rc = queue_remove(st, op_ud(owner, kind));
+  int rc = queue_remove(st, op_ud(owner, kind));
   if (rc || !now) return rc;
   /* GETEVENTS: the completions (which drop the file) run as task work of
    * this call; they are harvested by the next poll. */
@@ -611,8 +569,7 @@ static int ur_wait(struct ur_state *st, int64_t timeout_ns) {
 
 static int ur_poll(evr_loop_t *loop, int64_t timeout_ns) {
   struct ur_state *st = loop->backend_state;
-  int rc = own_ring(loop);
-  if (rc) return rc;
+  int rc;
   uint64_t deadline = timeout_ns > 0 ? evr__hrtime() + (uint64_t)timeout_ns : 0;
   int n;
   for (;;) {
@@ -674,29 +631,19 @@ static int ur_poll(evr_loop_t *loop, int64_t timeout_ns) {
   return events;
 }
 
-/* A new ring (optional flags limited to allowed) holding every registered
- * node under a new generation; the old ring is unmapped and closed without
- * a write to it. 0, or the error that kept the new ring from being made
- * (the old one is then kept). */
-static int ring_rebuild(evr_loop_t *loop, unsigned allowed) {
+/* A forked child shares the parent's ring: make a private one, holding
+ * every registered node under a new generation; the old ring is unmapped
+ * and closed without a write to it. 0, or the error that kept the new ring
+ * from being made (the old one is then kept). */
+static int ur_reinit(evr_loop_t *loop) {
   struct ur_state *st = loop->backend_state;
   struct io_uring r;
   unsigned flags, features;
-  int rc = ring_make(&r, allowed, &flags, &features);
+  int rc = ring_make(&r, &flags, &features);
   if (rc) return rc;
-  if (flags & IORING_SETUP_R_DISABLED) {
-    /* Enabled by this thread now: the nodes may not fit in one SQ. */
-    rc = io_uring_register(r.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
-    if (rc < 0) {
-      io_uring_queue_exit(&r);
-      return rc;
-    }
-    st->owner = pthread_self();
-  }
   struct io_uring old = st->ring;
   st->ring = r;
   st->flags = flags;
-  st->enabled = 1;
   st->skip = (features & IORING_FEAT_CQE_SKIP) ? IOSQE_CQE_SKIP_SUCCESS : 0;
   for (unsigned i = 0; i < loop->nfds; i++) {
     struct evr__ionode *io = loop->fds[i];
@@ -710,7 +657,7 @@ static int ring_rebuild(evr_loop_t *loop, unsigned allowed) {
   }
   io_uring_queue_exit(&old);
   /* The stream operations were the old ring's: the streams make them
-   * again (evr__net_fork). The buffer ring goes to the new ring, with the
+   * again (evr__net_reinit). The buffer ring goes to the new ring, with the
    * buffers no stream holds. */
   st->nmsgs = 0;
   st->bufs.registered = 0;
@@ -721,10 +668,6 @@ static int ring_rebuild(evr_loop_t *loop, unsigned allowed) {
   /* Harvested events of the old ring now carry old generations. */
   return 0;
 }
-
-/* A forked child shares the parent's ring: make a private one. The child
- * is another task, so a single-issuer ring is enabled by its first use. */
-static int ur_reinit(evr_loop_t *loop) { return ring_rebuild(loop, ~0u); }
 
 const evr__backend_t evr__backend_io_uring = {
     .name = "io_uring",
