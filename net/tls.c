@@ -140,7 +140,13 @@ static void pump(evr_tls_t *t) {
 static void on_stream_read(evr_stream_t *s, ssize_t nread, const char *buf) {
   evr_tls_t *t = (evr_tls_t *)s;
   if (nread > 0) {
-    BIO_write((BIO *)t->rbio, buf, (int)nread);
+    if (BIO_write((BIO *)t->rbio, buf, (int)nread) != (int)nread) {
+      /* A memory BIO fails only when it cannot grow. */
+      snprintf(t->reason, sizeof t->reason, "out of memory");
+      if (!(t->flags & F_DONE)) hs_finish(t, EVR_ENOMEM);
+      else deliver_error(t, EVR_ENOMEM);
+      return;
+    }
   } else if (nread == EVR_EOF) {
     t->flags |= F_STREAM_EOF;
     BIO_set_mem_eof_return((BIO *)t->rbio, 0); /* reads now see the end */
