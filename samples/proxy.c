@@ -23,6 +23,13 @@
  * --accept-proxy: each client first sends a PROXY protocol header
  * (proxy_proto.h), read before an upstream is chosen; its addresses stand
  * for the client's in --send-proxy headers and in the logs.
+ *
+ * --tls-cert/--tls-key: clients speak TLS (evr/tls.h), terminated here;
+ * with --accept-proxy the PROXY header comes first, in the clear, then the
+ * ClientHello on the same connection. --upstream-tls: upstreams are spoken
+ * to in TLS, their certificates verified. A TLS side is an evr_tls_t over
+ * the side's stream (struct side); the relay is the same, through
+ * side_write() and friends. Without EVR_TLS these options are refused.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -41,6 +48,11 @@
 #include "evr/evr.h"
 #include "metrics_req.h"
 #include "proxy_proto.h"
+#if EVR_PROXY_TLS
+#include "evr/tls.h"
+#else
+#define EVR_PROXY_TLS 0
+#endif
 
 /* --splice needs Linux: splice(2), pipe2() and F_SETPIPE_SZ. Elsewhere,
  * and in a portable build, the option is refused (exit status 2). */
@@ -65,6 +77,12 @@
 #define NBUCKETS 12
 #define METRICS_MAX_CONNS 64  /* metrics connections held at once */
 #define METRICS_IDLE_MS 10000 /* a metrics request must be complete by then */
+#define MAX_CERTS 16          /* --tls-cert/--tls-key pairs */
+/* --accept-proxy on a TLS listener: no read may go past the header (what
+ * follows is the ClientHello, for the TLS layer). The first read takes at
+ * most the shortest valid header ("PROXY UNKNOWN\r\n"), later ones what
+ * pproto_parse() says the header still needs at least. */
+#define PP_SHORTEST 15
 
 /* ---- configuration ---- */
 
@@ -83,6 +101,10 @@ struct upstream {
   atomic_ullong active, total, failures, bytes_up, bytes_down;
   atomic_ullong latency_us_sum, latency_count;
   atomic_ullong latency_bucket[NBUCKETS];
+  atomic_ullong tls_handshakes, tls_failures; /* --upstream-tls */
+  /* --upstream-tls: the name its certificate is checked against, also
+   * sent as SNI when it is not an IP address; "" checks the chain only */
+  char tls_name[256];
 };
 
 static const double bucket_le[NBUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -112,9 +134,21 @@ struct config {
   /* sockets passed by socket activation (daemon.h), or -1 */
   int fds[MAX_LISTEN];
   int metrics_fd;
+  /* TLS: --tls-cert/--tls-key pairs (the first is the default), the
+   * handshake bound, and --upstream-tls with its CA file and name */
+  const char *tls_cert[MAX_CERTS], *tls_key[MAX_CERTS];
+  int ncert, nkey;
+  uint64_t tls_handshake_timeout_ms;
+  int upstream_tls;
+  const char *tls_ca, *tls_sni;
 };
 
 static struct config cfg;
+#if EVR_PROXY_TLS
+/* --tls-cert: the listeners' context; --upstream-tls: the upstreams'.
+ * Shared by every loop (OpenSSL's contexts are thread-safe). */
+static evr_tls_ctx_t *server_ctx, *upstream_ctx;
+#endif
 /* derived from --buffer-size: see the header comment */
 static size_t read_chunk, high_mark, low_mark;
 
@@ -125,6 +159,10 @@ static struct {
   /* --accept-proxy: valid headers by version; clients closed for an
    * invalid header, for one not complete in time, or that left first */
   atomic_ullong pp_v1, pp_v2, pp_invalid, pp_timeout, pp_closed;
+  /* --tls-cert: client handshakes done, and failed: a protocol error (a
+   * client that does not speak TLS), not done within
+   * --tls-handshake-timeout, or the client left first */
+  atomic_ullong tls_ok, tls_invalid, tls_timeout, tls_closed;
   atomic_ullong rr;
 } stats;
 
@@ -150,9 +188,11 @@ static struct episode ep_local = {.what = "upstream connect: out of local resour
 static struct episode ep_connect = {.what = "upstream connect: could not start"};
 static struct episode ep_unreachable = {.what = "no upstream reachable"};
 static struct episode ep_header = {.what = "PROXY header rejected"};
+static struct episode ep_tls = {.what = "client TLS handshake failed"};
 /* The first NCONNECT_EPISODES end with a successful upstream connect;
- * ep_header ends with a valid header. */
-static struct episode *const episodes[] = {&ep_local, &ep_connect, &ep_unreachable, &ep_header};
+ * ep_header ends with a valid header, ep_tls with a client handshake done. */
+static struct episode *const episodes[] = {&ep_local, &ep_connect, &ep_unreachable, &ep_header,
+                                           &ep_tls};
 #define NEPISODES (sizeof episodes / sizeof episodes[0])
 #define NCONNECT_EPISODES 3
 
@@ -229,14 +269,23 @@ static int local_error(int rc) {
 struct server;
 struct session;
 
-/* One side of a session: a stream plus what the relay needs to know. */
+/* One side of a session: a stream plus what the relay needs to know. A
+ * TLS side is tls, whose first member is the stream: s and tls.stream are
+ * one object, and a callback's stream or TLS pointer is the side's. */
 struct side {
-  evr_stream_t s;
+  union {
+    evr_stream_t s;
+#if EVR_PROXY_TLS
+    evr_tls_t tls;
+#endif
+  };
   struct session *ses;
   struct side *peer;
   int open;        /* the stream is initialised and not yet closed */
-  int eof;         /* read EOF from this side */
-  int shut;        /* FIN sent to this side */
+  int eof;         /* read EOF (or close_notify) from this side */
+  int shut;        /* FIN (after close_notify) sent to this side */
+  int is_tls;      /* the side speaks TLS: tls is initialised */
+  evr_close_cb close_cb; /* a TLS side's, called from side_tls_closed() */
 };
 
 /* --splice: one direction of the relay through a kernel pipe. */
@@ -342,6 +391,65 @@ static void session_closed_side(evr_handle_t *h) {
 
 static void splice_closed(evr_handle_t *h) { session_unref(h->data); }
 
+#if EVR_PROXY_TLS
+static void side_tls_closed(evr_tls_t *t) {
+  struct side *sd = (struct side *)t;
+  sd->close_cb((evr_handle_t *)t);
+}
+#endif
+
+/* ---- a side's stream, plain or TLS ---- */
+
+static void on_side_read(evr_stream_t *s, ssize_t nread, const char *buf);
+#if EVR_PROXY_TLS
+static void on_side_tls_read(evr_tls_t *t, ssize_t nread, const char *buf);
+#endif
+
+/* Queue a copy of n bytes (encrypted for a TLS side). */
+static int side_write(struct side *sd, const char *buf, size_t n) {
+#if EVR_PROXY_TLS
+  if (sd->is_tls) return evr_tls_write(&sd->tls, buf, n);
+#endif
+  return evr_stream_write_copy(&sd->s, buf, n);
+}
+
+static int side_read_start(struct side *sd) {
+#if EVR_PROXY_TLS
+  if (sd->is_tls) return evr_tls_read_start(&sd->tls, on_side_tls_read);
+#endif
+  return evr_stream_read_start(&sd->s, on_side_read);
+}
+
+static void side_read_stop(struct side *sd) {
+#if EVR_PROXY_TLS
+  if (sd->is_tls) {
+    evr_tls_read_stop(&sd->tls);
+    return;
+  }
+#endif
+  evr_stream_read_stop(&sd->s);
+}
+
+/* FIN after the queued bytes; a TLS side sends close_notify first. */
+static int side_shutdown(struct side *sd, evr_shutdown_cb cb) {
+#if EVR_PROXY_TLS
+  if (sd->is_tls) return evr_tls_shutdown(&sd->tls, cb);
+#endif
+  return evr_stream_shutdown(&sd->s, cb);
+}
+
+/* Close a side's stream (and free its TLS state) with cb. */
+static void side_close_with(struct side *sd, evr_close_cb cb) {
+#if EVR_PROXY_TLS
+  if (sd->is_tls) {
+    sd->close_cb = cb;
+    evr_tls_close(&sd->tls, side_tls_closed);
+    return;
+  }
+#endif
+  evr_close(&sd->s.base, cb);
+}
+
 static void splice_teardown(struct session *ses) {
   if (!ses->spliced) return;
   ses->spliced = 0;
@@ -355,13 +463,25 @@ static void splice_teardown(struct session *ses) {
 }
 
 static void side_close(struct side *sd) {
-  if (sd->open && !evr_is_closing(&sd->s.base)) evr_close(&sd->s.base, session_closed_side);
+  if (sd->open && !evr_is_closing(&sd->s.base)) side_close_with(sd, session_closed_side);
 }
 
 static void side_abort(struct side *sd) {
   /* SO_LINGER 0 is set on the socket, so our spliced copy of the
    * descriptor, closed with the session, does not delay the reset. */
-  if (sd->open && !evr_is_closing(&sd->s.base)) evr_stream_abort(&sd->s, session_closed_side);
+  if (!sd->open || evr_is_closing(&sd->s.base)) return;
+#if EVR_PROXY_TLS
+  if (sd->is_tls) {
+    /* What evr_stream_abort() does, with the TLS state freed too. */
+    struct linger lg = {1, 0};
+    int fd = evr_stream_fd(&sd->s);
+    if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) != 0)
+      log_debug("session %p: SO_LINGER: %s", (void *)sd->ses, strerror(errno));
+    side_close(sd);
+    return;
+  }
+#endif
+  evr_stream_abort(&sd->s, session_closed_side);
 }
 
 static void session_close(struct session *ses) {
@@ -380,11 +500,9 @@ static void account(struct side *sd) {
   }
 }
 
-static void on_side_read(evr_stream_t *s, ssize_t nread, const char *buf);
-
 static void resume_reading(struct side *sd) {
   if (!sd->open || sd->eof || evr_is_closing(&sd->s.base)) return;
-  int rc = evr_stream_read_start(&sd->s, on_side_read);
+  int rc = side_read_start(sd);
   if (rc && rc != EVR_EALREADY) session_close(sd->ses);
 }
 
@@ -409,8 +527,8 @@ static void on_shutdown(evr_stream_t *s, int status) {
     session_close(sd->ses);
 }
 
-static void on_side_read(evr_stream_t *s, ssize_t nread, const char *buf) {
-  struct side *sd = (struct side *)s;
+/* Bytes (decrypted, for a TLS side) or the end from sd: relay them. */
+static void side_data(struct side *sd, ssize_t nread, const char *buf) {
   struct side *to = sd->peer;
   struct session *ses = sd->ses;
   if (nread > 0) {
@@ -421,7 +539,7 @@ static void on_side_read(evr_stream_t *s, ssize_t nread, const char *buf) {
       atomic_fetch_add(&stats.bytes_out, (uint64_t)nread);
       atomic_fetch_add(&ses->up->bytes_down, (uint64_t)nread);
     }
-    int rc = evr_stream_write_copy(&to->s, buf, (size_t)nread);
+    int rc = side_write(to, buf, (size_t)nread);
     if (rc) {
       log_debug("session %p: relay write: %s", (void *)ses, evr_strerror(rc));
       side_abort(sd);
@@ -430,8 +548,10 @@ static void on_side_read(evr_stream_t *s, ssize_t nread, const char *buf) {
     }
     account(to);
     /* Backpressure: the other side's queue may grow by one more chunk at
-     * most, so stop at high_mark = buffer_size - chunk. */
-    if (evr_stream_write_queue_size(&to->s) > high_mark) evr_stream_read_stop(s);
+     * most, so stop at high_mark = buffer_size - chunk. (A TLS side's
+     * queue holds records: a chunk and their few bytes of framing; and a
+     * TLS side delivers at most a record, 16 KiB, at a time.) */
+    if (evr_stream_write_queue_size(&to->s) > high_mark) side_read_stop(sd);
     return;
   }
   if (nread == EVR_EOF) {
@@ -439,17 +559,33 @@ static void on_side_read(evr_stream_t *s, ssize_t nread, const char *buf) {
     log_debug("session %p: %s sent FIN", (void *)ses, sd == &ses->client ? "client" : "upstream");
     if (!to->shut) {
       to->shut = 1;
-      int rc = evr_stream_shutdown(&to->s, on_shutdown);
+      int rc = side_shutdown(to, on_shutdown);
       if (rc) session_close(ses);
     }
     return;
   }
   /* An error: a reset on one side resets the other. */
-  log_debug("session %p: %s: %s", (void *)ses, sd == &ses->client ? "client" : "upstream",
-            evr_strerror((int)nread));
+#if EVR_PROXY_TLS
+  if (sd->is_tls && nread == EVR_ETLS)
+    log_debug("session %p: %s: %s: %s", (void *)ses, sd == &ses->client ? "client" : "upstream",
+              evr_strerror((int)nread), evr_tls_reason(&sd->tls));
+  else
+#endif
+    log_debug("session %p: %s: %s", (void *)ses, sd == &ses->client ? "client" : "upstream",
+              evr_strerror((int)nread));
   if (nread == EVR_ECONNRESET) side_abort(to);
   session_close(ses);
 }
+
+static void on_side_read(evr_stream_t *s, ssize_t nread, const char *buf) {
+  side_data((struct side *)s, nread, buf);
+}
+
+#if EVR_PROXY_TLS
+static void on_side_tls_read(evr_tls_t *t, ssize_t nread, const char *buf) {
+  side_data((struct side *)t, nread, buf);
+}
+#endif
 
 static void on_idle(evr_stream_t *s) {
   struct side *sd = (struct side *)s;
@@ -752,6 +888,28 @@ static struct upstream *pick_upstream(struct session *ses) {
 }
 
 static void on_upstream_connect(evr_stream_t *s, int status);
+static void upstream_ready(struct session *ses);
+
+#if EVR_PROXY_TLS
+/* The upstream's handshake. A failure (its certificate refused, a name
+ * that does not match, a timeout) closes the client with the reason
+ * logged; the upstream is not marked down. */
+static void on_upstream_handshake(evr_tls_t *t, int status) {
+  struct side *sd = (struct side *)t;
+  struct session *ses = sd->ses;
+  struct upstream *u = ses->up;
+  if (status) {
+    atomic_fetch_add(&u->tls_failures, 1);
+    log_warn("upstream %s: TLS handshake: %s%s%s: closing the client", u->text,
+             evr_strerror(status), evr_tls_reason(t)[0] ? ": " : "", evr_tls_reason(t));
+    session_close(ses);
+    return;
+  }
+  atomic_fetch_add(&u->tls_handshakes, 1);
+  log_debug("session %p: %s with %s", (void *)ses, evr_tls_version(t), u->text);
+  upstream_ready(ses);
+}
+#endif
 
 /* The connect failed for lack of local resources: another upstream would
  * fail the same way, and this one is not to blame. Close the client. */
@@ -777,7 +935,14 @@ static void connect_next(struct session *ses) {
   ses->tried++;
   ses->up = u;
   struct side *sd = &ses->upstream;
-  int rc = evr_stream_init(ses->srv->loop, &sd->s);
+  int rc;
+#if EVR_PROXY_TLS
+  sd->is_tls = upstream_ctx != NULL;
+  if (sd->is_tls)
+    rc = evr_tls_init(ses->srv->loop, &sd->tls, upstream_ctx, u->tls_name[0] ? u->tls_name : NULL);
+  else
+#endif
+    rc = evr_stream_init(ses->srv->loop, &sd->s);
   if (rc == 0) {
     sd->open = 1;
     ses->nopen++;
@@ -834,7 +999,7 @@ static void on_upstream_connect(evr_stream_t *s, int status) {
       return;
     }
     /* Close this attempt; its close callback tries the next upstream. */
-    evr_close(&s->base, upstream_failed_closed);
+    side_close_with(sd, upstream_failed_closed);
     return;
   }
   uint64_t us = (evr_hrtime() - ses->connect_start_ns) / 1000u;
@@ -854,6 +1019,7 @@ static void on_upstream_connect(evr_stream_t *s, int status) {
   evr_stream_set_read_max(s, read_chunk);
   evr_stream_set_water_marks(s, low_mark, high_mark, on_water);
   if (cfg.send_proxy != PP_NONE) {
+    /* In the clear, before a TLS handshake (as HAProxy sends it). */
     char hdr[128];
     int n = proxy_header(ses, hdr, sizeof hdr);
     if (n <= 0 || evr_stream_write_copy(s, hdr, (size_t)n) != 0) {
@@ -862,12 +1028,30 @@ static void on_upstream_connect(evr_stream_t *s, int status) {
     }
     account(sd);
   }
+#if EVR_PROXY_TLS
+  if (sd->is_tls) {
+    int rc = evr_tls_start(&sd->tls, on_upstream_handshake);
+    if (rc) {
+      log_warn("upstream %s: TLS: %s: closing the client", u->text, evr_strerror(rc));
+      atomic_fetch_add(&u->tls_failures, 1);
+      session_close(ses);
+    }
+    return;
+  }
+#endif
+  upstream_ready(ses);
+}
+
+/* The upstream is connected (and its handshake done): relay. */
+static void upstream_ready(struct session *ses) {
+  struct side *sd = &ses->upstream;
+  struct upstream *u = ses->up;
   if (ses->hbuf) {
     /* --accept-proxy: what the client sent right after its header. */
     size_t n = ses->hlen - ses->hoff;
     atomic_fetch_add(&stats.bytes_in, (uint64_t)n);
     atomic_fetch_add(&u->bytes_up, (uint64_t)n);
-    int rc = evr_stream_write_copy(s, ses->hbuf + ses->hoff, n);
+    int rc = side_write(sd, (const char *)ses->hbuf + ses->hoff, n);
     free(ses->hbuf);
     ses->hbuf = NULL;
     if (rc) {
@@ -877,8 +1061,11 @@ static void on_upstream_connect(evr_stream_t *s, int status) {
     account(sd);
   }
   /* The headers and early bytes (if any) are flushed by the stream before
-   * splicing starts: splice only once the upstream's queue is empty. */
-  if (cfg.splice && evr_stream_write_queue_size(s) == 0 && splice_start(ses) == 0) return;
+   * splicing starts: splice only once the upstream's queue is empty. TLS
+   * sessions are not spliced. */
+  if (cfg.splice && !ses->client.is_tls && !sd->is_tls &&
+      evr_stream_write_queue_size(&sd->s) == 0 && splice_start(ses) == 0)
+    return;
   resume_reading(&ses->client);
   resume_reading(&ses->upstream);
 }
@@ -910,6 +1097,10 @@ static void on_header_timeout(evr_timer_t *t) {
   header_reject(t->data, &stats.pp_timeout, why);
 }
 
+#if EVR_PROXY_TLS
+static void tls_client_start(struct session *ses);
+#endif
+
 static void on_header_read(evr_stream_t *s, ssize_t nread, const char *buf) {
   struct side *sd = (struct side *)s;
   struct session *ses = sd->ses;
@@ -940,8 +1131,10 @@ static void on_header_read(evr_stream_t *s, ssize_t nread, const char *buf) {
     return;
   }
   if (rc == PPROTO_NEED_MORE) {
-    /* Read at most what the header may still take. */
+    /* Read at most what the header may still take; before a TLS
+     * handshake, no more than it takes for sure. */
     size_t want = h.version == 2 ? h.need : PPROTO_V1_MAX;
+    if (ses->client.is_tls) want = h.need > PP_SHORTEST ? h.need : PP_SHORTEST;
     if (want > ses->hcap) {
       unsigned char *p = realloc(ses->hbuf, want);
       if (!p) {
@@ -980,6 +1173,12 @@ static void on_header_read(evr_stream_t *s, ssize_t nread, const char *buf) {
     log_debug("session %p: PROXY v%d header, %zu bytes: client %s, to %s%s", (void *)ses,
               h.version, h.len, a, b, h.has_addrs ? "" : " (none given: the connection's own)");
   }
+#if EVR_PROXY_TLS
+  if (ses->client.is_tls) {
+    tls_client_start(ses); /* nothing past the header was read: ses->hbuf is NULL */
+    return;
+  }
+#endif
   connect_next(ses);
 }
 
@@ -995,11 +1194,66 @@ static void header_start(struct session *ses) {
   evr_timer_init(ses->srv->loop, &ses->htimer);
   ses->htimer.data = ses;
   evr_timer_start(&ses->htimer, on_header_timeout, cfg.accept_proxy_timeout_ms, 0);
-  evr_stream_set_read_max(&ses->client.s, PPROTO_V1_MAX);
+  evr_stream_set_read_max(&ses->client.s, ses->client.is_tls ? PP_SHORTEST : PPROTO_V1_MAX);
   if (evr_stream_read_start(&ses->client.s, on_header_read) != 0) session_close(ses);
 }
 
+/* ---- --tls-cert: the client's handshake ----
+ * Run once the client is adopted (after its PROXY header with
+ * --accept-proxy), bounded by --tls-handshake-timeout; the upstream is
+ * chosen once it is done. A failure closes the client, is counted by
+ * reason and logged as an episode. */
+
+#if EVR_PROXY_TLS
+static void on_client_handshake(evr_tls_t *t, int status) {
+  struct side *sd = (struct side *)t;
+  struct session *ses = sd->ses;
+  if (status) {
+    const char *why = evr_tls_reason(t);
+    atomic_fetch_add(status == EVR_ETIMEDOUT ? &stats.tls_timeout
+                     : status == EVR_ETLS    ? &stats.tls_invalid
+                                             : &stats.tls_closed,
+                     1);
+    evr_addr_t peer;
+    char text[EVR_ADDR_STRLEN] = "?";
+    if (evr_stream_peername(&sd->s, &peer) == 0) addr_text(&peer, text);
+    if (episode_hit(&ep_tls, 0, "TLS handshake with %s: %s%s%s: closing the client", text,
+                    evr_strerror(status), why[0] ? ": " : "", why)) {
+      log_debug("session %p: TLS handshake with %s: %s%s%s: closing the client", (void *)ses,
+                text, evr_strerror(status), why[0] ? ": " : "", why);
+      episode_later(ses->srv);
+    }
+    session_close(ses);
+    return;
+  }
+  atomic_fetch_add(&stats.tls_ok, 1);
+  if (episode_end(&ep_tls)) episode_later(ses->srv);
+  /* Until the upstream is connected, the client's records wait in the
+   * kernel, as a plain client's bytes do. */
+  evr_tls_read_stop(t);
+  log_debug("session %p: client %s", (void *)ses, evr_tls_version(t));
+  connect_next(ses);
+}
+
+static void tls_client_start(struct session *ses) {
+  int rc = evr_tls_start(&ses->client.tls, on_client_handshake);
+  if (rc) {
+    log_debug("session %p: TLS: %s: closing the client", (void *)ses, evr_strerror(rc));
+    atomic_fetch_add(&stats.tls_closed, 1);
+    session_close(ses);
+  }
+}
+#endif
+
 /* ---- accepting ---- */
+
+#if EVR_PROXY_TLS
+/* A client whose stream could not take its descriptor. */
+static void adopt_failed_closed(evr_tls_t *t) {
+  free(((struct side *)t)->ses);
+  atomic_fetch_sub(&stats.active, 1);
+}
+#endif
 
 /* A client to serve on srv's loop (its thread). Its place in
  * stats.active is already taken. */
@@ -1024,8 +1278,27 @@ static void session_adopt(struct server *srv, int fd) {
   ses->client.ses = ses->upstream.ses = ses;
   ses->client.peer = &ses->upstream;
   ses->upstream.peer = &ses->client;
-  int rc = evr_stream_init(srv->loop, &ses->client.s);
-  if (rc == 0) rc = evr_stream_open(&ses->client.s, fd);
+  int rc;
+#if EVR_PROXY_TLS
+  if (server_ctx) {
+    rc = evr_tls_init(srv->loop, &ses->client.tls, server_ctx, NULL);
+    if (rc == 0) {
+      ses->client.is_tls = 1;
+      rc = evr_stream_open(&ses->client.s, fd);
+      if (rc) {
+        /* The TLS state is freed by a close. */
+        log_error("stream: %s", evr_strerror(rc));
+        close(fd);
+        evr_tls_close(&ses->client.tls, adopt_failed_closed);
+        return;
+      }
+    }
+  } else
+#endif
+  {
+    rc = evr_stream_init(srv->loop, &ses->client.s);
+    if (rc == 0) rc = evr_stream_open(&ses->client.s, fd);
+  }
   if (rc) {
     log_error("stream: %s", evr_strerror(rc));
     close(fd);
@@ -1056,6 +1329,12 @@ static void session_adopt(struct server *srv, int fd) {
     header_start(ses);
     return;
   }
+#if EVR_PROXY_TLS
+  if (ses->client.is_tls) {
+    tls_client_start(ses);
+    return;
+  }
+#endif
   /* The client is read only once the upstream is connected: until then
    * its bytes wait in the kernel. */
   connect_next(ses);
@@ -1227,6 +1506,20 @@ static void metrics_text(struct text *t) {
     (unsigned long long)atomic_load(&stats.pp_invalid),
     (unsigned long long)atomic_load(&stats.pp_timeout),
     (unsigned long long)atomic_load(&stats.pp_closed));
+  P("# HELP evr_proxy_tls_handshakes_total TLS handshakes done with clients (--tls-cert).\n"
+    "# TYPE evr_proxy_tls_handshakes_total counter\n"
+    "evr_proxy_tls_handshakes_total %llu\n",
+    (unsigned long long)atomic_load(&stats.tls_ok));
+  P("# HELP evr_proxy_tls_handshake_failures_total Clients closed without a TLS handshake "
+    "(--tls-cert): a protocol error (e.g. a client not speaking TLS), not done within "
+    "--tls-handshake-timeout, or closed by the client first.\n"
+    "# TYPE evr_proxy_tls_handshake_failures_total counter\n"
+    "evr_proxy_tls_handshake_failures_total{reason=\"invalid\"} %llu\n"
+    "evr_proxy_tls_handshake_failures_total{reason=\"timeout\"} %llu\n"
+    "evr_proxy_tls_handshake_failures_total{reason=\"closed\"} %llu\n",
+    (unsigned long long)atomic_load(&stats.tls_invalid),
+    (unsigned long long)atomic_load(&stats.tls_timeout),
+    (unsigned long long)atomic_load(&stats.tls_closed));
   P("# HELP evr_proxy_loop_connections_total Client connections each event loop took.\n"
     "# TYPE evr_proxy_loop_connections_total counter\n");
   for (int i = 0; i < nloops; i++)
@@ -1257,6 +1550,13 @@ static void metrics_text(struct text *t) {
        offsetof(struct upstream, bytes_up)},
       {"evr_proxy_upstream_bytes_received_total", "counter",
        "Bytes relayed from the upstream.", offsetof(struct upstream, bytes_down)},
+      {"evr_proxy_upstream_tls_handshakes_total", "counter",
+       "TLS handshakes done with the upstream (--upstream-tls).",
+       offsetof(struct upstream, tls_handshakes)},
+      {"evr_proxy_upstream_tls_handshake_failures_total", "counter",
+       "TLS handshakes with the upstream that failed (--upstream-tls): certificate refused, "
+       "name mismatch, protocol error, timeout.",
+       offsetof(struct upstream, tls_failures)},
   };
   for (size_t c = 0; c < sizeof counters / sizeof counters[0]; c++) {
     P("# HELP %s %s\n# TYPE %s %s\n", counters[c].name, counters[c].help, counters[c].name,
@@ -1477,12 +1777,65 @@ static void server_free(struct server *srv) {
   evr_timer_stop(&srv->drain_timer);
   evr_timer_stop(&srv->ep_timer);
   for (struct session *s = srv->sessions; s; s = s->next) evr_timer_stop(&s->sidle);
+  /* Sessions left are closed as sessions: their memory and TLS state are
+   * freed by their close callbacks. */
+  close_all_sessions(srv);
   evr_loop_walk(srv->loop, close_any, NULL);
   evr_loop_run(srv->loop, EVR_RUN_DEFAULT);
   int rc = evr_loop_free(srv->loop);
   if (rc) log_error("loop %d: free: %s", srv->index, evr_strerror(rc));
   srv->loop = NULL;
 }
+
+#if EVR_PROXY_TLS
+/* Another certificate/key pair on the listeners' context, chosen when the
+ * client asks for a name it carries (SNI). */
+static int tls_add_pair(evr_tls_ctx_t *ctx, const char *cert, const char *key) {
+  (void)ctx;
+  (void)cert;
+  (void)key;
+  log_error("more than one --tls-cert: not supported by this evr");
+  return EVR_ENOTSUP;
+}
+
+/* The contexts, before any loop runs. 0, or -1 (logged). */
+static int tls_setup(void) {
+  int rc;
+  if (cfg.ncert) {
+    rc = evr_tls_ctx_new_server(&server_ctx, cfg.tls_cert[0], cfg.tls_key[0]);
+    if (rc) {
+      log_error("--tls-cert %s --tls-key %s: %s (unreadable, not PEM, or the key does not match)",
+                cfg.tls_cert[0], cfg.tls_key[0], evr_strerror(rc));
+      return -1;
+    }
+    for (int i = 1; i < cfg.ncert; i++) {
+      rc = tls_add_pair(server_ctx, cfg.tls_cert[i], cfg.tls_key[i]);
+      if (rc) {
+        log_error("--tls-cert %s --tls-key %s: %s", cfg.tls_cert[i], cfg.tls_key[i],
+                  evr_strerror(rc));
+        return -1;
+      }
+    }
+    evr_tls_ctx_set_handshake_timeout(server_ctx, (unsigned)cfg.tls_handshake_timeout_ms);
+  }
+  if (cfg.upstream_tls) {
+    rc = evr_tls_ctx_new_client(&upstream_ctx, cfg.tls_ca);
+    if (rc) {
+      log_error("--tls-ca %s: %s", cfg.tls_ca ? cfg.tls_ca : "(the system's CAs)",
+                evr_strerror(rc));
+      return -1;
+    }
+    evr_tls_ctx_set_handshake_timeout(upstream_ctx, (unsigned)cfg.tls_handshake_timeout_ms);
+  }
+  return 0;
+}
+
+static void tls_cleanup(void) {
+  evr_tls_ctx_free(server_ctx);
+  evr_tls_ctx_free(upstream_ctx);
+  server_ctx = upstream_ctx = NULL;
+}
+#endif
 
 static pthread_t main_thread;
 
@@ -1517,6 +1870,13 @@ static int serve(void) {
       return 1;
     }
   }
+#if EVR_PROXY_TLS
+  if (tls_setup() != 0) {
+    tls_cleanup();
+    for (int i = 0; i < cfg.nup; i++) free(cfg.up[i].label);
+    return 1;
+  }
+#endif
   struct server *srv = calloc((size_t)n, sizeof *srv);
   if (!srv) {
     log_error("out of memory");
@@ -1585,6 +1945,9 @@ static int serve(void) {
   nloops = 0;
   free(srv);
   for (int i = 0; i < cfg.nup; i++) free(cfg.up[i].label);
+#if EVR_PROXY_TLS
+  tls_cleanup();
+#endif
   return status;
 }
 
@@ -1613,6 +1976,17 @@ static void usage(void) {
       "                          first; its addresses are passed on as the client's\n"
       "  --accept-proxy-timeout MS\n"
       "                          the header must be complete within MS (default 5000)\n"
+      "  --tls-cert FILE         terminate TLS on the listeners with this certificate chain\n"
+      "                          (PEM, leaf first); repeatable: the first is the default,\n"
+      "                          the others are chosen by the name the client asks (SNI)\n"
+      "  --tls-key FILE          the private key of the --tls-cert of the same rank\n"
+      "  --tls-handshake-timeout MS\n"
+      "                          TLS handshakes must be done within MS (default 10000)\n"
+      "  --upstream-tls          speak TLS to the upstreams, verifying their certificates\n"
+      "  --tls-ca FILE           CAs trusted for upstream certificates (default: the system's)\n"
+      "  --tls-sni NAME          name sent as SNI and checked in upstream certificates\n"
+      "                          (default: the upstream's host name; its IP address is\n"
+      "                          checked for an upstream given by address)\n"
       "  --metrics ADDR          serve GET /metrics (Prometheus text format) on ADDR\n"
       "  --threads N             event loops, one per thread (default: one per CPU)\n"
       "  --loop-balance MODE     how clients reach the loops: kernel (one SO_REUSEPORT\n"
@@ -1650,10 +2024,47 @@ static void add_upstream(const char *text) {
   if (u->port == 0) usage_error("--upstream: '%s': port 0", text);
 }
 
+/* Check the TLS options together; name what each upstream's certificate
+ * is checked against. */
+static void tls_options(void) {
+  int any = cfg.ncert || cfg.nkey || cfg.upstream_tls || cfg.tls_ca || cfg.tls_sni;
+#if !EVR_PROXY_TLS
+  if (any)
+    usage_error("%s: built without TLS (EVR_TLS is off: OpenSSL 3 was not found)",
+                cfg.ncert ? "--tls-cert" : cfg.nkey ? "--tls-key" : cfg.upstream_tls ? "--upstream-tls"
+                : cfg.tls_ca ? "--tls-ca" : "--tls-sni");
+#else
+  (void)any;
+  if (cfg.ncert != cfg.nkey)
+    usage_error("--tls-cert and --tls-key come in pairs (%d certificate%s, %d key%s)", cfg.ncert,
+                cfg.ncert == 1 ? "" : "s", cfg.nkey, cfg.nkey == 1 ? "" : "s");
+  if ((cfg.tls_ca || cfg.tls_sni) && !cfg.upstream_tls)
+    usage_error("%s needs --upstream-tls", cfg.tls_ca ? "--tls-ca" : "--tls-sni");
+  if (!cfg.upstream_tls) return;
+  for (int i = 0; i < cfg.nup; i++) {
+    struct upstream *u = &cfg.up[i];
+    if (cfg.tls_sni) {
+      snprintf(u->tls_name, sizeof u->tls_name, "%s", cfg.tls_sni);
+    } else if (!u->numeric) {
+      snprintf(u->tls_name, sizeof u->tls_name, "%s", u->host);
+    } else if (evr_addr_family(&u->addr) == AF_INET || evr_addr_family(&u->addr) == AF_INET6) {
+      /* The address itself: checked against the certificate's IP
+       * addresses (no SNI is sent for an address). */
+      const void *a = evr_addr_family(&u->addr) == AF_INET ? (const void *)&u->addr.u.in.sin_addr
+                                                           : (const void *)&u->addr.u.in6.sin6_addr;
+      if (!inet_ntop(evr_addr_family(&u->addr), a, u->tls_name, sizeof u->tls_name))
+        usage_error("--upstream: '%s': %s", u->text, strerror(errno));
+    }
+    /* A Unix socket upstream: the chain only, unless --tls-sni names it. */
+  }
+#endif
+}
+
 int main(int argc, char **argv) {
   log_prog = "evr-proxy";
   cfg.connect_timeout_ms = 5000;
   cfg.accept_proxy_timeout_ms = 5000;
+  cfg.tls_handshake_timeout_ms = 10000;
   cfg.buffer_size = 65536;
   cfg.drain_timeout_s = 30;
   cfg.loop_balance = BALANCE_DEFAULT;
@@ -1693,6 +2104,21 @@ int main(int argc, char **argv) {
       cfg.accept_proxy = 1;
     } else if (!strcmp(a, "--accept-proxy-timeout")) {
       cfg.accept_proxy_timeout_ms = parse_uint(a, option_value(argc, argv, &i), 1, 3600 * 1000);
+    } else if (!strcmp(a, "--tls-cert") || !strcmp(a, "--tls-key")) {
+      int cert = !strcmp(a, "--tls-cert");
+      int *n = cert ? &cfg.ncert : &cfg.nkey;
+      if (*n == MAX_CERTS) usage_error("at most %d %s files", MAX_CERTS, a);
+      (cert ? cfg.tls_cert : cfg.tls_key)[(*n)++] = option_value(argc, argv, &i);
+    } else if (!strcmp(a, "--tls-handshake-timeout")) {
+      cfg.tls_handshake_timeout_ms = parse_uint(a, option_value(argc, argv, &i), 1, 3600 * 1000);
+    } else if (!strcmp(a, "--upstream-tls")) {
+      cfg.upstream_tls = 1;
+    } else if (!strcmp(a, "--tls-ca")) {
+      cfg.tls_ca = option_value(argc, argv, &i);
+    } else if (!strcmp(a, "--tls-sni")) {
+      cfg.tls_sni = option_value(argc, argv, &i);
+      if (!cfg.tls_sni[0] || strlen(cfg.tls_sni) >= sizeof cfg.up[0].tls_name)
+        usage_error("--tls-sni: '%s': empty or too long", cfg.tls_sni);
     } else if (!strcmp(a, "--metrics")) {
       cfg.metrics = option_value(argc, argv, &i);
       int rc = evr_addr_parse(&cfg.metrics_addr, cfg.metrics);
@@ -1736,6 +2162,7 @@ int main(int argc, char **argv) {
   if (cfg.nlisten == 0)
     usage_error("--listen is required (or sockets passed by socket activation)");
   if (cfg.nup == 0) usage_error("--upstream is required");
+  tls_options();
   if (!threads_set) cfg.threads = cpu_count();
   read_chunk = cfg.buffer_size / 2 < 65536 ? cfg.buffer_size / 2 : 65536;
   high_mark = cfg.buffer_size - read_chunk;
