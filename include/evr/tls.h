@@ -81,6 +81,52 @@ EVR_API int evr_tls_ctx_new_server(evr_tls_ctx_t **out, const char *cert_file,
  *  @return 0; EVR_EINVAL; EVR_ENOMEM; EVR_ETLS (ca_file not loadable). */
 EVR_API int evr_tls_ctx_new_client(evr_tls_ctx_t **out, const char *ca_file);
 
+/** Add another certificate and key to a server context. During each
+ *  handshake the server presents the first pair, in the order added,
+ *  whose certificate names the client's SNI name (its subjectAltNames,
+ *  wildcards included); the pair of evr_tls_ctx_new_server() when none
+ *  does or the client sends no name. At most 64 more pairs.
+ *  @param ctx        a server context.
+ *  @param cert_file  the certificate chain, leaf first.
+ *  @param key_file   the private key.
+ *  @return 0; EVR_EINVAL (NULL, or a client context); EVR_ENOSPC (64
+ *          already); EVR_ENOMEM; EVR_ETLS (a file could not be loaded, or
+ *          the key does not match: evr_tls_ctx_error() says which). */
+EVR_API int evr_tls_ctx_add_server_cert(evr_tls_ctx_t *ctx, const char *cert_file,
+                                        const char *key_file);
+
+/** Application-layer protocol negotiation (ALPN). A client offers the
+ *  protocols listed; a server picks the first of its own, in its order of
+ *  preference, that the client offers. Without a common protocol the handshake
+ *  goes on without one (the server then sees evr_tls_alpn() NULL and may
+ *  close). Applies to later connections.
+ *  @param ctx        the context.
+ *  @param protocols  comma-separated names, e.g. "h2,http/1.1" (each 1 to
+ *                    255 bytes, 255 bytes in all with a length byte each).
+ *  @return 0; EVR_EINVAL (NULL, an empty name, too long); EVR_ENOMEM. */
+EVR_API int evr_tls_ctx_set_alpn(evr_tls_ctx_t *ctx, const char *protocols);
+
+/** Session resumption, on by default for servers, off for clients.
+ *  A server issues session tickets (stateless, with keys of this context;
+ *  contexts in other processes do not share them). A client keeps the
+ *  newest session for each server name (the SNI name, or the IP address
+ *  verified) of up to 32 servers, replacing the least recently stored, and
+ *  offers it on its next connection to that server; connections of any
+ *  loop and thread may share the context. A ticket may be offered more
+ *  than once. evr_tls_resumed() tells whether a handshake resumed.
+ *  @param ctx  the context.
+ *  @param on   1 to resume, 0 not to (a client drops what it kept).
+ *  @return 0; EVR_EINVAL (NULL). */
+EVR_API int evr_tls_ctx_set_resumption(evr_tls_ctx_t *ctx, int on);
+
+/** Why the last failed context call of the calling thread
+ *  (evr_tls_ctx_new_server(), evr_tls_ctx_new_client(),
+ *  evr_tls_ctx_add_server_cert(), evr_tls_ctx_set_alpn(),
+ *  evr_tls_ctx_set_resumption()) failed, e.g. "private key /etc/k.pem:
+ *  no such file". Successful calls leave it as it was.
+ *  @return the reason, or "" when none failed. */
+EVR_API const char *evr_tls_ctx_error(void);
+
 /** Bound each later-started handshake to ms milliseconds (default 10000;
  *  0: no bound).
  *  @param ctx  the context.
@@ -130,7 +176,8 @@ EVR_API int evr_tls_read_stop(evr_tls_t *t);
  *  may be reused at once). There is no callback: a failure of the queued
  *  part is reported through the read callback (if reading) and later
  *  calls, as for evr_stream_write_copy(); evr_tls_write_queue_size() gives
- *  the bytes of records not yet sent, for backpressure.
+ *  the bytes of records not yet sent, and water marks set on t->stream
+ *  with evr_stream_set_water_marks() apply to them, for backpressure.
  *  @param t     the connection.
  *  @param data  the bytes; may be NULL when len is 0.
  *  @param len   the number of bytes.
@@ -164,6 +211,25 @@ EVR_API int evr_tls_close(evr_tls_t *t, evr_tls_close_cb cb);
  *  @return OpenSSL's reason, or the certificate verification error, or ""
  *          when none. */
 EVR_API const char *evr_tls_reason(const evr_tls_t *t);
+
+/** The server name (SNI) the client sent, on either side.
+ *  @param t  the connection.
+ *  @return the name, valid until the connection is closed; NULL when none
+ *          (or, on a server, before the client's hello). */
+EVR_API const char *evr_tls_server_name(const evr_tls_t *t);
+
+/** The protocol agreed by ALPN (evr_tls_ctx_set_alpn()).
+ *  @param t    the connection.
+ *  @param len  receives its length (0 when none); may be NULL.
+ *  @return the name, not NUL-terminated, valid until the connection is
+ *          closed; NULL when none was agreed or the handshake is not
+ *          done. */
+EVR_API const char *evr_tls_alpn(const evr_tls_t *t, size_t *len);
+
+/** Whether the handshake resumed a session (evr_tls_ctx_set_resumption()).
+ *  @param t  the connection.
+ *  @return 1 when it did; 0 when it did not or is not done. */
+EVR_API int evr_tls_resumed(const evr_tls_t *t);
 
 /** The negotiated protocol version.
  *  @param t  the connection.
