@@ -1231,7 +1231,9 @@ static void on_client_handshake(evr_tls_t *t, int status) {
   /* Until the upstream is connected, the client's records wait in the
    * kernel, as a plain client's bytes do. */
   evr_tls_read_stop(t);
-  log_debug("session %p: client %s", (void *)ses, evr_tls_version(t));
+  const char *name = evr_tls_server_name(t);
+  log_debug("session %p: client %s%s%s", (void *)ses, evr_tls_version(t),
+            name ? ", SNI " : "", name ? name : "");
   connect_next(ses);
 }
 
@@ -1788,31 +1790,19 @@ static void server_free(struct server *srv) {
 }
 
 #if EVR_PROXY_TLS
-/* Another certificate/key pair on the listeners' context, chosen when the
- * client asks for a name it carries (SNI). */
-static int tls_add_pair(evr_tls_ctx_t *ctx, const char *cert, const char *key) {
-  (void)ctx;
-  (void)cert;
-  (void)key;
-  log_error("more than one --tls-cert: not supported by this evr");
-  return EVR_ENOTSUP;
-}
-
 /* The contexts, before any loop runs. 0, or -1 (logged). */
 static int tls_setup(void) {
   int rc;
   if (cfg.ncert) {
-    rc = evr_tls_ctx_new_server(&server_ctx, cfg.tls_cert[0], cfg.tls_key[0]);
-    if (rc) {
-      log_error("--tls-cert %s --tls-key %s: %s (unreadable, not PEM, or the key does not match)",
-                cfg.tls_cert[0], cfg.tls_key[0], evr_strerror(rc));
-      return -1;
-    }
-    for (int i = 1; i < cfg.ncert; i++) {
-      rc = tls_add_pair(server_ctx, cfg.tls_cert[i], cfg.tls_key[i]);
+    /* The first pair is the default; each other one is presented to the
+     * clients that ask (SNI) for a name its certificate carries. */
+    for (int i = 0; i < cfg.ncert; i++) {
+      rc = i == 0 ? evr_tls_ctx_new_server(&server_ctx, cfg.tls_cert[0], cfg.tls_key[0])
+                  : evr_tls_ctx_add_server_cert(server_ctx, cfg.tls_cert[i], cfg.tls_key[i]);
       if (rc) {
-        log_error("--tls-cert %s --tls-key %s: %s", cfg.tls_cert[i], cfg.tls_key[i],
-                  evr_strerror(rc));
+        const char *why = rc == EVR_ETLS ? evr_tls_ctx_error() : "";
+        log_error("--tls-cert %s --tls-key %s: %s%s%s", cfg.tls_cert[i], cfg.tls_key[i],
+                  evr_strerror(rc), why[0] ? ": " : "", why);
         return -1;
       }
     }
@@ -1821,8 +1811,9 @@ static int tls_setup(void) {
   if (cfg.upstream_tls) {
     rc = evr_tls_ctx_new_client(&upstream_ctx, cfg.tls_ca);
     if (rc) {
-      log_error("--tls-ca %s: %s", cfg.tls_ca ? cfg.tls_ca : "(the system's CAs)",
-                evr_strerror(rc));
+      const char *why = rc == EVR_ETLS ? evr_tls_ctx_error() : "";
+      log_error("--tls-ca %s: %s%s%s", cfg.tls_ca ? cfg.tls_ca : "(the system's CAs)",
+                evr_strerror(rc), why[0] ? ": " : "", why);
       return -1;
     }
     evr_tls_ctx_set_handshake_timeout(upstream_ctx, (unsigned)cfg.tls_handshake_timeout_ms);
