@@ -139,6 +139,7 @@ struct config {
   const char *tls_cert[MAX_CERTS], *tls_key[MAX_CERTS];
   int ncert, nkey;
   uint64_t tls_handshake_timeout_ms;
+  int tls_handshake_timeout_set;
   int upstream_tls;
   const char *tls_ca, *tls_sni;
 };
@@ -1949,6 +1950,11 @@ static int serve(void) {
 #else
 #define SPLICE_HELP "  --splice                not available in this build (needs Linux splice(2))\n"
 #endif
+#if EVR_PROXY_TLS
+#define TLS_HELP ""
+#else
+#define TLS_HELP "                          (--tls-* and --upstream-tls: not available, built without TLS)\n"
+#endif
 
 static void usage(void) {
   printf(
@@ -1978,6 +1984,7 @@ static void usage(void) {
       "  --tls-sni NAME          name sent as SNI and checked in upstream certificates\n"
       "                          (default: the upstream's host name; its IP address is\n"
       "                          checked for an upstream given by address)\n"
+      TLS_HELP
       "  --metrics ADDR          serve GET /metrics (Prometheus text format) on ADDR\n"
       "  --threads N             event loops, one per thread (default: one per CPU)\n"
       "  --loop-balance MODE     how clients reach the loops: kernel (one SO_REUSEPORT\n"
@@ -2018,12 +2025,17 @@ static void add_upstream(const char *text) {
 /* Check the TLS options together; name what each upstream's certificate
  * is checked against. */
 static void tls_options(void) {
-  int any = cfg.ncert || cfg.nkey || cfg.upstream_tls || cfg.tls_ca || cfg.tls_sni;
+  int any = cfg.ncert || cfg.nkey || cfg.upstream_tls || cfg.tls_ca || cfg.tls_sni ||
+            cfg.tls_handshake_timeout_set;
 #if !EVR_PROXY_TLS
   if (any)
-    usage_error("%s: built without TLS (EVR_TLS is off: OpenSSL 3 was not found)",
-                cfg.ncert ? "--tls-cert" : cfg.nkey ? "--tls-key" : cfg.upstream_tls ? "--upstream-tls"
-                : cfg.tls_ca ? "--tls-ca" : "--tls-sni");
+    usage_error("%s: built without TLS (EVR_TLS is off, or OpenSSL 3 was not found)",
+                cfg.ncert          ? "--tls-cert"
+                : cfg.nkey         ? "--tls-key"
+                : cfg.upstream_tls ? "--upstream-tls"
+                : cfg.tls_ca       ? "--tls-ca"
+                : cfg.tls_sni      ? "--tls-sni"
+                                   : "--tls-handshake-timeout");
 #else
   (void)any;
   if (cfg.ncert != cfg.nkey)
@@ -2102,6 +2114,7 @@ int main(int argc, char **argv) {
       (cert ? cfg.tls_cert : cfg.tls_key)[(*n)++] = option_value(argc, argv, &i);
     } else if (!strcmp(a, "--tls-handshake-timeout")) {
       cfg.tls_handshake_timeout_ms = parse_uint(a, option_value(argc, argv, &i), 1, 3600 * 1000);
+      cfg.tls_handshake_timeout_set = 1;
     } else if (!strcmp(a, "--upstream-tls")) {
       cfg.upstream_tls = 1;
     } else if (!strcmp(a, "--tls-ca")) {
