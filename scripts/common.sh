@@ -6,7 +6,7 @@ EVR_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 EVR_JOBS=$(nproc 2>/dev/null || echo 2)
 
 # Packages to build evr, its samples, its man pages and its tests.
-EVR_BUILD_PKGS="cmake make gcc clang pkg-config libcmocka-dev go-md2man"
+EVR_BUILD_PKGS="cmake make gcc clang pkg-config libcmocka-dev go-md2man libssl-dev openssl"
 
 evr_have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "e2e.h"
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -352,4 +353,42 @@ char *e2e_http_get(int port, const char *path) {
   close(fd);
   if (s) s[len] = '\0';
   return s;
+}
+
+int e2e_count_listeners(pid_t pid, int port) {
+  /* The inodes of 127.0.0.1:port sockets in state LISTEN (0A). */
+  FILE *f = fopen("/proc/net/tcp", "r");
+  if (!f) return -1;
+  unsigned long inodes[64];
+  int n = 0;
+  char line[512];
+  while (fgets(line, sizeof line, f)) {
+    unsigned la, lp, ra, rp, st;
+    unsigned long ino;
+    if (sscanf(line, " %*d: %8X:%4X %8X:%4X %2X %*s %*s %*s %*d %*d %lu", &la, &lp, &ra, &rp, &st,
+               &ino) != 6)
+      continue; /* the header */
+    if (st == 0x0A && (int)lp == port && la == htonl(INADDR_LOOPBACK) && n < 64)
+      inodes[n++] = ino;
+  }
+  fclose(f);
+  char dir[64];
+  snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
+  DIR *d = opendir(dir);
+  if (!d) return -1;
+  int count = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    char path[320], target[64];
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    ssize_t len = readlink(path, target, sizeof target - 1);
+    if (len <= 0) continue;
+    target[len] = '\0';
+    unsigned long ino;
+    if (sscanf(target, "socket:[%lu]", &ino) != 1) continue;
+    for (int i = 0; i < n; i++)
+      if (inodes[i] == ino) count++;
+  }
+  closedir(d);
+  return count;
 }

@@ -49,6 +49,10 @@ int e2e_echo_traffic(int port, int conns, size_t bytes, int half_close, int time
 /* Contents of a file (NUL-terminated, malloc'd), or NULL. */
 char *e2e_read_file(const char *path);
 
+/* The TCP sockets of process pid listening on 127.0.0.1:port (Linux:
+ * /proc/<pid>/fd against /proc/net/tcp); -1 where /proc cannot tell. */
+int e2e_count_listeners(pid_t pid, int port);
+
 /* Read an HTTP/1.0 response to "GET <path>" from 127.0.0.1:port (malloc'd,
  * NUL-terminated), or NULL. */
 char *e2e_http_get(int port, const char *path);

@@ -304,9 +304,20 @@ static int conns_per_loop(const char *log, int per_loop[LOOPS]) {
 /* 40 connections through evr-echo with LOOPS loops, each echoed byte for
  * byte; returns the log of the stopped daemon (malloc'd) and the
  * connections each loop adopted. */
-static char *spread_40(const char *balance, int per_loop[LOOPS]) {
+static char *spread_40(const char *balance, int per_loop[LOOPS], int listeners) {
   pid_t pid = balance ? start_echo("--threads", "4", "--loop-balance", balance)
                       : start_echo("--threads", "4", NULL, NULL);
+  /* The listening sockets of the daemon: all made before its loops start,
+   * so soon after the first listens. */
+  int have = -1;
+  for (int i = 0; i < 500 && have != listeners; i++) {
+    have = e2e_count_listeners(pid, port);
+    if (have != listeners) usleep(10000);
+  }
+  if (have != listeners) {
+    char *log = e2e_read_file(log_path);
+    fail_msg("want %d listening sockets, have %d; log:\n%s", listeners, have, log ? log : "");
+  }
   int failed = e2e_echo_traffic(port, 40, 16 * 1024, 0, 60000);
   expect_clean_exit(pid, SIGTERM);
   char *log = e2e_read_file(log_path);
@@ -328,7 +339,7 @@ static char *spread_40(const char *balance, int per_loop[LOOPS]) {
 static void test_echo_loop_balance_accept_hands_connections_round_robin(void **state) {
   (void)state;
   int per_loop[LOOPS];
-  char *log = spread_40("accept", per_loop);
+  char *log = spread_40("accept", per_loop, 1);
   int short_loops = 0;
   for (int i = 0; i < LOOPS; i++) short_loops += per_loop[i] < 10;
   if (short_loops || !strstr(log, "4 loops (loop balance: accept)"))
@@ -352,13 +363,27 @@ static void test_echo_loop_balance_kernel_spreads_connections(void **state) {
   skip();
 #else
   for (int round = 0; round < 2; round++) {
-    int per_loop[LOOPS], used = 0;
-    /* Explicitly, then as the default on Linux. */
-    char *log = spread_40(round == 0 ? "kernel" : NULL, per_loop);
-    for (int i = 0; i < LOOPS; i++) used += per_loop[i] > 0;
-    if (used < 2 || !strstr(log, "4 loops (loop balance: kernel)"))
-      fail_msg("want connections on more than one loop, balanced by the kernel; log:\n%s", log);
-    free(log);
+    /* Explicitly, then as the default on Linux. One SO_REUSEPORT listener
+     * per loop, all four listening (checked in spread_40), is what evr-echo
+     * controls. Which one takes a connection is the kernel's choice, and
+     * all 41 connections have been seen on one of the four in about 1 of
+     * 300 runs, with the four listening (ss -ltn), on epoll and io_uring
+     * alike; such a run is retried with a new daemon, up to 3 times. */
+    for (int attempt = 1;; attempt++) {
+      int per_loop[LOOPS], used = 0;
+      char *log = spread_40(round == 0 ? "kernel" : NULL, per_loop, LOOPS);
+      for (int i = 0; i < LOOPS; i++) used += per_loop[i] > 0;
+      if (!strstr(log, "4 loops (loop balance: kernel)"))
+        fail_msg("want kernel balancing; log:\n%s", log);
+      if (used >= 2) {
+        free(log);
+        break;
+      }
+      if (attempt == 3)
+        fail_msg("want connections on more than one loop in one of 3 runs; log:\n%s", log);
+      fprintf(stderr, "note: the kernel put every connection on one listener; again\n");
+      free(log);
+    }
   }
 #endif
 }

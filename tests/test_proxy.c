@@ -1845,6 +1845,16 @@ static void relay_40(const char *balance, double per_loop[LOOPS]) {
   const char *with[] = {"--threads", "4", "--loop-balance", balance, NULL};
   const char *without[] = {"--threads", "4", NULL};
   start_proxy(&echo_port, 1, balance ? with : without);
+  /* Its listeners for clients, all made before its loops start. */
+  int nlisten = balance && !strcmp(balance, "accept") ? 1 : LOOPS, have = -1;
+  for (int i = 0; i < 500 && have != nlisten; i++) {
+    have = e2e_count_listeners(proxy_pid, proxy_port);
+    if (have != nlisten) usleep(10000);
+  }
+  if (have != nlisten) {
+    dump_logs();
+    fail_msg("want %d listening sockets, have %d", nlisten, have);
+  }
   int failed = e2e_echo_traffic(proxy_port, 40, 16 * 1024, 0, 120000);
   if (failed) dump_logs();
   assert_int_equal(failed, 0);
@@ -1881,10 +1891,12 @@ static void test_proxy_loop_balance_accept_hands_clients_round_robin(void **stat
   for (int i = 0; i < LOOPS; i++) assert_true(per_loop[i] == 10);
 }
 
-/* Regression guard: one SO_REUSEPORT listener per loop, and the kernel
- * spreads the clients (Linux; FreeBSD with SO_REUSEPORT_LB). It hashes each
- * connection's addresses and ports, so the split is not exact; 40 clients
- * all on one of 4 sockets has a probability of 4^-39. */
+/* Regression guard: one SO_REUSEPORT listener per loop (counted in
+ * relay_40), and the kernel spreads the clients (Linux; FreeBSD with
+ * SO_REUSEPORT_LB). It hashes each connection's addresses and ports, so the
+ * split is not exact. All connections on one of the four listening sockets
+ * has been seen in about 1 of 300 runs of evr-echo's twin of this test, so
+ * such a run is retried with a new daemon, up to 3 times. */
 static void test_proxy_loop_balance_kernel_spreads_clients(void **state) {
   (void)state;
 #if !defined(__linux__) || (defined(EVR_PORTABLE) && EVR_PORTABLE)
@@ -1892,11 +1904,15 @@ static void test_proxy_loop_balance_kernel_spreads_clients(void **state) {
   skip();
 #else
   for (int round = 0; round < 2; round++) {
-    double per_loop[LOOPS];
-    int used = 0;
-    relay_40(round == 0 ? "kernel" : NULL, per_loop); /* explicitly, then by default */
-    for (int i = 0; i < LOOPS; i++) used += per_loop[i] > 0;
-    assert_true(used > 1);
+    for (int attempt = 1;; attempt++) {
+      double per_loop[LOOPS];
+      int used = 0;
+      relay_40(round == 0 ? "kernel" : NULL, per_loop); /* explicitly, then by default */
+      for (int i = 0; i < LOOPS; i++) used += per_loop[i] > 0;
+      if (used > 1) break;
+      if (attempt == 3) fail_msg("want clients on more than one loop in one of 3 runs");
+      fprintf(stderr, "note: the kernel put every client on one listener; again\n");
+    }
   }
 #endif
 }
