@@ -6,7 +6,7 @@
 # (EVR_BACKEND=io_uring) when the build has it and the kernel allows it.
 #
 #   bench/run.sh [--quick] [--results FILE] [--img DIR] [--build DIR]
-#                [--only echo,sys,rss,ovh,timers,proxy]
+#                [--only echo,sys,rss,ovh,timers,proxy,tls]
 #
 # Installs nothing: a missing peer library, tool (perf/strace, gnuplot,
 # taskset) or sample program is skipped with a message. Builds a Release
@@ -22,7 +22,7 @@ quick=0
 results=$root/bench/RESULTS.md
 imgdir=$root/docs/img
 build=$root/build-bench
-only=",echo,sys,rss,ovh,timers,proxy,"
+only=",echo,sys,rss,ovh,timers,proxy,tls,"
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1 ;;
@@ -43,6 +43,7 @@ if [ $quick = 1 ]; then
   OVH_ROUNDS=1 OVH_RUNS=5 OVH_WRITES=1000
   TIMERS_MAX=10000
   PROXY_ROUNDS=1
+  TLS_ROUNDS=1 TLS_DUR=1
 else
   ROUNDS=7 DUR=3 WARM=0.5
   SYS_ROUNDS=3 SYS_DUR=2
@@ -50,6 +51,7 @@ else
   OVH_ROUNDS=5 OVH_RUNS=25 OVH_WRITES=1000
   TIMERS_MAX=1000000
   PROXY_ROUNDS=3
+  TLS_ROUNDS=3 TLS_DUR=3
 fi
 
 say() { printf '[bench] %s\n' "$*" >&2; }
@@ -596,6 +598,151 @@ else
   [ $proxy_ok = 1 ] || { skip "proxy (a daemon or a client run failed)"; : >"$tmp/proxy.tsv"; }
 fi
 
+# --------------------------------------------------------------------- tls -
+# evr-proxy terminating TLS (--tls-cert/--tls-key) against HAProxy (mode
+# tcp, `bind ... ssl crt`, nbthread 1), both on CPU 0 in front of nginx (one
+# process, HTTP on 127.0.0.1, also on CPU 0): full handshakes per second
+# (`openssl s_time -new`: no resumption, no request) and HTTPS requests per
+# second (`wrk`, keep-alive, 50 connections); clients on CPU 1. One ECDSA
+# P-256 certificate for both, made here.
+: >"$tmp/tls.tsv"
+free_port() { # -> a port nothing answers on
+  local try port
+  for ((try = 0; try < 50; try++)); do
+    port=$((20000 + RANDOM % 30000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue
+    echo "$port"
+    return 0
+  done
+  return 1
+}
+wait_port() { # pid port -> 0 once the port answers, 1 if pid died or 5 s passed
+  local i
+  for ((i = 0; i < 100; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return 0
+    kill -0 "$1" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}
+if ! want tls; then
+  :
+elif [ -z "$proxy_bin" ]; then
+  skip "tls (evr-proxy is not built)"
+elif ! "$proxy_bin" --help 2>&1 | grep -q -- '--tls-cert'; then
+  skip "tls (evr-proxy is built without TLS: libssl-dev)"
+elif ! command -v openssl >/dev/null || ! command -v nginx >/dev/null; then
+  skip "tls (needs openssl and nginx: apt-get install openssl nginx-light)"
+else
+  say "tls: evr-proxy and HAProxy terminating TLS in front of nginx, $TLS_ROUNDS rounds"
+  tls_ok=1
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$tmp/tls.key" -out "$tmp/tls.crt" >/dev/null 2>&1 || tls_ok=0
+  cat "$tmp/tls.crt" "$tmp/tls.key" >"$tmp/tls.pem" 2>/dev/null || tls_ok=0
+  ngx_port=$(free_port) || tls_ok=0
+  mkdir -p "$tmp/nginx"
+  cat >"$tmp/nginx.conf" <<CFG
+daemon off;
+master_process off;
+worker_processes 1;
+error_log $tmp/nginx/error.log warn;
+pid $tmp/nginx/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $tmp/nginx/body;
+  proxy_temp_path $tmp/nginx/proxy;
+  fastcgi_temp_path $tmp/nginx/fastcgi;
+  uwsgi_temp_path $tmp/nginx/uwsgi;
+  scgi_temp_path $tmp/nginx/scgi;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$ngx_port;
+    location / { return 200 "hello from nginx\n"; }
+  }
+}
+CFG
+  ngx_pid="" ptls_pid="" htls_pid=""
+  if [ $tls_ok = 1 ]; then
+    timeout -k 5 900 "${SRV[@]}" nginx -p "$tmp/nginx" -e "$tmp/nginx/error.log" -c "$tmp/nginx.conf" >"$tmp/nginx.out" 2>&1 &
+    ngx_pid=$!
+    pids+=("$ngx_pid")
+    wait_port "$ngx_pid" "$ngx_port" || { tls_ok=0; skip "tls (nginx did not start: $(tail -2 "$tmp/nginx.out" "$tmp/nginx/error.log" 2>/dev/null | tr '\n' ' '))"; }
+  fi
+  tls_modes=()
+  if [ $tls_ok = 1 ] && start_daemon "$tmp/ptls.log" "$proxy_bin" --listen 127.0.0.1:0 --threads 1 \
+       --upstream "127.0.0.1:$ngx_port" --tls-cert "$tmp/tls.crt" --tls-key "$tmp/tls.key" --drain-timeout 1; then
+    ptls_pid=$dmn_pid ptls_port=$dmn_port
+    tls_modes+=(proxy)
+  else
+    tls_ok=0
+  fi
+  if [ $tls_ok = 1 ] && command -v haproxy >/dev/null; then
+    htls_port=$(free_port) || true
+    cat >"$tmp/haproxy-tls.cfg" <<CFG
+global
+  nbthread 1
+  maxconn 4000
+  tune.ssl.default-dh-param 2048
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 120s
+  timeout server 120s
+listen tls
+  bind 127.0.0.1:$htls_port ssl crt $tmp/tls.pem
+  server nginx 127.0.0.1:$ngx_port
+CFG
+    timeout -k 5 900 "${SRV[@]}" haproxy -db -f "$tmp/haproxy-tls.cfg" >"$tmp/haproxy-tls.log" 2>&1 &
+    htls_pid=$!
+    pids+=("$htls_pid")
+    if wait_port "$htls_pid" "$htls_port"; then
+      tls_modes+=(haproxy)
+    else
+      skip "tls: HAProxy row (haproxy did not start: $(tail -2 "$tmp/haproxy-tls.log" | tr '\n' ' '))"
+    fi
+  elif [ $tls_ok = 1 ]; then
+    skip "tls: HAProxy row (haproxy is not installed: apt-get install haproxy)"
+  fi
+  have_wrk=1
+  command -v wrk >/dev/null || { have_wrk=0; skip "tls: HTTPS requests/s (wrk is not installed: apt-get install wrk)"; }
+  bound=$(awk -v d="$TLS_DUR" 'BEGIN { printf "%d", d + 60 }')
+  for ((r = 0; r < TLS_ROUNDS && tls_ok == 1; r++)); do
+    order=()
+    for ((k = 0; k < ${#tls_modes[@]}; k++)); do order+=("${tls_modes[$(((k + r) % ${#tls_modes[@]}))]}"); done
+    for mode in "${order[@]}"; do
+      case $mode in proxy) port=$ptls_port ;; haproxy) port=$htls_port ;; esac
+      # Handshakes: the count s_time reports over the wall time it took.
+      t0=$(date +%s.%N)
+      out=$(timeout -k 5 "$bound" "${CLI[@]}" openssl s_time -connect "127.0.0.1:$port" -new \
+              -time "$TLS_DUR" 2>&1 </dev/null || true)
+      t1=$(date +%s.%N)
+      n=$(printf '%s\n' "$out" | sed -n 's/^\([0-9][0-9]*\) connections in .*real seconds.*/\1/p' | head -1)
+      if [ -n "$n" ] && [ "$n" -gt 0 ]; then
+        printf 'handshakes\t%s\t%d\t%s\n' "$mode" "$r" "$(awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", n / (b - a) }')" >>"$tmp/tls.tsv"
+      else
+        echo "run.sh: tls handshakes through $mode failed: $(printf '%s\n' "$out" | tail -3)" >&2
+        tls_ok=0
+      fi
+      [ $have_wrk = 1 ] || continue
+      out=$(timeout -k 5 "$bound" "${CLI[@]}" wrk -t1 -c50 -d"${TLS_DUR}s" "https://127.0.0.1:$port/" 2>&1 || true)
+      v=$(printf '%s\n' "$out" | sed -n 's/^Requests\/sec: *\([0-9.][0-9.]*\).*/\1/p')
+      errs=$(printf '%s\n' "$out" | sed -n 's/^ *Non-2xx or 3xx responses: *//p; s/^ *Socket errors: *//p')
+      if [ -n "$v" ] && [ -z "$errs" ]; then
+        printf 'requests\t%s\t%d\t%s\n' "$mode" "$r" "$v" >>"$tmp/tls.tsv"
+      else
+        echo "run.sh: tls requests through $mode failed: $(printf '%s\n' "$out" | tail -4)" >&2
+        tls_ok=0
+      fi
+    done
+  done
+  [ -z "$ptls_pid" ] || stop_pid "$ptls_pid"
+  [ -z "$htls_pid" ] || stop_pid "$htls_pid"
+  [ -z "$ngx_pid" ] || stop_pid "$ngx_pid"
+  [ $tls_ok = 1 ] || { skip "tls (a server or a client run failed)"; : >"$tmp/tls.tsv"; }
+fi
+
 # ================================================================ report ===
 # summarize FILE VALUE_COLUMN HIGHER_IS_BETTER [BASE]: for each (key, impl)
 # the median, min and max over rounds, and the median over rounds of the
@@ -812,6 +959,15 @@ t_end=$(date +%s)
       [ -n "$r" ] || continue
       ok=$(awk -v r="$r" 'BEGIN { print (r >= 1.1) ? "met" : "missed" }')
       echo "| evr-proxy on io_uring ≥ 1.1× HAProxy, $([ $id = bytes ] && echo bytes/s || echo requests/s) | $(fmt "$(get "$tmp/proxy.haproxy.t" "$id" proxy-uring 3)") | HAProxy $(fmt "$(get "$tmp/proxy.haproxy.t" "$id" haproxy 3)") | $(ratio_fmt "$r") | $ok |"
+    done
+  fi
+  if grep -q "$(printf '\thaproxy\t')" "$tmp/tls.tsv" 2>/dev/null; then
+    summarize "$tmp/tls.tsv" 4 1 proxy >"$tmp/tls.sum.t"
+    for id in handshakes requests; do
+      r=$(get "$tmp/tls.sum.t" "$id" haproxy 6)
+      [ -n "$r" ] || continue
+      ok=$(awk -v r="$r" 'BEGIN { print (r >= 1.0) ? "met" : "missed" }')
+      echo "| evr-proxy terminating TLS ≥ 1.0× HAProxy, $([ $id = handshakes ] && echo "full handshakes/s" || echo "HTTPS requests/s") | $(fmt "$(get "$tmp/tls.sum.t" "$id" proxy 3)") | HAProxy $(fmt "$(get "$tmp/tls.sum.t" "$id" haproxy 3)") | $(ratio_fmt "$r") | $ok |"
     done
   fi
   if [ -s "$tmp/ovh.sum" ] && printf '%s\n' "${peers_ovh[@]}" | grep -qx libev; then
@@ -1035,6 +1191,31 @@ t_end=$(date +%s)
     [ -z "$r" ] || { echo; printf '%s\n' "$r" | sed 's/^/Skipped: /; s/$/./'; }
   else
     echo "Skipped: $(printf '%s\n' "${skipped[@]:-}" | grep '^proxy' | head -1 || echo "no data")."
+  fi
+
+  echo
+  echo "## TLS"
+  echo
+  if [ -s "$tmp/tls.tsv" ]; then
+    summarize "$tmp/tls.tsv" 4 1 proxy >"$tmp/tls.sum"
+    echo "\`evr-proxy --threads 1 --tls-cert ... --tls-key ...\` and HAProxy (\`mode tcp\`, \`bind ... ssl crt ...\`, \`nbthread 1\`) terminating TLS in front of nginx (one process, \`return 200\`), all on CPU 0, with one ECDSA P-256 certificate; clients on CPU 1. Full handshakes/s: \`openssl s_time -new\` (a new session each time, no request) for $TLS_DUR s, its count over the wall time. HTTPS requests/s: \`wrk -t1 -c50\` for $TLS_DUR s (keep-alive; TLS 1.3). $TLS_ROUNDS round(s) in rotating order; medians, and the ratio as the median of per-round ratios (above 1.00× evr-proxy is faster)."
+    echo
+    echo "| workload | path | median | min – max | evr-proxy vs HAProxy |"
+    echo "|---|---|---:|---:|---:|"
+    for id in handshakes requests; do
+      unit="full handshakes/s"; [ $id = requests ] && unit="HTTPS requests/s"
+      for mode in proxy haproxy; do
+        v=$(get "$tmp/tls.sum" "$id" "$mode" 3)
+        [ -n "$v" ] || continue
+        name="through evr-proxy"; [ $mode = haproxy ] && name="through HAProxy"
+        h="-"; [ $mode = haproxy ] && h=$(get "$tmp/tls.sum" "$id" haproxy 6)
+        echo "| $unit | $name | $(fmt "$v") | $(fmt "$(get "$tmp/tls.sum" "$id" "$mode" 4)") – $(fmt "$(get "$tmp/tls.sum" "$id" "$mode" 5)") | $(ratio_fmt "$h") |"
+      done
+    done
+    r=$(printf '%s\n' "${skipped[@]:-}" | grep '^tls: ' | sed 's/^tls: //' || true)
+    [ -z "$r" ] || { echo; printf '%s\n' "$r" | sed 's/^/Skipped: /; s/$/./'; }
+  else
+    echo "Skipped: $(printf '%s\n' "${skipped[@]:-}" | grep '^tls' | head -1 || echo "no data")."
   fi
 } >"$tmp/RESULTS.md"
 
