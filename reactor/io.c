@@ -226,6 +226,9 @@ void evr__io_dispatch(evr_loop_t *loop, int fd, unsigned revents, int err) {
     case EVR__IO_LISTENER:
       evr__listener_io(n);
       break;
+    case EVR__IO_HANDOFF:
+      evr__handoff_io(n, ev);
+      break;
     case EVR__IO_WAKE:
       evr__wake_io(loop);
       break;
