@@ -280,9 +280,7 @@ evr_handoff_item_t *evr_handoff_find(evr_handoff_item_t *items, unsigned n,
   if (!items || !name) return NULL;
   for (unsigned i = 0; i < n; i++) {
     if (items[i].fd < 0) continue;
-    if (strncmp(items[i].name, name, sizeof items[i].name) == 0 &&
-        strlen(name) <= EVR_HANDOFF_NAME_MAX)
-      return &items[i];
+    if (strncmp(items[i].name, name, sizeof items[i].name) == 0) return &items[i];
   }
   return NULL;
 }

@@ -4,7 +4,8 @@
  * A node (struct evr__ionode) is one descriptor's registration: fd, the
  * interest its owner wants (events), the interest the backend holds
  * (registered) and the backend's slot. Its owner is a public watcher, a
- * stream, a listener or the loop's wake-up channel (node->kind), and
+ * stream, a listener, a hand-off request or the loop's wake-up channel
+ * (node->kind), and
  * evr__io_dispatch() hands each event to that owner after re-checking it.
  *
  * Invariant: loop->fds[fd] is the node last started on fd and not released
