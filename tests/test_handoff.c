@@ -2,7 +2,8 @@
  * (evr/handoff.h): TCP and Unix listeners sent, received, adopted and
  * accepting real connections, in one process and across fork(); two
  * messages back to back; a message of 64 items sent in parts; a send that
- * waits for room (EAGAIN); garbage, a wrong version, a cut-short message,
+ * waits for room (EAGAIN); a send to a gone peer (EVR_EPIPE, no SIGPIPE);
+ * garbage, a wrong version, a cut-short message,
  * descriptors that do not match the items, too many descriptors
  * (MSG_CTRUNC) and descriptors running out, each refused with every
  * received descriptor closed; cancelling pending requests; argument
@@ -14,6 +15,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -574,6 +576,33 @@ static void test_handoff_send_waits_for_room(void **state) {
   end();
 }
 
+static void test_handoff_send_to_a_gone_peer_fails_without_sigpipe(void **state) {
+  (void)state;
+  begin();
+  int p[2];
+  assert_int_equal(pipe(p), 0);
+  evr_handoff_item_t out[1];
+  assert_evr_ok(evr_handoff_item_init(&out[0], p[0], "p"));
+  int sp[2];
+  make_socketpair(sp);
+  close(sp[1]);
+  /* SIGPIPE at its default (the test runner may ignore it): raising it
+   * would end the test. */
+  struct sigaction dfl, old;
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  assert_int_equal(sigaction(SIGPIPE, &dfl, &old), 0);
+  op_t s;
+  op_init(&s);
+  assert_evr_ok(evr_handoff_send(test_loop, &s.req, sp[0], out, 1, on_done));
+  run_until(test_loop, &s.done, 1000);
+  assert_int_equal(sigaction(SIGPIPE, &old, NULL), 0);
+  assert_int_equal(s.status, EVR_EPIPE);
+  close(sp[0]);
+  close_fds(p, 2);
+  end();
+}
+
 static void test_handoff_garbage_refused_without_leaks(void **state) {
   (void)state;
   begin();
@@ -971,6 +1000,7 @@ int main(void) {
       EVR_TEST(test_handoff_two_messages_back_to_back),
       EVR_TEST(test_handoff_full_message_sent_in_parts),
       EVR_TEST(test_handoff_send_waits_for_room),
+      EVR_TEST(test_handoff_send_to_a_gone_peer_fails_without_sigpipe),
       EVR_TEST(test_handoff_garbage_refused_without_leaks),
       EVR_TEST(test_handoff_too_many_descriptors_closes_them_all),
       EVR_TEST(test_handoff_descriptors_running_out_closes_them_all),
