@@ -43,6 +43,9 @@ endif()
 evr_probe(EVR_HAVE_PIPE2 pipe2 "fcntl.h;unistd.h")
 # send(..., MSG_NOSIGNAL): Linux, the BSDs, recent macOS.
 evr_probe(EVR_HAVE_MSG_NOSIGNAL MSG_NOSIGNAL "sys/types.h;sys/socket.h")
+# recvmsg(..., MSG_CMSG_CLOEXEC): descriptors received close-on-exec at once
+# (Linux, the BSDs; not macOS).
+evr_probe(EVR_HAVE_MSG_CMSG_CLOEXEC MSG_CMSG_CLOEXEC "sys/types.h;sys/socket.h")
 # setsockopt(SO_NOSIGPIPE): macOS, FreeBSD, NetBSD; not Linux.
 evr_probe(EVR_HAVE_SO_NOSIGPIPE SO_NOSIGPIPE "sys/types.h;sys/socket.h")
 # ppoll(fds, n, timespec, sigmask): the poll backend's wait in nanoseconds
@@ -54,13 +57,13 @@ evr_probe(EVR_HAVE_SECURE_GETENV secure_getenv "stdlib.h")
 evr_probe(EVR_HAVE_ISSETUGID issetugid "unistd.h")
 
 if(EVR_PORTABLE)
-  foreach(f ACCEPT4 SOCK_FLAGS EVENTFD PIPE2 MSG_NOSIGNAL PPOLL)
+  foreach(f ACCEPT4 SOCK_FLAGS EVENTFD PIPE2 MSG_NOSIGNAL MSG_CMSG_CLOEXEC PPOLL)
     set(EVR_HAVE_${f} 0)
   endforeach()
 endif()
 
 set(EVR_FEATURES "")
-foreach(f ACCEPT4 SOCK_FLAGS EVENTFD PIPE2 MSG_NOSIGNAL PPOLL SO_NOSIGPIPE SECURE_GETENV ISSETUGID)
+foreach(f ACCEPT4 SOCK_FLAGS EVENTFD PIPE2 MSG_NOSIGNAL MSG_CMSG_CLOEXEC PPOLL SO_NOSIGPIPE SECURE_GETENV ISSETUGID)
   if(EVR_HAVE_${f})
     string(TOLOWER ${f} _f)
     list(APPEND EVR_FEATURES ${_f})

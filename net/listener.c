@@ -106,6 +106,12 @@ void evr__listener_close(evr_handle_t *h) {
   l->lflags = 0;
 }
 
+void evr__listener_keep_file(evr_listener_t *l) {
+  if (!l->unlink_path) return;
+  free(unix_file_of(l->unlink_path));
+  l->unlink_path = NULL;
+}
+
 int evr_listener_init(evr_loop_t *loop, evr_listener_t *l) {
   if (!loop || !l) return EVR_EINVAL;
   evr__handle_init(loop, &l->base, EVR__HT_LISTENER);

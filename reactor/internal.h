@@ -27,6 +27,7 @@ enum evr__io_kind {
   EVR__IO_WATCHER = 1,   /* an evr_io_t: its callback */
   EVR__IO_STREAM,        /* an evr_stream_t: evr__stream_io() */
   EVR__IO_LISTENER,      /* an evr_listener_t: evr__listener_io() */
+  EVR__IO_HANDOFF,       /* an evr_handoff_t: evr__handoff_io() */
   EVR__IO_WAKE           /* the loop's wake-up channel: evr__wake_io() */
 };
 /* I/O node flags (evr__ionode.flags), reactor/io.c's lazy removal: */
@@ -57,6 +58,9 @@ void evr__stream_close(evr_handle_t *h);     /* net/stream.c */
 /* The close phase, right before close_cb: complete what is due (streams). */
 void evr__stream_finish(evr_handle_t *h);    /* net/stream.c */
 void evr__listener_close(evr_handle_t *h);   /* net/listener.c */
+/* Forget the Unix socket file a listener made: closing it then leaves the
+ * file in place (its socket was handed to another process). */
+void evr__listener_keep_file(evr_listener_t *l); /* net/listener.c */
 /* The close phase: 1 while a stream's operations are in flight (it is
  * parked and put back on loop->closing once they are in). */
 int evr__stream_busy(evr_handle_t *h);       /* net/stream.c */
@@ -188,6 +192,7 @@ void evr__stream_io(struct evr__ionode *n, unsigned ev, int err); /* net/stream.
 void evr__stream_done(void *owner, unsigned kind, int res, unsigned flags,
                       unsigned bid, char *buf);                   /* net/stream.c */
 void evr__listener_io(struct evr__ionode *n);                     /* net/listener.c */
+void evr__handoff_io(struct evr__ionode *n, unsigned ev);         /* net/handoff.c */
 void evr__wake_io(evr_loop_t *loop);                              /* reactor/async.c */
 
 /* ---- streams (net/stream.c) ---- */

@@ -4,7 +4,8 @@
  * A node (struct evr__ionode) is one descriptor's registration: fd, the
  * interest its owner wants (events), the interest the backend holds
  * (registered) and the backend's slot. Its owner is a public watcher, a
- * stream, a listener or the loop's wake-up channel (node->kind), and
+ * stream, a listener, a hand-off request or the loop's wake-up channel
+ * (node->kind), and
  * evr__io_dispatch() hands each event to that owner after re-checking it.
  *
  * Invariant: loop->fds[fd] is the node last started on fd and not released
@@ -225,6 +226,9 @@ void evr__io_dispatch(evr_loop_t *loop, int fd, unsigned revents, int err) {
       break;
     case EVR__IO_LISTENER:
       evr__listener_io(n);
+      break;
+    case EVR__IO_HANDOFF:
+      evr__handoff_io(n, ev);
       break;
     case EVR__IO_WAKE:
       evr__wake_io(loop);

@@ -61,6 +61,7 @@
   X(EINPROGRESS, -EINPROGRESS, "operation in progress")                        \
   X(ECANCELED, -ECANCELED, "operation canceled")                               \
   X(EOVERFLOW, -EOVERFLOW, "value too large")                                  \
+  X(EPROTO, -EPROTO, "protocol error")                                         \
   /* evr's own codes, outside errno's range */                                 \
   X(EOF, -4095, "end of file")                                                 \
   X(ETLS, -4094, "TLS error")                                                  \

@@ -19,6 +19,7 @@
  * - evr/work.h: the thread pool;
  * - evr/addr.h: socket addresses as text, name resolution;
  * - evr/tcp.h: streams (TCP and Unix sockets, pipes) and listeners;
+ * - evr/handoff.h: handing listeners to another process (seamless reload);
  * - evr/error.h: the error codes; evr/version.h: version numbers.
  *
  * Conventions that hold throughout:
@@ -48,5 +49,6 @@
 #include "evr/work.h"
 #include "evr/addr.h"
 #include "evr/tcp.h"
+#include "evr/handoff.h"
 
 #endif
