@@ -556,9 +556,11 @@ int accesslog_write(accesslog_t *w, const accesslog_record_t *r) {
  * pipe until it is full. Used before a reopen and at close; a regular
  * file's writes are bounded by the buffer's size. */
 static void write_all_now(accesslog_t *w) {
+  /* Stops at EAGAIN whatever the descriptor: a non-blocking one the
+   * backend cannot watch is retried from the deferred task instead. */
   int st;
   do st = write_batch(w);
-  while (st == W_MORE || (st == W_AGAIN && !w->pollable && w->len));
+  while (st == W_MORE);
 }
 
 int accesslog_reopen(accesslog_t *w) {
