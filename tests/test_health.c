@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include "e2e.h"
 #include "health.h"
 #include "helpers.h"
 
@@ -187,7 +188,10 @@ static int full_listener(evr_addr_t *at, int *fillers, int *nfill) {
   return l;
 }
 
-static const health_options_t fast = {.interval_ms = 20, .timeout_ms = 500, .rise = 2, .fall = 3};
+/* Short intervals; a generous timeout, so that a check that should pass
+ * does even on a loaded machine (tests that want a timeout set a short
+ * one). */
+static const health_options_t fast = {.interval_ms = 20, .timeout_ms = 5000, .rise = 2, .fall = 3};
 
 /* ---- tests ---- */
 
@@ -218,7 +222,11 @@ static void test_health_down_after_fall_failures_up_after_rise_passes(void **sta
   (void)state;
   evr_listener_t l;
   evr_addr_t at;
-  assert_evr_ok(evr_addr_parse(&at, "127.0.0.1:0"));
+  /* Listened on again later: a port below the ephemeral range, so that no
+   * connection of a test running alongside takes it meanwhile. */
+  int port = e2e_free_port();
+  assert_true(port > 0);
+  assert_evr_ok(evr_addr_from_ip(&at, "127.0.0.1", (uint16_t)port));
   listen_at(&l, &at, accept_close);
   health_checker_t *hc = checker(&fast, &at, 1);
   health_target_t *t = health_target(hc, 0);
