@@ -25,6 +25,13 @@
  * daemon's total connection limit can never be full of busy entries (each
  * busy entry holds an open connection).
  *
+ * Use, in a daemon: create the table before the loops start; on each
+ * accepted connection, before allocating anything for it, getpeername()
+ * and srclimit_admit() (close it unless SRCLIMIT_OK, logging when
+ * srclimit_log_due() says so); keep the srclimit_key_t it returns with the
+ * connection and pass it to srclimit_release() exactly once when the
+ * connection ends, on whatever thread; free the table after the loops.
+ *
  * Entries are found by a hash keyed with a random secret drawn per table
  * (getrandom(), else /dev/urandom, else the time and the process id), so a
  * client cannot pick addresses that all land in one chain (SipHash-1-3).
