@@ -15,6 +15,13 @@
  * the backlog falls to ECHO_LOW_WATER. A client's FIN is answered, after
  * the backlog is flushed, with our FIN.
  *
+ * Per source (--max-conns-per-source, --rate-per-source): a connection is
+ * checked against its client address's limits as soon as it is accepted,
+ * before anything is allocated for it, and closed at once if it is over
+ * (srclimit.h). One table per process, shared by its loops: the limits hold
+ * for the process whatever loop serves a connection; with --workers, each
+ * worker process has its own.
+ *
  * SIGTERM/SIGINT/SIGHUP: the listeners close at once, open connections go
  * on for at most --drain-timeout seconds, then are closed; the process
  * exits 0. A second signal closes every connection at once.
@@ -30,6 +37,7 @@
 #include <unistd.h>
 #include "daemon.h"
 #include "evr/evr.h"
+#include "srclimit.h"
 
 #define ECHO_VERSION "1.0.0"
 #define ECHO_HIGH_WATER (1u << 20)
@@ -48,10 +56,16 @@ struct config {
   uint64_t idle_timeout_s;
   uint64_t max_conns;
   uint64_t drain_timeout_s;
+  uint32_t max_conns_per_source; /* 0: no limit */
+  uint32_t rate_per_source;      /* new connections per second, and the burst; 0: no limit */
+  uint32_t source_table_size;    /* sources the limits remember (a power of two) */
 };
 
 static struct config cfg;
 static atomic_ulong conns_open; /* across the threads of this process */
+/* The per-source limits of this process, shared by its loops; NULL when
+ * there are none. */
+static srclimit_t *limits;
 
 struct server;
 
@@ -60,6 +74,7 @@ struct conn {
   struct server *srv;
   struct conn *prev, *next;
   uint64_t bytes;
+  srclimit_key_t src; /* released when the connection ends */
 };
 
 struct server {
@@ -97,15 +112,22 @@ static int spreading(void) { return cfg.balance == BALANCE_ACCEPT && cfg.threads
 
 /* ---- connections ---- */
 
+/* A connection is no more (closed, or never served): its places in
+ * conns_open and in its source's count are given back. */
+static void conn_discard(struct conn *c) {
+  if (limits) srclimit_release(limits, &c->src);
+  atomic_fetch_sub(&conns_open, 1);
+  free(c);
+}
+
 static void conn_closed(evr_handle_t *h) {
   struct conn *c = (struct conn *)h;
   struct server *srv = c->srv;
   if (c->prev) c->prev->next = c->next;
   else srv->conns = c->next;
   if (c->next) c->next->prev = c->prev;
-  atomic_fetch_sub(&conns_open, 1);
   log_debug("conn %p closed after %llu bytes", (void *)c, (unsigned long long)c->bytes);
-  free(c);
+  conn_discard(c);
 }
 
 static void conn_close(struct conn *c) {
@@ -146,32 +168,25 @@ static void on_idle(evr_stream_t *s) {
   conn_close((struct conn *)s);
 }
 
-/* A connection to serve on srv's loop (its thread). Its place in
- * conns_open is already taken. */
-static void conn_adopt(struct server *srv, int fd) {
+/* A connection to serve on c->srv's loop (its thread). c was allocated
+ * when it was accepted; its places in conns_open and in its source's
+ * count are already taken. */
+static void conn_adopt(struct conn *c, int fd) {
+  struct server *srv = c->srv;
   if (srv->draining) {
     /* Handed over while this loop stopped accepting: the client sees the
      * connection closed, as if the listener had closed first. */
     log_debug("loop %d: draining: closing a connection handed over", srv->index);
     close(fd);
-    atomic_fetch_sub(&conns_open, 1);
+    conn_discard(c);
     return;
   }
-  struct conn *c = calloc(1, sizeof *c);
-  if (!c) {
-    log_error("out of memory: refusing a connection");
-    close(fd);
-    atomic_fetch_sub(&conns_open, 1);
-    return;
-  }
-  c->srv = srv;
   int rc = evr_stream_init(srv->loop, &c->s);
   if (rc == 0) rc = evr_stream_open(&c->s, fd);
   if (rc) {
     log_error("stream: %s", evr_strerror(rc));
     close(fd);
-    free(c);
-    atomic_fetch_sub(&conns_open, 1);
+    conn_discard(c);
     return;
   }
   c->next = srv->conns;
@@ -193,6 +208,45 @@ static void conn_adopt(struct server *srv, int fd) {
 
 static void adopt_handed(void *target, int fd) { conn_adopt(target, fd); }
 
+static const char *refusal_detail(int reason, char *buf, size_t size) {
+  if (reason == SRCLIMIT_CONNS)
+    snprintf(buf, size, "%lu open connections per source", (unsigned long)cfg.max_conns_per_source);
+  else if (reason == SRCLIMIT_RATE)
+    snprintf(buf, size, "more than %lu new connections per second per source",
+             (unsigned long)cfg.rate_per_source);
+  else
+    snprintf(buf, size, "source table full (%lu sources with open connections)",
+             (unsigned long)cfg.source_table_size);
+  return buf;
+}
+
+/* Is fd, just accepted, within its source's limits? 1, with its source in
+ * *src; 0 if it is to be closed: over a limit (logged at most once a
+ * second per reason), or already gone (getpeername fails). */
+static int source_admits(int fd, srclimit_key_t *src) {
+  struct sockaddr_storage peer;
+  socklen_t len = sizeof peer;
+  if (getpeername(fd, (struct sockaddr *)&peer, &len) != 0) {
+    /* ENOTCONN: reset by its client already; nothing to serve. */
+    log_debug("getpeername: %s: closing a connection", strerror(errno));
+    return 0;
+  }
+  uint64_t now = evr_hrtime();
+  int reason = srclimit_admit(limits, (struct sockaddr *)&peer, now, src);
+  if (reason == SRCLIMIT_OK) return 1;
+  uint64_t suppressed = 0;
+  if (srclimit_log_due(limits, reason, now, &suppressed)) {
+    char who[64], detail[96], more[96] = "";
+    srclimit_key_t key = srclimit_key((struct sockaddr *)&peer);
+    if (suppressed)
+      snprintf(more, sizeof more, " (and %llu more for this reason since the last such line)",
+               (unsigned long long)suppressed);
+    log_warn("refused a connection from %s: %s%s", srclimit_key_format(&key, who, sizeof who),
+             refusal_detail(reason, detail, sizeof detail), more);
+  }
+  return 0;
+}
+
 static void on_accept(evr_listener_t *l, int fd) {
   struct server *srv = l->base.data;
   if (fd < 0) {
@@ -209,20 +263,38 @@ static void on_accept(evr_listener_t *l, int fd) {
     close(fd);
     return;
   }
+  /* The source's limits, before anything is allocated for the connection. */
+  srclimit_key_t src = {0, 0};
+  if (limits && !source_admits(fd, &src)) {
+    atomic_fetch_sub(&conns_open, 1);
+    close(fd);
+    return;
+  }
+  struct conn *c = calloc(1, sizeof *c);
+  if (!c) {
+    log_error("out of memory: refusing a connection");
+    close(fd);
+    if (limits) srclimit_release(limits, &src);
+    atomic_fetch_sub(&conns_open, 1);
+    return;
+  }
+  c->src = src;
+  c->srv = srv;
   if (spreading()) {
     struct server *to = &loops[srv->next];
     srv->next = (srv->next + 1) % (unsigned)nloops;
     if (to != srv) {
-      int rc = handoff(to->loop, adopt_handed, to, fd);
+      c->srv = to;
+      int rc = handoff(to->loop, adopt_handed, c, fd);
       if (rc) {
         /* fd is closed: the client sees its connection end. */
         log_error("hand-over to loop %d: %s: closing a connection", to->index, evr_strerror(rc));
-        atomic_fetch_sub(&conns_open, 1);
+        conn_discard(c);
       }
       return;
     }
   }
-  conn_adopt(srv, fd);
+  conn_adopt(c, fd);
 }
 
 /* ---- draining ---- */
@@ -380,6 +452,25 @@ static int serve(int index, void *arg) {
   loops = srv;
   nloops = n;
   int status = 0, started = 0;
+  if (cfg.max_conns_per_source || cfg.rate_per_source) {
+    limits = srclimit_new(cfg.source_table_size, cfg.max_conns_per_source, cfg.rate_per_source,
+                          SRCLIMIT_SHARED);
+    if (!limits) {
+      log_error("source limits: %s", strerror(errno));
+      free(srv);
+      loops = NULL;
+      nloops = 0;
+      return 1;
+    }
+    char conns[32] = "no limit", rate[32] = "no limit";
+    if (cfg.max_conns_per_source)
+      snprintf(conns, sizeof conns, "%lu", (unsigned long)cfg.max_conns_per_source);
+    if (cfg.rate_per_source)
+      snprintf(rate, sizeof rate, "%lu/s", (unsigned long)cfg.rate_per_source);
+    log_info("source limits: open connections %s, new connections %s, per source; "
+             "%lu sources remembered, for this process",
+             conns, rate, (unsigned long)cfg.source_table_size);
+  }
   for (int i = 0; i < n && status == 0; i++)
     if (server_init(&srv[i], i, bound ? bound : i ? &srv[0] : NULL) != 0) status = 1;
   if (status == 0) {
@@ -442,6 +533,27 @@ static int serve(int index, void *arg) {
   log_info("evr-echo stopped: %llu connections served%s", (unsigned long long)accepted,
            per_loop ? per_loop : "");
   free(per_loop);
+  if (limits) {
+    /* "source limits: 6 admitted, 15 refused (open connections 0, rate 15,
+     * table full 0), 0 evicted, 1 of 65536 entries in use" */
+    srclimit_stats_t st;
+    srclimit_stats(limits, &st);
+    log_info("source limits: %llu admitted, %llu refused (open connections %llu, rate %llu, "
+             "table full %llu), %llu evicted, %lu of %lu entries in use",
+             (unsigned long long)st.admitted,
+             (unsigned long long)(st.refused[SRCLIMIT_CONNS] + st.refused[SRCLIMIT_RATE] +
+                                  st.refused[SRCLIMIT_FULL]),
+             (unsigned long long)st.refused[SRCLIMIT_CONNS],
+             (unsigned long long)st.refused[SRCLIMIT_RATE],
+             (unsigned long long)st.refused[SRCLIMIT_FULL], (unsigned long long)st.evictions,
+             (unsigned long)st.entries, (unsigned long)st.capacity);
+    if (st.busy || st.stray_releases)
+      log_error("source limits: %lu sources still counted busy, %llu releases without a "
+                "connection: connections miscounted",
+                (unsigned long)st.busy, (unsigned long long)st.stray_releases);
+    srclimit_free(limits);
+    limits = NULL;
+  }
   loops = NULL;
   nloops = 0;
   free(srv);
@@ -471,11 +583,21 @@ static void usage(void) {
          "  --backend NAME        event backend: %s\n"
          "  --idle-timeout SEC    close connections idle for SEC seconds (default 0: never)\n"
          "  --max-conns N         refuse connections beyond N open ones (default 0: no limit)\n"
+         "  --max-conns-per-source N\n"
+         "                        close at once a new connection from a client address\n"
+         "                        (IPv4 address, IPv6 /64) that has N open (default 0: no limit)\n"
+         "  --rate-per-source N   close at once a new connection from a client address\n"
+         "                        beyond N per second, after a burst of N (default 0: no limit)\n"
+         "  --source-table-size N client addresses remembered for these limits, a power of\n"
+         "                        two (default %u); when all have open connections, new\n"
+         "                        addresses are refused. Unix-socket clients are not limited;\n"
+         "                        the limits are per process (per worker with --workers)\n"
          "  --drain-timeout SEC   on SIGTERM/SIGINT/SIGHUP, wait SEC seconds for clients\n"
          "                        (default 30)\n"
          "  --log-level LEVEL     error, warn, info (default) or debug\n"
          "  --help, --version\n",
-         balance_name(BALANCE_DEFAULT), "epoll, kqueue or poll (built here: see --version)");
+         balance_name(BALANCE_DEFAULT), "epoll, kqueue or poll (built here: see --version)",
+         SRCLIMIT_DEFAULT_CAPACITY);
 }
 
 static void version(void) {
@@ -488,6 +610,7 @@ int main(int argc, char **argv) {
   log_prog = "evr-echo";
   cfg.drain_timeout_s = 30;
   cfg.balance = BALANCE_DEFAULT;
+  cfg.source_table_size = SRCLIMIT_DEFAULT_CAPACITY;
   int threads_set = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -514,6 +637,16 @@ int main(int argc, char **argv) {
       cfg.idle_timeout_s = parse_uint(a, option_value(argc, argv, &i), 0, 86400 * 365);
     } else if (!strcmp(a, "--max-conns")) {
       cfg.max_conns = parse_uint(a, option_value(argc, argv, &i), 0, UINT32_MAX);
+    } else if (!strcmp(a, "--max-conns-per-source")) {
+      cfg.max_conns_per_source =
+          (uint32_t)parse_uint(a, option_value(argc, argv, &i), 0, UINT32_MAX);
+    } else if (!strcmp(a, "--rate-per-source")) {
+      cfg.rate_per_source = (uint32_t)parse_uint(a, option_value(argc, argv, &i), 0, UINT32_MAX);
+    } else if (!strcmp(a, "--source-table-size")) {
+      const char *v = option_value(argc, argv, &i);
+      uint64_t n = parse_uint(a, v, SRCLIMIT_MIN_CAPACITY, SRCLIMIT_MAX_CAPACITY);
+      if (n & (n - 1)) usage_error("--source-table-size: '%s' is not a power of two", v);
+      cfg.source_table_size = (uint32_t)n;
     } else if (!strcmp(a, "--drain-timeout")) {
       cfg.drain_timeout_s = parse_uint(a, option_value(argc, argv, &i), 0, 86400);
     } else if (!strcmp(a, "--log-level")) {

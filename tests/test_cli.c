@@ -181,6 +181,14 @@ static void test_cli_numbers_are_plain_decimal_digits(void **state) {
     failed += usage_error_from(p, "--max-conns", ARGS("--max-conns", " 10"));
   }
   failed += usage_error_from("evr-echo", "--workers", ARGS("--workers", "+2"));
+  failed += usage_error_from("evr-echo", "--max-conns-per-source",
+                             ARGS("--max-conns-per-source", "-1"));
+  failed += usage_error_from("evr-echo", "--rate-per-source",
+                             ARGS("--rate-per-source", "4294967296"));
+  failed += usage_error_from("evr-echo", "--source-table-size",
+                             ARGS("--source-table-size", "65535"));
+  failed += usage_error_from("evr-echo", "--source-table-size",
+                             ARGS("--source-table-size", "33554432"));
   failed += usage_error_from("evr-proxy", "--connect-timeout", ARGS("--connect-timeout", "+100"));
   failed += usage_error_from("evr-proxy", "--buffer-size", ARGS("--buffer-size", " 65536"));
   assert_int_equal(failed, 0);
@@ -196,6 +204,8 @@ static void test_cli_plain_numbers_are_accepted(void **state) {
     failed += exits_0(p, ARGS("--threads", "1024", "--drain-timeout", "86400", "--help"));
   }
   failed += exits_0("evr-echo", ARGS("--workers", "3", "--help"));
+  failed += exits_0("evr-echo", ARGS("--max-conns-per-source", "4294967295", "--rate-per-source",
+                                     "0", "--source-table-size", "16777216", "--help"));
   failed += exits_0("evr-proxy",
                     ARGS("--connect-timeout", "100", "--buffer-size", "4096", "--help"));
   assert_int_equal(failed, 0);

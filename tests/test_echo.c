@@ -2,12 +2,14 @@
  * is inherited by the daemon): byte-exact echo on 1,000 connections,
  * half-close, drain on SIGTERM and SIGHUP (with and without workers), worker
  * restart, connections spread over the loops (--loop-balance accept and
- * kernel), command-line errors. */
+ * kernel), the per-source limits (--max-conns-per-source,
+ * --rate-per-source), command-line errors. */
 /* evr-test: backends novalgrind needs=evr-echo timeout=600 */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include "e2e.h"
 #include "helpers.h"
@@ -34,16 +37,26 @@ static int setup(void **state) {
   return 0;
 }
 
+/* The daemon the test started last: a test that fails midway leaves it
+ * running, and the teardown kills it. */
+static pid_t daemon_pid;
+
 static int teardown(void **state) {
   (void)state;
+  /* Still a child of ours (not reaped by the test): it is ours to kill. */
+  if (daemon_pid > 0 && waitpid(daemon_pid, NULL, WNOHANG) == 0) {
+    kill(daemon_pid, SIGKILL);
+    waitpid(daemon_pid, NULL, 0);
+  }
+  daemon_pid = 0;
   unlink(log_path);
   return 0;
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
-static pid_t start_echo(const char *extra1, const char *extra2, const char *extra3,
-                        const char *extra4) {
+/* evr-echo with the NULL-terminated extra arguments (at most 10). */
+static pid_t start_echo_argv(const char *const *extra) {
   char *argv[16];
   int n = 0;
   argv[n++] = (char *)e2e_bin("evr-echo");
@@ -51,16 +64,28 @@ static pid_t start_echo(const char *extra1, const char *extra2, const char *extr
   argv[n++] = listen_arg;
   argv[n++] = "--log-level";
   argv[n++] = "debug";
-  const char *extra[] = {extra1, extra2, extra3, extra4};
-  for (int i = 0; i < 4; i++)
-    if (extra[i]) argv[n++] = (char *)extra[i];
+  for (int i = 0; extra[i]; i++) {
+    assert_true(n < 15);
+    argv[n++] = (char *)extra[i];
+  }
   argv[n] = NULL;
   pid_t pid = e2e_spawn(argv, log_path);
+  daemon_pid = pid;
   if (e2e_wait_listening(port, 10000) != 0) {
     char *log = e2e_read_file(log_path);
     fail_msg("evr-echo did not listen on %d; log:\n%s", port, log ? log : "(none)");
   }
   return pid;
+}
+
+static pid_t start_echo(const char *extra1, const char *extra2, const char *extra3,
+                        const char *extra4) {
+  const char *extra[5] = {NULL};
+  const char *given[] = {extra1, extra2, extra3, extra4};
+  int n = 0;
+  for (int i = 0; i < 4; i++)
+    if (given[i]) extra[n++] = given[i];
+  return start_echo_argv(extra);
 }
 
 static void expect_clean_exit(pid_t pid, int sig) {
@@ -424,6 +449,216 @@ static void test_echo_loop_balance_accept_drains_on_sigterm(void **state) {
   free(log);
 }
 
+/* ---- per-source limits ---- */
+
+/* A blocking socket bound to source_ip (any 127.0.0.x: Linux routes all of
+ * 127/8 to the loopback interface) and connected to 127.0.0.1:port; the
+ * connect completes in the listen queue, whatever the daemon then does. */
+static int connect_from(const char *source_ip) {
+  int fd = test_socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  assert_int_equal(inet_pton(AF_INET, source_ip, &sa.sin_addr), 1);
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+    fail_msg("bind to %s: %s", source_ip, strerror(errno));
+  sa.sin_port = htons((uint16_t)port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+    fail_msg("connect from %s: %s", source_ip, strerror(errno));
+  return fd;
+}
+
+/* Wait at most 10 s for fd to be readable and read up to len bytes:
+ * their count, 0 at EOF, -1 on a reset; fails the test on the bound. */
+static ssize_t recv_bounded(int fd, char *buf, size_t len) {
+  size_t got = 0;
+  while (got < len) {
+    struct pollfd pfd = {fd, POLLIN, 0};
+    int r = poll(&pfd, 1, 10000);
+    if (r < 0 && errno == EINTR) continue;
+    if (r == 0) fail_msg("no answer and no close within 10 s");
+    assert_true(r == 1);
+    ssize_t n = recv(fd, buf + got, len - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      if (errno != ECONNRESET) fail_msg("recv: %s", strerror(errno));
+      return -1;
+    }
+    if (n == 0) return (ssize_t)got;
+    got += (size_t)n;
+  }
+  return (ssize_t)got;
+}
+
+/* 1 if the daemon serves fd (its echo comes back), 0 if it closed it. */
+static int served(int fd) {
+  char buf[4];
+  /* Sending to a connection the daemon has closed may fail: that says the
+   * same as the read below. */
+  (void)test_send(fd, "ping", 4);
+  ssize_t n = recv_bounded(fd, buf, 4);
+  if (n == 4) {
+    assert_memory_equal(buf, "ping", 4);
+    return 1;
+  }
+  assert_true(n <= 0);
+  return 0;
+}
+
+/* 1 if the daemon closes fd without a byte sent on it. */
+static int closed_unasked(int fd) {
+  char c;
+  return recv_bounded(fd, &c, 1) <= 0;
+}
+
+/* Occurrences of what in the log, once there are at least `want` (at most
+ * 10 s of waiting); the log if not NULL. */
+static int wait_log_count(const char *what, int want, char **log_out) {
+  int count = 0;
+  char *log = NULL;
+  for (int i = 0; i < 1000; i++) {
+    free(log);
+    log = e2e_read_file(log_path);
+    count = 0;
+    for (const char *p = log; p && (p = strstr(p, what)) != NULL; p++) count++;
+    if (count >= want) break;
+    usleep(10000);
+  }
+  if (count < want) fail_msg("want %d \"%s\" in the log, got %d:\n%s", want, what, count, log);
+  if (log_out) *log_out = log;
+  else free(log);
+  return count;
+}
+
+static void expect_in_log(const char *what) {
+  char *log = e2e_read_file(log_path);
+  assert_non_null(log);
+  if (!strstr(log, what)) fail_msg("no \"%s\" in the log:\n%s", what, log);
+  free(log);
+}
+
+/* --max-conns-per-source 3: a fourth open connection from 127.0.0.1 is
+ * closed at once, one from 127.0.0.2 is served; once one of the three
+ * closes, a new one from 127.0.0.1 is served. The connections land on
+ * several loops (the kernel spreads them, or the first loop hands them
+ * out), so the count is admitted on one thread and released on another. */
+static void check_max_conns_per_source(const char *balance) {
+  const char *args[] = {"--max-conns-per-source", "3", "--threads", "4", "--loop-balance",
+                        balance, NULL};
+  pid_t pid = start_echo_argv(args);
+  /* The probe that saw the daemon listen came from 127.0.0.1 too: wait
+   * until its connection has ended, and with it its place in the count. */
+  wait_log_count(" closed after ", 1, NULL);
+  int a[3];
+  for (int i = 0; i < 3; i++) {
+    a[i] = connect_from("127.0.0.1");
+    if (!served(a[i])) fail_msg("connection %d of 3 from 127.0.0.1 refused", i + 1);
+  }
+  int over = connect_from("127.0.0.1");
+  assert_true(closed_unasked(over));
+  close(over);
+  int other = connect_from("127.0.0.2");
+  assert_true(served(other));
+  close(a[0]);
+  wait_log_count(" closed after ", 2, NULL); /* the probe's and a[0]'s */
+  int again = connect_from("127.0.0.1");
+  assert_true(served(again));
+  over = connect_from("127.0.0.1");
+  assert_true(closed_unasked(over));
+  close(over);
+  /* The three open ones still work. */
+  assert_true(served(a[1]) && served(a[2]) && served(again));
+  close(a[1]);
+  close(a[2]);
+  close(again);
+  close(other);
+  expect_clean_exit(pid, SIGTERM);
+  expect_in_log("refused a connection from 127.0.0.1: 3 open connections per source");
+  /* The probe, 3, 127.0.0.2's, the one after the close: 6 admitted. */
+  expect_in_log("source limits: 6 admitted, 2 refused (open connections 2, rate 0, "
+                "table full 0), 0 evicted, 2 of 65536 entries in use");
+  char *log = e2e_read_file(log_path);
+  assert_non_null(log);
+  if (strstr(log, "miscounted")) fail_msg("connections miscounted; log:\n%s", log);
+  free(log);
+}
+
+static void test_echo_max_conns_per_source(void **state) {
+  (void)state;
+  check_max_conns_per_source("kernel");
+}
+
+static void test_echo_max_conns_per_source_loop_balance_accept(void **state) {
+  (void)state;
+  check_max_conns_per_source("accept");
+}
+
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  assert_int_equal(clock_gettime(CLOCK_MONOTONIC, &ts), 0);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* --rate-per-source 5: of 20 connections opened at once from 127.0.0.3,
+ * the burst of 5 is served and the rest closed. The bucket earns a token
+ * every 200 ms: if the test took longer than that (a slow machine), the
+ * tokens it may have earned are allowed, computed from the time measured
+ * around every admission. The refusals are counted in the log. */
+static void test_echo_rate_per_source(void **state) {
+  (void)state;
+  enum { N = 20, RATE = 5 };
+  const char *args[] = {"--rate-per-source", "5", "--threads", "2", NULL};
+  pid_t pid = start_echo_argv(args); /* its probe comes from 127.0.0.1 */
+  int fd[N], ok = 0;
+  uint64_t t0 = mono_ns();
+  for (int i = 0; i < N; i++) fd[i] = connect_from("127.0.0.3");
+  for (int i = 0; i < N; i++) ok += served(fd[i]);
+  uint64_t elapsed = mono_ns() - t0;
+  int allowed = RATE + (int)(elapsed * RATE / 1000000000u);
+  fprintf(stderr, "rate-per-source %d: %d of %d served in %.3f s (allowed %d)\n", RATE, ok, N,
+          (double)elapsed / 1e9, allowed);
+  for (int i = 0; i < N; i++) close(fd[i]);
+  expect_clean_exit(pid, SIGTERM);
+  char *log = e2e_read_file(log_path);
+  assert_non_null(log);
+  if (ok < RATE || ok > allowed)
+    fail_msg("%d of %d served; want %d to %d; log:\n%s", ok, N, RATE, allowed, log);
+  char want[160];
+  snprintf(want, sizeof want,
+           "source limits: %d admitted, %d refused (open connections 0, rate %d, table full 0)",
+           ok + 1, N - ok, N - ok);
+  if (!strstr(log, want)) fail_msg("no \"%s\" in the log:\n%s", want, log);
+  if (!strstr(log, "refused a connection from 127.0.0.3: more than 5 new connections per "
+                   "second per source"))
+    fail_msg("the refusal is not logged:\n%s", log);
+  free(log);
+}
+
+/* With --workers, each worker process has its own limits: with
+ * --max-conns-per-source 1 and 2 workers, at most 2 of 3 connections open
+ * at once from one address are served (at least 1). */
+static void test_echo_max_conns_per_source_per_worker(void **state) {
+  (void)state;
+  const char *args[] = {"--max-conns-per-source", "1", "--workers", "2", NULL};
+  pid_t pid = start_echo_argv(args);
+  int fd[3], ok = 0;
+  for (int i = 0; i < 3; i++) fd[i] = connect_from("127.0.0.4");
+  for (int i = 0; i < 3; i++) ok += served(fd[i]);
+  for (int i = 0; i < 3; i++) close(fd[i]);
+  expect_clean_exit(pid, SIGTERM);
+  char *log = e2e_read_file(log_path);
+  assert_non_null(log);
+  int lines = 0;
+  for (const char *p = log; (p = strstr(p, "source limits: open connections 1,")) != NULL; p++)
+    lines++;
+  if (ok < 1 || ok > 2 || lines != 2)
+    fail_msg("%d of 3 served, %d workers with limits; want 1 or 2 and 2; log:\n%s", ok, lines,
+             log);
+  free(log);
+}
+
 static int run_status(char *const argv[]) {
   pid_t pid = e2e_spawn(argv, log_path);
   int st = e2e_wait_exit(pid, 10000);
@@ -442,6 +677,8 @@ static void test_echo_command_line(void **state) {
   char *missing[] = {bin, "--listen", NULL};
   char *bad_backend[] = {bin, "--backend", "no-such-backend", "--listen", listen_arg, NULL};
   char *bad_balance[] = {bin, "--loop-balance", "random", "--listen", listen_arg, NULL};
+  char *bad_table[] = {bin, "--source-table-size", "1000", "--listen", listen_arg, NULL};
+  char *bad_rate[] = {bin, "--rate-per-source", "-1", "--listen", listen_arg, NULL};
   assert_int_equal(run_status(help), 0);
   assert_int_equal(run_status(version), 0);
   assert_int_equal(run_status(bad_flag), 2);
@@ -459,6 +696,12 @@ static void test_echo_command_line(void **state) {
   assert_non_null(log);
   assert_non_null(strstr(log, "--loop-balance: 'random' is not kernel or accept"));
   free(log);
+  assert_int_equal(run_status(bad_rate), 2);
+  assert_int_equal(run_status(bad_table), 2);
+  log = e2e_read_file(log_path);
+  assert_non_null(log);
+  assert_non_null(strstr(log, "--source-table-size: '1000' is not a power of two"));
+  free(log);
 }
 
 int main(void) {
@@ -475,6 +718,10 @@ int main(void) {
       T(test_echo_loop_balance_accept_hands_connections_round_robin),
       T(test_echo_loop_balance_kernel_spreads_connections),
       T(test_echo_loop_balance_accept_drains_on_sigterm),
+      T(test_echo_max_conns_per_source),
+      T(test_echo_max_conns_per_source_loop_balance_accept),
+      T(test_echo_rate_per_source),
+      T(test_echo_max_conns_per_source_per_worker),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
