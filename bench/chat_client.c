@@ -4,7 +4,9 @@
  * Joins N receivers (nicks r0, r1, ...) and one sender (nick s), each
  * waiting for its "* welcome" line, then the sender sends lines of S bytes
  * ("%08u " and filler) that the server relays to every receiver as
- * "s: <line>". At most W lines are in flight: a line is complete when every
+ * "s: <line>". At most W lines (--window, default 256:
+ * deep enough that the figure measures the server more than the round trip
+ * between the two processes) are in flight: a line is complete when every
  * receiver has it, and the sender refills the window when half of it is
  * complete, so the server sees batches of lines, as a busy room would give
  * it. Every receiver checks that each S + 3 byte line ends where it should.
@@ -36,7 +38,7 @@ static struct {
   uint16_t port;
   uint32_t clients, size, window;
   double duration, warmup;
-} opt = {0, 100, 64, 64, 3.0, 0.5};
+} opt = {0, 100, 64, 256, 3.0, 0.5};
 
 struct rcv {
   evr_io_t io;

@@ -608,7 +608,7 @@ fi
 # --------------------------------------------------------- chat: fan-out ---
 # The chat server of examples/chat.c (evr) and the same server on libuv and
 # libev (bench/chat_uv.c, bench/chat_ev.c). evr-bench-chat joins N receivers
-# and one sender; the sender keeps 64 lines of 64 B in flight and every
+# and one sender; the sender keeps 256 lines of 64 B in flight and every
 # receiver gets every line. Figure: lines delivered per second, counted at
 # the receivers (one line to N receivers is N messages).
 impls_chat=()
@@ -631,14 +631,20 @@ for ((r = 0; r < CHAT_ROUNDS; r++)); do
     id=${wl%%:*} opts=${wl#*:}
     for impl in $(rotate "$r" "${impls_chat[@]}"); do
       start_server "chat-$impl" || exit 1
+      c0=$(cpu_ticks "$srv_real")
       # shellcheck disable=SC2086
       line=$(chat_client --port "$srv_port" $opts --duration "$CHAT_DUR" --warmup "$WARM" || true)
+      c1=$(cpu_ticks "$srv_real")
       stop_pid "$srv_pid"
       if [ -z "$line" ] || [ "$(field errors "$line")" != 0 ]; then
         echo "run.sh: chat $id on $impl failed: $(tail -3 "$tmp/client.err")" >&2
         exit 1
       fi
-      printf '%s\t%s\t%d\t%s\n' "$id" "$impl" "$r" "$(field msgs_per_s "$line")" >>"$tmp/chat.tsv"
+      # server CPU per delivered message, over the whole client run (joins
+      # and warm-up included, so an upper bound)
+      cpu=$(awk -v a="$c0" -v b="$c1" -v t="$clk_tck" -v m="$(field msgs_per_s "$line")" -v d="$CHAT_DUR" \
+              'BEGIN { printf "%.1f", (b - a) * 1e9 / t / (m * d) }')
+      printf '%s\t%s\t%d\t%s\t%s\n' "$id" "$impl" "$r" "$(field msgs_per_s "$line")" "$cpu" >>"$tmp/chat.tsv"
     done
   done
   say "chat round $((r + 1))/$CHAT_ROUNDS done"
@@ -699,6 +705,7 @@ summarize "$tmp/ovh.tsv" 4 0 >"$tmp/ovh.sum"
 summarize "$tmp/ovh.tsv" 5 0 >"$tmp/ovh.setup"
 summarize "$tmp/ovh.tsv" 6 0 >"$tmp/ovh.run"
 summarize "$tmp/chat.tsv" 4 1 >"$tmp/chat.sum"
+summarize "$tmp/chat.tsv" 5 0 >"$tmp/chat.cpu"
 get() { # file key impl column(3=median 4=min 5=max 6=ratio)
   awk -F'\t' -v k="$2" -v i="$3" -v c="$4" '$1 == k && $2 == i { print $c; exit }' "$1"
 }
@@ -1086,17 +1093,20 @@ t_end=$(date +%s)
   else
     echo "Skipped: $(printf '%s\n' "${skipped[@]:-}" | grep '^proxy' | head -1 || echo "no data")."
   fi
+  echo
   echo "## Chat fan-out"
   echo
   if [ -s "$tmp/chat.sum" ]; then
-    echo "The chat server of [examples/chat.c](../examples/chat.c) on evr ($backend) and the same server on libuv and libev (\`bench/chat_uv.c\`, \`bench/chat_ev.c\`), on CPU 0; \`evr-bench-chat\` on CPU 1 joins N receivers and one sender, which keeps 64 lines of 64 B in flight; every receiver gets every line and checks its framing. Messages/s counts lines delivered at the receivers (one line to N receivers is N messages). $CHAT_ROUNDS round(s) of ${CHAT_DUR} s per workload and server (${WARM} s warm-up not counted) in rotating order; medians, and ratios as medians of per-round ratios (above 1.00× evr delivers more)."
+    echo "The chat server of [examples/chat.c](../examples/chat.c) on evr ($backend) and the same server on libuv and libev (\`bench/chat_uv.c\`, \`bench/chat_ev.c\`), on CPU 0; \`evr-bench-chat\` on CPU 1 joins N receivers and one sender, which keeps 256 lines of 64 B in flight; every receiver gets every line and checks its framing. Messages/s counts lines delivered at the receivers (one line to N receivers is N messages). $CHAT_ROUNDS round(s) of ${CHAT_DUR} s per workload and server (${WARM} s warm-up not counted) in rotating order; medians, and ratios as medians of per-round ratios (above 1.00× evr delivers more)."
     echo
-    echo "| workload | server | msgs/s (median) | min – max | lines sent/s | evr vs server |"
-    echo "|---|---|---:|---:|---:|---:|"
+    echo "| workload | server | msgs/s (median) | min – max | lines sent/s | server CPU ns/msg | evr vs server, msgs/s | evr vs server, CPU/msg |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
     while IFS=$'\t' read -r k i med lo hi ratio; do
       n=${k#n}
-      echo "| $(wl_label "$k") | $i | $(fmt "$med") | $(fmt "$lo") – $(fmt "$hi") | $(fmt "$(awk -v m="$med" -v n="$n" 'BEGIN { print m / n }')") | $(ratio_fmt "$ratio") |"
+      echo "| $(wl_label "$k") | $i | $(fmt "$med") | $(fmt "$lo") – $(fmt "$hi") | $(fmt "$(awk -v m="$med" -v n="$n" 'BEGIN { print m / n }')") | $(fmt "$(get "$tmp/chat.cpu" "$k" "$i" 3)") | $(ratio_fmt "$ratio") | $(ratio_fmt "$(get "$tmp/chat.cpu" "$k" "$i" 6)") |"
     done <"$tmp/chat.sum"
+    echo
+    echo "Server CPU ns/msg is the server's user + system CPU time over the whole client run (joins and warm-up included) divided by the messages delivered in the measured seconds: an upper bound, and the column to read when the load generator, not the server, limits msgs/s."
   else
     echo "Skipped: $(printf '%s\n' "${skipped[@]:-}" | grep '^chat' | head -1 || echo "not measured in this run (see --only)")."
   fi
