@@ -12,7 +12,8 @@
  *     the same iteration (phase 5), the timer in the next iteration's phase
  *     2, and the new I/O in that iteration's phase 4.
  * Finally a callback that keeps the thread busy makes a timer late: nothing
- * interrupts a running callback, a timer only waits for its turn.
+ * interrupts a running callback, a timer only waits for its turn. The loop
+ * measures by how much (evr_loop_metrics()).
  */
 #include <evr/evr.h>
 #include <stdio.h>
@@ -57,8 +58,8 @@ static void consume(evr_io_t *io) {
 
 static void on_late(evr_timer_t *t) {
   (void)t;
-  /* Due 10 ms after it was started, but the callback that started it kept
-   * the thread for 50 ms: the timer could only run after that. */
+  /* Due 10 ms after it was started, but a callback of the same iteration
+   * kept the thread for 50 ms: the timer could only run after that. */
   printf("busy: the 10 ms timer ran %s\n",
          evr_hrtime() >= busy_end_ns ? "late, after the busy callback returned"
                                      : "during the busy callback (impossible)");
@@ -78,8 +79,7 @@ static void on_c(evr_io_t *io, unsigned events) {
   (void)events;
   consume(io);
   puts("io: I/O callback");
-  puts("-- a busy callback and a timer:");
-  check(evr_timer_start(&t_late, on_late, 10, 0), "evr_timer_start");
+  puts("-- a 10 ms timer is running; this callback keeps the thread 50 ms:");
   busy_for_ms(50);
   puts("busy: callback returns after 50 ms");
 }
@@ -87,6 +87,9 @@ static void on_c(evr_io_t *io, unsigned events) {
 static void on_io_timer(evr_timer_t *t) {
   (void)t;
   puts("io: timer (0 ms)");
+  /* For part 3: due in 10 ms; the I/O callback of this same iteration
+   * (on_c) will hold the thread longer than that. */
+  check(evr_timer_start(&t_late, on_late, 10, 0), "evr_timer_start");
 }
 
 static void on_io_deferred(evr_defer_t *d) {
