@@ -124,12 +124,13 @@ server_cmd() { # impl -> command words
     libevent-bev) echo "$bin/bench-echo-event --bufferevent" ;;
     libev) echo "$bin/bench-echo-ev" ;;
     chat-evr) echo "$build/examples/chat" ;;
+    chat-evr-uring) echo "env EVR_BACKEND=io_uring $build/examples/chat" ;;
     chat-libuv) echo "$bin/bench-chat-uv" ;;
     chat-libev) echo "$bin/bench-chat-ev" ;;
   esac
 }
 server_args() { # impl -> the arguments that make it listen on a free port
-  case $1 in chat-evr) echo "127.0.0.1:0" ;; *) echo "--port 0" ;; esac
+  case $1 in chat-evr|chat-evr-uring) echo "127.0.0.1:0" ;; *) echo "--port 0" ;; esac
 }
 ovh_bin() {
   case $1 in
@@ -615,6 +616,15 @@ impls_chat=()
 [ -x "$build/examples/chat" ] && impls_chat+=(evr) || skip "chat: evr (examples/chat is not built: EVR_BUILD_EXAMPLES=OFF)"
 [ -x "$bin/bench-chat-uv" ] && impls_chat+=(libuv) || skip "chat: libuv (libuv1-dev not found at build time)"
 [ -x "$bin/bench-chat-ev" ] && impls_chat+=(libev) || skip "chat: libev (libev-dev not found at build time)"
+# The evr server again on io_uring, when the echo section found it works
+# (or, that section not wanted, the same probe does).
+if want chat && [ "${impls_chat[0]:-}" = evr ]; then
+  if want echo || want sys || want rss; then
+    printf '%s\n' "${impls_echo[@]}" | grep -qx evr-uring && impls_chat+=(evr-uring)
+  elif uring_probe; then
+    impls_chat+=(evr-uring)
+  fi
+fi
 chat_workloads=("n100:--clients 100" "n1000:--clients 1000")
 chat_client() { # args... -> the RESULT line's fields on stdout
   local bound
