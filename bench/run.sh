@@ -6,7 +6,7 @@
 # (EVR_BACKEND=io_uring) when the build has it and the kernel allows it.
 #
 #   bench/run.sh [--quick] [--results FILE] [--img DIR] [--build DIR]
-#                [--only echo,sys,rss,ovh,timers,proxy,tls]
+#                [--only echo,sys,rss,ovh,timers,proxy,tls,chat]
 #
 # Installs nothing: a missing peer library, tool (perf/strace, gnuplot,
 # taskset) or sample program is skipped with a message. Builds a Release
@@ -22,7 +22,7 @@ quick=0
 results=$root/bench/RESULTS.md
 imgdir=$root/docs/img
 build=$root/build-bench
-only=",echo,sys,rss,ovh,timers,proxy,tls,"
+only=",echo,sys,rss,ovh,timers,proxy,tls,chat,"
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1 ;;
@@ -44,6 +44,7 @@ if [ $quick = 1 ]; then
   TIMERS_MAX=10000
   PROXY_ROUNDS=1
   TLS_ROUNDS=1 TLS_DUR=1
+  CHAT_ROUNDS=2 CHAT_DUR=0.5
 else
   ROUNDS=7 DUR=3 WARM=0.5
   SYS_ROUNDS=3 SYS_DUR=2
@@ -52,6 +53,7 @@ else
   TIMERS_MAX=1000000
   PROXY_ROUNDS=3
   TLS_ROUNDS=3 TLS_DUR=3
+  CHAT_ROUNDS=5 CHAT_DUR=3
 fi
 
 say() { printf '[bench] %s\n' "$*" >&2; }
@@ -123,7 +125,14 @@ server_cmd() { # impl -> command words
     libevent) echo "$bin/bench-echo-event" ;;
     libevent-bev) echo "$bin/bench-echo-event --bufferevent" ;;
     libev) echo "$bin/bench-echo-ev" ;;
+    chat-evr) echo "$build/examples/chat" ;;
+    chat-evr-uring) echo "env EVR_BACKEND=io_uring $build/examples/chat" ;;
+    chat-libuv) echo "$bin/bench-chat-uv" ;;
+    chat-libev) echo "$bin/bench-chat-ev" ;;
   esac
+}
+server_args() { # impl -> the arguments that make it listen on a free port
+  case $1 in chat-evr|chat-evr-uring) echo "127.0.0.1:0" ;; *) echo "--port 0" ;; esac
 }
 ovh_bin() {
   case $1 in
@@ -144,7 +153,7 @@ start_server() {
   local out=$tmp/server.out
   : >"$out"
   # shellcheck disable=SC2046
-  timeout -k 5 900 "${SRV[@]}" $(server_cmd "$1") --port 0 >"$out" 2>"$tmp/server.err" &
+  timeout -k 5 900 "${SRV[@]}" $(server_cmd "$1") $(server_args "$1") >"$out" 2>"$tmp/server.err" &
   srv_pid=$!
   pids+=("$srv_pid")
   local i
@@ -264,6 +273,7 @@ wl_label() {
   case $1 in
     c1) echo "1 conn, 64 B" ;; c100) echo "100 conns, 64 B" ;;
     c1000) echo "1,000 conns, 64 B" ;; c10x16k) echo "10 conns, 16 KiB" ;;
+    n100) echo "100 receivers, 64 B" ;; n1000) echo "1,000 receivers, 64 B" ;;
     *) echo "$1" ;;
   esac
 }
@@ -742,6 +752,59 @@ CFG
   [ -z "$ngx_pid" ] || stop_pid "$ngx_pid"
   [ $tls_ok = 1 ] || { skip "tls (a server or a client run failed)"; : >"$tmp/tls.tsv"; }
 fi
+# --------------------------------------------------------- chat: fan-out ---
+# The chat server of examples/chat.c (evr) and the same server on libuv and
+# libev (bench/chat_uv.c, bench/chat_ev.c). evr-bench-chat joins N receivers
+# and one sender; the sender keeps 256 lines of 64 B in flight and every
+# receiver gets every line. Figure: lines delivered per second, counted at
+# the receivers (one line to N receivers is N messages).
+impls_chat=()
+[ -x "$build/examples/chat" ] && impls_chat+=(evr) || skip "chat: evr (examples/chat is not built: EVR_BUILD_EXAMPLES=OFF)"
+[ -x "$bin/bench-chat-uv" ] && impls_chat+=(libuv) || skip "chat: libuv (libuv1-dev not found at build time)"
+[ -x "$bin/bench-chat-ev" ] && impls_chat+=(libev) || skip "chat: libev (libev-dev not found at build time)"
+# The evr server again on io_uring, when the echo section found it works
+# (or, that section not wanted, the same probe does).
+if want chat && [ "${impls_chat[0]:-}" = evr ]; then
+  if want echo || want sys || want rss; then
+    printf '%s\n' "${impls_echo[@]}" | grep -qx evr-uring && impls_chat+=(evr-uring)
+  elif uring_probe; then
+    impls_chat+=(evr-uring)
+  fi
+fi
+chat_workloads=("n100:--clients 100" "n1000:--clients 1000")
+chat_client() { # args... -> the RESULT line's fields on stdout
+  local bound
+  bound=$(awk -v d="$CHAT_DUR" 'BEGIN { printf "%d", d + 60 }')
+  timeout -k 5 "$bound" "${CLI[@]}" "$bin/evr-bench-chat" "$@" 2>>"$tmp/client.err" \
+    | sed -n 's/^RESULT //p'
+}
+: >"$tmp/chat.tsv"
+want chat || CHAT_ROUNDS=0
+[ ${#impls_chat[@]} -gt 0 ] || CHAT_ROUNDS=0
+[ "$CHAT_ROUNDS" -gt 0 ] && say "chat fan-out: ${#chat_workloads[@]} workloads x ${#impls_chat[@]} servers x $CHAT_ROUNDS rounds, ${CHAT_DUR} s each"
+for ((r = 0; r < CHAT_ROUNDS; r++)); do
+  for wl in "${chat_workloads[@]}"; do
+    id=${wl%%:*} opts=${wl#*:}
+    for impl in $(rotate "$r" "${impls_chat[@]}"); do
+      start_server "chat-$impl" || exit 1
+      c0=$(cpu_ticks "$srv_real")
+      # shellcheck disable=SC2086
+      line=$(chat_client --port "$srv_port" $opts --duration "$CHAT_DUR" --warmup "$WARM" || true)
+      c1=$(cpu_ticks "$srv_real")
+      stop_pid "$srv_pid"
+      if [ -z "$line" ] || [ "$(field errors "$line")" != 0 ]; then
+        echo "run.sh: chat $id on $impl failed: $(tail -3 "$tmp/client.err")" >&2
+        exit 1
+      fi
+      # server CPU per delivered message, over the whole client run (joins
+      # and warm-up included, so an upper bound)
+      cpu=$(awk -v a="$c0" -v b="$c1" -v t="$clk_tck" -v m="$(field msgs_per_s "$line")" -v d="$CHAT_DUR" \
+              'BEGIN { printf "%.1f", (b - a) * 1e9 / t / (m * d) }')
+      printf '%s\t%s\t%d\t%s\t%s\n' "$id" "$impl" "$r" "$(field msgs_per_s "$line")" "$cpu" >>"$tmp/chat.tsv"
+    done
+  done
+  say "chat round $((r + 1))/$CHAT_ROUNDS done"
+done
 
 # ================================================================ report ===
 # summarize FILE VALUE_COLUMN HIGHER_IS_BETTER [BASE]: for each (key, impl)
@@ -797,6 +860,8 @@ summarize "$tmp/rss.k" 4 0 evr-stream >"$tmp/rss-stream.sum"
 summarize "$tmp/ovh.tsv" 4 0 >"$tmp/ovh.sum"
 summarize "$tmp/ovh.tsv" 5 0 >"$tmp/ovh.setup"
 summarize "$tmp/ovh.tsv" 6 0 >"$tmp/ovh.run"
+summarize "$tmp/chat.tsv" 4 1 >"$tmp/chat.sum"
+summarize "$tmp/chat.tsv" 5 0 >"$tmp/chat.cpu"
 get() { # file key impl column(3=median 4=min 5=max 6=ratio)
   awk -F'\t' -v k="$2" -v i="$3" -v c="$4" '$1 == k && $2 == i { print $c; exit }' "$1"
 }
@@ -928,6 +993,7 @@ t_end=$(date +%s)
   }
   target_rows "echo msgs/s" evr "$tmp/echo.sum" c1 c100 c1000 c10x16k
   target_rows "syscalls per message" evr "$tmp/sys.sum" c100 c1000
+  target_rows "chat fan-out msgs/s" evr "$tmp/chat.sum" n100 n1000
   if printf '%s\n' "${uring_impls[@]:-}" | grep -qx evr-uring; then
     target_rows "echo msgs/s on io_uring (evr-uring)" evr-uring "$tmp/echo.sum.evr-uring" c1 c100 c1000 c10x16k
     target_rows "syscalls per message on io_uring (evr-uring)" evr-uring "$tmp/sys.sum.evr-uring" c100 c1000
@@ -1216,6 +1282,23 @@ t_end=$(date +%s)
     [ -z "$r" ] || { echo; printf '%s\n' "$r" | sed 's/^/Skipped: /; s/$/./'; }
   else
     echo "Skipped: $(printf '%s\n' "${skipped[@]:-}" | grep '^tls' | head -1 || echo "no data")."
+  fi
+  echo
+  echo "## Chat fan-out"
+  echo
+  if [ -s "$tmp/chat.sum" ]; then
+    echo "The chat server of [examples/chat.c](../examples/chat.c) on evr ($backend) and the same server on libuv and libev (\`bench/chat_uv.c\`, \`bench/chat_ev.c\`), on CPU 0; \`evr-bench-chat\` on CPU 1 joins N receivers and one sender, which keeps 256 lines of 64 B in flight; every receiver gets every line and checks its framing. Messages/s counts lines delivered at the receivers (one line to N receivers is N messages). $CHAT_ROUNDS round(s) of ${CHAT_DUR} s per workload and server (${WARM} s warm-up not counted) in rotating order; medians, and ratios as medians of per-round ratios (above 1.00× evr delivers more)."
+    echo
+    echo "| workload | server | msgs/s (median) | min – max | lines sent/s | server CPU ns/msg | evr vs server, msgs/s | evr vs server, CPU/msg |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    while IFS=$'\t' read -r k i med lo hi ratio; do
+      n=${k#n}
+      echo "| $(wl_label "$k") | $i | $(fmt "$med") | $(fmt "$lo") – $(fmt "$hi") | $(fmt "$(awk -v m="$med" -v n="$n" 'BEGIN { print m / n }')") | $(fmt "$(get "$tmp/chat.cpu" "$k" "$i" 3)") | $(ratio_fmt "$ratio") | $(ratio_fmt "$(get "$tmp/chat.cpu" "$k" "$i" 6)") |"
+    done <"$tmp/chat.sum"
+    echo
+    echo "Server CPU ns/msg is the server's user + system CPU time over the whole client run (joins and warm-up included) divided by the messages delivered in the measured seconds: an upper bound, and the column to read when the load generator, not the server, limits msgs/s."
+  else
+    echo "Skipped: $(printf '%s\n' "${skipped[@]:-}" | grep '^chat' | head -1 || echo "not measured in this run (see --only)")."
   fi
 } >"$tmp/RESULTS.md"
 
