@@ -22,6 +22,7 @@ import os
 import re
 import selectors
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -148,6 +149,37 @@ def scenario_client(bindir, wrap):
     print(p.stdout + p.stderr, end="")
     if p.returncode != 1 or not re.search(r"^connect: connection refused \(ECONNREFUSED\)$", p.stderr, re.M):
         raise Failure("tcp-client to a closed port: status %d, %r" % (p.returncode, p.stderr))
+
+
+def scenario_tls_echo(bindir, wrap):
+    """docs/net.md's TLS program, with a CA and a server certificate for
+    localhost made here by the openssl command."""
+    if shutil.which("openssl") is None:
+        print("skipped: no openssl command to make certificates")
+        sys.exit(77)
+    with tempfile.TemporaryDirectory() as d:
+        def ossl(*args):
+            subprocess.run(["openssl"] + list(args), check=True, timeout=TIMEOUT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ca, ca_key = os.path.join(d, "ca.pem"), os.path.join(d, "ca.key")
+        crt, key, csr = os.path.join(d, "crt.pem"), os.path.join(d, "key.pem"), os.path.join(d, "req.pem")
+        ext = os.path.join(d, "ext.cnf")
+        ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-days", "2", "-subj", "/CN=example CA", "-keyout", ca_key, "-out", ca)
+        ossl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-subj", "/CN=localhost", "-keyout", key, "-out", csr)
+        with open(ext, "w") as f:
+            f.write("subjectAltName=DNS:localhost\n")
+        ossl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+             "-days", "2", "-extfile", ext, "-out", crt)
+        expect("tls-echo", run_simple("tls-echo", bindir, wrap, [crt, key, ca]))
+        # A client that trusts another CA refuses the server.
+        p = subprocess.run(wrapped([os.path.join(bindir, "tls-echo"), crt, key, crt], wrap),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=TIMEOUT)
+        print(p.stdout + p.stderr, end="")
+        if p.returncode != 1 or "client handshake: TLS error certificate verify failed" not in p.stderr:
+            raise Failure("tls-echo with the wrong CA: status %d, %r" % (p.returncode, p.stderr))
 
 
 def scenario_signals(bindir, wrap):
@@ -319,6 +351,7 @@ SCENARIOS = {
     "tcp-echo-server": scenario_echo,
     "tcp-client": scenario_client,
     "signals": scenario_signals,
+    "tls-echo": scenario_tls_echo,
 }
 
 
