@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -101,6 +102,17 @@ int e2e_free_port(void) {
   return port;
 }
 
+/* Close every descriptor from lo up: close_range() where the kernel has
+ * it, else one by one up to the descriptor limit. */
+static void close_from(int lo) {
+#if defined(__linux__) && defined(SYS_close_range)
+  if (syscall(SYS_close_range, (unsigned)lo, ~0u, 0u) == 0) return;
+#endif
+  long max = sysconf(_SC_OPEN_MAX);
+  if (max < 0 || max > 1 << 20) max = 1 << 20;
+  for (long fd = lo; fd < max; fd++) (void)close((int)fd);
+}
+
 pid_t e2e_spawn(char *const argv[], const char *log_path) {
   pid_t pid = fork();
   if (pid < 0) {
@@ -115,6 +127,10 @@ pid_t e2e_spawn(char *const argv[], const char *log_path) {
         close(fd);
       }
     }
+    /* The daemon gets stdin, stdout and stderr only: a test's socket that
+     * it inherited (a listener the test closes to reset what waits in its
+     * queue, say) would stay open in it. */
+    close_from(3);
     execv(argv[0], argv);
     fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
     _exit(127);

@@ -16,7 +16,8 @@ const char *e2e_bin(const char *name);
 int e2e_free_port(void);
 
 /* Start argv[0] with argv; its stderr goes to the file at log_path (if not
- * NULL). Returns the pid; fails the test on error. */
+ * NULL); it inherits no descriptor but 0, 1 and 2. Returns the pid; fails
+ * the test on error. */
 pid_t e2e_spawn(char *const argv[], const char *log_path);
 
 /* Connect to 127.0.0.1:port until it succeeds, at most timeout_ms.

@@ -666,6 +666,26 @@ static int run_status(char *const argv[]) {
   return WEXITSTATUS(st);
 }
 
+/* A daemon started by the tests holds none of the test's descriptors: a
+ * listening socket made without close-on-exec before the start (as a test
+ * upstream is) is not among its descriptors, so closing it in the test
+ * resets what waits in its queue instead of leaving it to the daemon. */
+static void test_echo_inherits_no_test_descriptor(void **state) {
+  (void)state;
+  int l = socket(AF_INET, SOCK_STREAM, 0); /* no SOCK_CLOEXEC, on purpose */
+  assert_true(l >= 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof a;
+  assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+  assert_int_equal(listen(l, 4), 0);
+  assert_int_equal(getsockname(l, (struct sockaddr *)&a, &len), 0);
+  pid_t pid = start_echo("--threads", "1", NULL, NULL);
+  assert_int_equal(e2e_count_listeners(pid, ntohs(a.sin_port)), 0);
+  assert_int_equal(e2e_count_listeners(pid, port), 1); /* its own */
+  close(l);
+  expect_clean_exit(pid, SIGTERM);
+}
+
 static void test_echo_command_line(void **state) {
   (void)state;
   char *bin = (char *)e2e_bin("evr-echo");
@@ -707,6 +727,7 @@ static void test_echo_command_line(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       T(test_echo_command_line),
+      T(test_echo_inherits_no_test_descriptor),
       T(test_echo_byte_exact_on_1000_connections),
       T(test_echo_large_transfer_with_half_close),
       T(test_echo_drains_on_sigterm),

@@ -160,7 +160,7 @@ static void expect_clean_exit(pid_t *pid, int sig) {
 
 /* A listening socket on 127.0.0.1 with a free port (our fake upstream). */
 static int listen_local(int *port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int fd = test_socket(AF_INET, SOCK_STREAM, 0);
   assert_true(fd >= 0);
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   socklen_t len = sizeof sa;

@@ -987,6 +987,78 @@ static void test_stream_peer_reset_while_data_queued(void **state) {
   assert_fds_back_to(base);
 }
 
+/* A stream that has sent everything and half-closed still hears its
+ * peer's reset as an error: a peer that resets (the connection accepted),
+ * and a listener closed with the connection never accepted (the kernel
+ * resets what waits in its queue), with the stream adopted or connected by
+ * evr (reading, writing and half-closing from its connect callback, as a
+ * proxy does towards its upstream). */
+static int hcr_connected;
+static void hcr_connect_cb(evr_stream_t *s, int status) {
+  assert_evr_ok(status);
+  assert_evr_ok(evr_stream_read_start(s, err_read));
+  assert_evr_ok(evr_stream_write_copy(s, "PROXY UNKNOWN\r\n", 15));
+  assert_evr_ok(evr_stream_shutdown(s, NULL));
+  hcr_connected = 1;
+}
+
+static void test_stream_half_closed_hears_reset(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  for (int variant = 0; variant < 3; variant++) {
+    int accepted = variant == 1, by_evr = variant == 2;
+    int l = test_socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(l >= 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &len), 0);
+    assert_int_equal(listen(l, 16), 0);
+    evr_stream_t tx;
+    assert_evr_ok(evr_stream_init(test_loop, &tx));
+    reader_err = reader_eof = 0;
+    if (by_evr) {
+      evr_addr_t addr;
+      assert_evr_ok(evr_addr_from_sockaddr(&addr, (struct sockaddr *)&a, len));
+      hcr_connected = 0;
+      assert_evr_ok(evr_stream_connect(&tx, &addr, 5000, hcr_connect_cb));
+      run_until(test_loop, &hcr_connected, 1000);
+    } else {
+      int c = test_socket(AF_INET, SOCK_STREAM, 0);
+      assert_true(c >= 0);
+      assert_int_equal(connect(c, (struct sockaddr *)&a, sizeof a), 0);
+      set_nonblock(c);
+      assert_evr_ok(evr_stream_open(&tx, c));
+      assert_evr_ok(evr_stream_read_start(&tx, err_read));
+      assert_evr_ok(evr_stream_write_copy(&tx, "PROXY UNKNOWN\r\n", 15));
+      assert_evr_ok(evr_stream_shutdown(&tx, NULL));
+    }
+    int u = -1;
+    if (accepted) {
+      u = accept(l, NULL, NULL);
+      assert_true(u >= 0);
+    }
+    /* Until the header and the FIN are out. */
+    for (int i = 0; i < 100 && evr_stream_write_queue_size(&tx) > 0; i++)
+      assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+    assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+    if (accepted) raw_reset(u);
+    close(l);
+    for (int i = 0; i < 1000 && !reader_err && !reader_eof; i++)
+      assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+    if (reader_err != EVR_ECONNRESET)
+      fail_msg("variant %d: the reader got %s, eof %d", variant, evr_err_name(reader_err),
+               reader_eof);
+    flag = 0;
+    assert_evr_ok(evr_close(&tx.base, set_flag_close_cb));
+    run_until(test_loop, &flag, 10);
+  }
+  assert_fds_back_to(base);
+}
+
 /* EOF arrives while our data is queued: the peer only half-closed, so the
  * queue still drains; when the peer then closes for good, the rest fails. */
 static void test_stream_eof_in_mid_write(void **state) {
@@ -1755,6 +1827,7 @@ int main(void) {
       EVR_TEST(test_stream_end_flushes_then_closes),
       EVR_TEST(test_stream_abort_gives_peer_econnreset),
       EVR_TEST(test_stream_peer_reset_while_data_queued),
+      EVR_TEST(test_stream_half_closed_hears_reset),
       EVR_TEST(test_stream_eof_in_mid_write),
       EVR_TEST(test_stream_close_inside_read_callback),
       EVR_TEST(test_stream_close_inside_write_callback),
