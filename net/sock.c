@@ -123,8 +123,12 @@ int evr__sock_prepare(int fd) {
   if (old_fd < 0) return -errno;
   int old_fl = fcntl(fd, F_GETFL);
   if (old_fl < 0) return -errno;
-  int rc = evr__cloexec(fd);
-  if (rc == 0) rc = evr__nonblock(fd, 1);
+  /* A descriptor from accept4() or SOCK_CLOEXEC | SOCK_NONBLOCK needs
+   * neither change: two calls, not four. */
+  int rc = 0;
+  if (!(old_fd & FD_CLOEXEC) && fcntl(fd, F_SETFD, old_fd | FD_CLOEXEC) < 0) rc = -errno;
+  if (rc == 0 && !(old_fl & O_NONBLOCK) && fcntl(fd, F_SETFL, old_fl | O_NONBLOCK) < 0)
+    rc = -errno;
 #if EVR_HAVE_SO_NOSIGPIPE
   if (rc == 0) {
     int type;
