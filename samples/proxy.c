@@ -1879,6 +1879,14 @@ static int serve(void) {
   int status = 0, started = 0;
   for (int i = 0; i < n && status == 0; i++)
     if (server_init(&srv[i], i, i ? &srv[0] : NULL) != 0) status = 1;
+  if (status == 0 && cfg.splice && !strcmp(evr_loop_backend(srv[0].loop), "io_uring")) {
+    /* On io_uring a reading stream receives into the loop's buffers: bytes
+     * it holds, or still gets from a receive being cancelled, are not in
+     * the socket for splice(2) to take. */
+    log_warn("--splice is not used on the io_uring backend (its receives take the bytes "
+             "from the sockets): relaying through the streams");
+    cfg.splice = 0;
+  }
   if (status == 0) {
     char loops_text[64];
     if (n > 1)

@@ -142,7 +142,10 @@ struct evr_stream {
   /** @endcond */
 };
 
-/** The stream's descriptor.
+/** The stream's descriptor. Reading it directly while the stream lives is
+ *  for readiness backends only: on io_uring a stream that has read keeps
+ *  received bytes in the loop's buffers until its reader takes them, and a
+ *  receive being cancelled by evr_stream_read_stop() may still take more.
  *  @param s  the stream.
  *  @return the connected, adopted or accepted socket (or pipe), or -1
  *          (NULL, none yet, still connecting, after a failed connect, or
