@@ -468,7 +468,10 @@ static int wait_ready(struct watch *w, int fd) {
       do r = read(fd, &c, 1);
       while (r < 0 && errno == EINTR);
       if (r == 1 && c == 'R') return 0;
-      if (r == 0) w->why = "it closed the hand-off socket before it was ready";
+      /* A peer that closes with data unread (the sockets it never read)
+       * resets the connection. */
+      if (r == 0 || (r < 0 && errno == ECONNRESET))
+        w->why = "it closed the hand-off socket before it was ready";
       else if (r < 0 && errno != EAGAIN) w->why = "reading its report failed";
       else if (r == 1) w->why = "it sent a report this process does not know";
       if (w->why) break;
@@ -529,9 +532,15 @@ int reload_run(int draining) {
     close(sv[1]);
     return -1;
   }
+  /* WATCHDOG_PID naming this process would turn the new copy's watchdog
+   * off: without it, WATCHDOG_USEC is for the new copy too. */
+  char self[48];
+  snprintf(self, sizeof self, "WATCHDOG_PID=%ld", (long)getpid());
   size_t k = 0;
   for (size_t e = 0; e < nenv; e++)
-    if (strncmp(environ[e], RELOAD_ENV "=", sizeof RELOAD_ENV) != 0) env[k++] = environ[e];
+    if (strncmp(environ[e], RELOAD_ENV "=", sizeof RELOAD_ENV) != 0 &&
+        strcmp(environ[e], self) != 0)
+      env[k++] = environ[e];
   env[k++] = var;
   env[k] = NULL;
 
