@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "reload.h"
 #include "sd.h"
 
 int log_level = LOG_INFO;
@@ -235,6 +236,7 @@ static pid_t spawn(int index, serve_fn fn, void *arg, const sigset_t *old_mask) 
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGUSR2); /* the supervisor's: taken and ignored by fn */
     pthread_sigmask(SIG_SETMASK, &mask, NULL);
     sysd_detach(); /* the supervisor speaks for the workers */
     _exit(fn(index, arg));
@@ -251,6 +253,7 @@ int supervise(int n, serve_fn fn, void *arg, unsigned kill_after_s,
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGHUP);
   sigaddset(&set, SIGALRM);
+  sigaddset(&set, SIGUSR2);
   /* Blocked and collected with sigwait(): no handler runs asynchronously. */
   pthread_sigmask(SIG_BLOCK, &set, &old);
 
@@ -264,7 +267,7 @@ int supervise(int n, serve_fn fn, void *arg, unsigned kill_after_s,
     clock_gettime(CLOCK_MONOTONIC, &w[i].started);
     if (w[i].pid > 0) log_info("worker %d started (pid %ld)", i, (long)w[i].pid);
   }
-  int stopping = 0, status = 0, alive = 0, killed = 0;
+  int stopping = 0, status = 0, alive = 0, killed = 0, reloaded = 0;
   for (int i = 0; i < n; i++) alive += w[i].pid > 0;
   /* With the service manager's watchdog on, SIGALRM comes every
    * WATCHDOG_USEC / 2 (and also times the kill after a stop); else alarm()
@@ -279,15 +282,29 @@ int supervise(int n, serve_fn fn, void *arg, unsigned kill_after_s,
     it.it_value = it.it_interval;
     setitimer(ITIMER_REAL, &it, NULL);
   }
-  if (alive > 0) service_ready();
+  int failed = 0; /* not ready: stop the workers, exit 1 */
+  if (alive > 0 && service_ready() != 0) failed = 1;
   while (alive > 0) {
     int sig;
-    if (sigwait(&set, &sig) != 0) continue;
+    if (failed) {
+      failed = 0;
+      status = 1;
+      sig = SIGTERM;
+    } else if (sigwait(&set, &sig) != 0) {
+      continue;
+    }
+    if (sig == SIGUSR2) {
+      /* A reload: once the new supervisor serves, stop as on SIGTERM. */
+      if (reload_run(stopping) != 0) continue;
+      reloaded = 1;
+      sig = SIGTERM;
+    }
     if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
       if (!stopping) {
-        log_info("signal %d: stopping %d workers", sig, alive);
+        if (reloaded) log_info("reloaded: stopping %d workers", alive);
+        else log_info("signal %d: stopping %d workers", sig, alive);
         stopping = 1;
-        service_stopping();
+        if (!reloaded) service_stopping();
         if (on_stop) on_stop(stop_arg);
         clock_gettime(CLOCK_MONOTONIC, &kill_at);
         kill_at.tv_sec += (time_t)kill_after_s;
@@ -316,7 +333,14 @@ int supervise(int n, serve_fn fn, void *arg, unsigned kill_after_s,
       if (pid <= 0) break;
       int i = 0;
       while (i < n && w[i].pid != pid) i++;
-      if (i == n) continue;
+      if (i == n) { /* a new supervisor, started by a reload, that ended */
+        if (WIFSIGNALED(st))
+          log_info("pid %ld (started by a reload) killed by signal %d", (long)pid, WTERMSIG(st));
+        else
+          log_info("pid %ld (started by a reload) exited with status %d", (long)pid,
+                   WEXITSTATUS(st));
+        continue;
+      }
       w[i].pid = 0;
       alive--;
       int clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
@@ -475,12 +499,21 @@ static int notify(const char *state) {
   return rc < 0 ? -1 : 0;
 }
 
-void service_ready(void) {
-  if (notify("READY=1") > 0) log_info("service manager: ready (%s)", sysd_impl());
+int service_ready(void) {
+  if (reload_ready() != 0) return -1;
+  /* A new copy started by a reload is the service's main process from now
+   * on (NotifyAccess=all lets it say so). */
+  char state[64];
+  if (reload_active())
+    snprintf(state, sizeof state, "MAINPID=%ld\nREADY=1", (long)getpid());
+  else
+    snprintf(state, sizeof state, "READY=1");
+  if (notify(state) > 0) log_info("service manager: ready (%s)", sysd_impl());
   uint64_t usec = sysd_watchdog_usec();
   if (usec)
     log_info("service manager: watchdog, %llu ms (WATCHDOG=1 every %llu ms)",
              (unsigned long long)(usec / 1000), (unsigned long long)(usec / 2000));
+  return 0;
 }
 
 void service_stopping(void) { notify("STOPPING=1"); }

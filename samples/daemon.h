@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <stdint.h>
+#include <signal.h>
 #include <sys/socket.h> /* SO_REUSEPORT_LB, where it exists */
 #include "evr/evr.h"
 
@@ -76,6 +77,9 @@ int run_threads(int n, serve_fn fn, void *arg);
  * once they are started (the addresses are bound before, so connections
  * queue until a worker accepts them), STOPPING=1 at the first stop, and
  * WATCHDOG=1 every WATCHDOG_USEC / 2 while the watchdog is on. */
+/* SIGUSR2 reloads (reload_run()): once the new supervisor serves, this one
+ * stops its workers as at SIGTERM, without STOPPING=1. The workers start
+ * with SIGUSR2 blocked too: fn takes and ignores it. */
 int supervise(int n, serve_fn fn, void *arg, unsigned kill_after_s,
               void (*on_stop)(void *stop_arg), void *stop_arg);
 
@@ -143,8 +147,11 @@ int activation_listen(const char **text, evr_addr_t *addrs, int *fds, int *n, in
 
 /* Notifications to NOTIFY_SOCKET (no-ops without it, and in the workers of
  * supervise(), whose supervisor speaks for them): READY=1 once every loop
- * serves, STOPPING=1 when the drain begins. */
-void service_ready(void);
+ * serves, STOPPING=1 when the drain begins. service_ready() first does
+ * reload_ready() (reload.h: the pid file, and in a process started by a
+ * reload the report to the old one; it then also sends MAINPID=): 0, or
+ * -1 when the start fails (logged). */
+int service_ready(void);
 void service_stopping(void);
 
 /* evr_loop_run(loop, EVR_RUN_DEFAULT) on a loop's own thread, watched: when
@@ -153,6 +160,11 @@ void service_stopping(void);
  * WATCHDOG=1 is sent each time every loop running under service_run() has
  * beaten since the last one was sent: a loop that hangs stops them. */
 int service_run(evr_loop_t *loop);
+
+/* The signal a loop thread sends the main thread (pthread_kill()) when its
+ * loop has ended; SIGUSR2 is the reload's. Ignored by default, so a stray
+ * one harms nothing. */
+#define LOOP_DONE_SIGNAL SIGURG
 
 /* Number of online CPUs (at least 1). */
 int cpu_count(void);

@@ -24,7 +24,9 @@
  *
  * SIGTERM/SIGINT/SIGHUP: the listeners close at once, open connections go
  * on for at most --drain-timeout seconds, then are closed; the process
- * exits 0. A second signal closes every connection at once.
+ * exits 0. A second signal closes every connection at once. SIGUSR2: a new
+ * copy of the program takes the listening sockets over (reload.h), then
+ * this one drains as on SIGTERM.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -36,6 +38,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "daemon.h"
+#include "reload.h"
 #include "evr/evr.h"
 #include "srclimit.h"
 
@@ -84,7 +87,7 @@ struct server {
   int nlisteners;
   evr_async_t wake; /* the main thread asks for a drain or a hard stop */
   atomic_int command; /* 1: drain, 2: close everything */
-  int draining;
+  int draining; /* 1: the listeners are closed; 2: the loop is being freed */
   evr_timer_t drain_timer;
   struct conn *conns; /* open connections */
   uint64_t accepted;  /* connections this loop adopted */
@@ -173,9 +176,11 @@ static void on_idle(evr_stream_t *s) {
  * count are already taken. */
 static void conn_adopt(struct conn *c, int fd) {
   struct server *srv = c->srv;
-  if (srv->draining) {
-    /* Handed over while this loop stopped accepting: the client sees the
-     * connection closed, as if the listener had closed first. */
+  if (srv->draining > 1) {
+    /* Handed over as the loop is freed: the client sees the connection
+     * closed. One accepted before the listener closed and handed over
+     * during a drain is served like the others: after a reload, no client
+     * is turned away. */
     log_debug("loop %d: draining: closing a connection handed over", srv->index);
     close(fd);
     conn_discard(c);
@@ -361,9 +366,13 @@ static int server_listen(struct server *srv, struct server *first) {
       if (rc) close(fd);
     } else if (passed) {
       rc = evr_listener_open(l, cfg.fds[i], NULL, on_accept);
+      if (rc == 0) reload_add(l, i, -1);
     } else {
       opts.flags = (!is_unix && cfg.threads > 1 && !spreading()) ? EVR_LISTEN_REUSEPORT : 0;
-      rc = evr_listen(l, &cfg.addrs[i], &opts, on_accept);
+      int own = opts.flags & EVR_LISTEN_REUSEPORT; /* this loop's own socket */
+      rc = reload_active() ? reload_adopt(l, i, srv->index, &cfg.addrs[i], cfg.listen[i], on_accept)
+                           : evr_listen(l, &cfg.addrs[i], &opts, on_accept);
+      if (rc == 0) reload_add(l, i, own ? srv->index : -1);
     }
     if (rc) {
       log_error("listen on %s: %s", cfg.listen[i], evr_strerror(rc));
@@ -402,7 +411,7 @@ static void server_free(struct server *srv) {
   if (!srv->loop) return;
   /* A connection still being handed to this loop is closed when the run
    * below takes it (conn_adopt). Timers are not handles: stop them. */
-  srv->draining = 1;
+  srv->draining = 2;
   evr_timer_stop(&srv->drain_timer);
   evr_loop_walk(srv->loop, close_any, NULL);
   evr_loop_run(srv->loop, EVR_RUN_DEFAULT);
@@ -422,7 +431,7 @@ static void *server_main(void *p) {
   }
   /* Tell the main thread that this loop is done. */
   atomic_store(&srv->finished, 1);
-  pthread_kill(main_thread, SIGUSR2);
+  pthread_kill(main_thread, LOOP_DONE_SIGNAL);
   return NULL;
 }
 
@@ -438,6 +447,7 @@ static int serve(int index, void *arg) {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGHUP);
   sigaddset(&set, SIGUSR2);
+  sigaddset(&set, LOOP_DONE_SIGNAL);
   /* Blocked in every thread (they inherit the mask) and taken by sigwait()
    * here, so no handler ever interrupts a loop. */
   pthread_sigmask(SIG_BLOCK, &set, NULL);
@@ -488,7 +498,7 @@ static int serve(int index, void *arg) {
         break;
       }
     }
-    if (status == 0) service_ready();
+    if (status == 0 && service_ready() != 0) status = 1;
   }
   int done = 0, signals = 0;
   if (status) { /* ask the loops that run to stop at once */
@@ -500,14 +510,18 @@ static int serve(int index, void *arg) {
   while (done < started) {
     int sig;
     if (sigwait(&set, &sig) != 0) continue;
-    if (sig == SIGUSR2) {
+    if (sig == LOOP_DONE_SIGNAL) {
       /* A loop ended; count the threads that have really finished. */
       done = 0;
       for (int i = 0; i < started; i++) done += atomic_load(&srv[i].finished);
       continue;
     }
-    if (++signals == 1) service_stopping();
-    log_info("signal %d: %s", sig,
+    /* SIGUSR2: once a new copy serves every listener, drain as on SIGTERM
+     * (the service manager follows the new copy: no STOPPING=1). */
+    int reloaded = sig == SIGUSR2;
+    if (reloaded && reload_run(signals > 0 || status != 0) != 0) continue;
+    if (++signals == 1 && !reloaded) service_stopping();
+    log_info("%s %d: %s", reloaded ? "reloaded, signal" : "signal", sig,
              signals == 1 ? "draining connections" : "closing every connection");
     for (int i = 0; i < started; i++) {
       atomic_store(&srv[i].command, signals == 1 ? 1 : 2);
@@ -594,6 +608,9 @@ static void usage(void) {
          "                        the limits are per process (per worker with --workers)\n"
          "  --drain-timeout SEC   on SIGTERM/SIGINT/SIGHUP, wait SEC seconds for clients\n"
          "                        (default 30)\n"
+         "  --pid-file FILE       write the pid here once serving (a new copy started by a\n"
+         "                        reload overwrites it; removed at exit if still ours)\n"
+         "  --reload-timeout SEC  on SIGUSR2, wait SEC seconds for the new copy (default 10)\n"
          "  --log-level LEVEL     error, warn, info (default) or debug\n"
          "  --help, --version\n",
          balance_name(BALANCE_DEFAULT), "epoll, kqueue or poll (built here: see --version)",
@@ -608,6 +625,7 @@ static void version(void) {
 
 int main(int argc, char **argv) {
   log_prog = "evr-echo";
+  reload_init(argc, argv);
   cfg.drain_timeout_s = 30;
   cfg.balance = BALANCE_DEFAULT;
   cfg.source_table_size = SRCLIMIT_DEFAULT_CAPACITY;
@@ -649,6 +667,7 @@ int main(int argc, char **argv) {
       cfg.source_table_size = (uint32_t)n;
     } else if (!strcmp(a, "--drain-timeout")) {
       cfg.drain_timeout_s = parse_uint(a, option_value(argc, argv, &i), 0, 86400);
+    } else if (reload_option(argc, argv, &i)) {
     } else if (!strcmp(a, "--log-level")) {
       const char *v = option_value(argc, argv, &i);
       log_level = log_level_parse(v);
@@ -664,6 +683,7 @@ int main(int argc, char **argv) {
   /* Sockets passed by socket activation: adopted, and the default address
    * is not bound when there are any (daemon.h). */
   activation_listen(cfg.listen, cfg.addrs, cfg.fds, &cfg.nlisten, MAX_LISTEN);
+  reload_listen(cfg.listen, cfg.addrs, cfg.fds, &cfg.nlisten, MAX_LISTEN);
   if (cfg.nlisten == 0) {
     cfg.listen[0] = "127.0.0.1:7777";
     evr_addr_parse(&cfg.addrs[0], cfg.listen[0]);

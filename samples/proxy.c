@@ -45,6 +45,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include "daemon.h"
+#include "reload.h"
 #include "evr/evr.h"
 #include "metrics_req.h"
 #include "proxy_proto.h"
@@ -341,7 +342,7 @@ struct server {
   evr_async_t wake;
   atomic_int command;
   atomic_int finished;
-  int draining;
+  int draining; /* 1: the listeners are closed; 2: the loop is being freed */
   evr_timer_t drain_timer;
   evr_timer_t ep_timer; /* writes due episode summaries; unreferenced */
   struct session *sessions;
@@ -1261,9 +1262,11 @@ static void adopt_failed_closed(evr_tls_t *t) {
 /* A client to serve on srv's loop (its thread). Its place in
  * stats.active is already taken. */
 static void session_adopt(struct server *srv, int fd) {
-  if (srv->draining) {
-    /* Handed over while this loop stopped accepting: the client sees the
-     * connection closed, as if the listener had closed first. */
+  if (srv->draining > 1) {
+    /* Handed over as the loop is freed: the client sees the connection
+     * closed. One accepted before the listener closed and handed over
+     * during a drain is served like the others: after a reload, no client
+     * is turned away. */
     log_debug("loop %d: draining: closing a client handed over", srv->index);
     close(fd);
     atomic_fetch_add(&stats.refused, 1);
@@ -1720,10 +1723,14 @@ static int listen_one(struct server *srv, evr_listener_t *l, const evr_addr_t *a
     else if ((rc = evr_listener_open(l, fd, NULL, cb)) != 0) close(fd);
   } else if (passed >= 0) {
     rc = evr_listener_open(l, passed, NULL, cb);
+    if (rc == 0) reload_add(l, i, -1);
   } else {
     evr_listen_options_t opts = {0};
     opts.flags = (!is_unix && cfg.threads > 1 && !spreading()) ? EVR_LISTEN_REUSEPORT : 0;
-    rc = evr_listen(l, addr, &opts, cb);
+    int own = i >= 0 && (opts.flags & EVR_LISTEN_REUSEPORT); /* this loop's own socket */
+    rc = reload_active() ? reload_adopt(l, i, srv->index, addr, text, cb)
+                         : evr_listen(l, addr, &opts, cb);
+    if (rc == 0) reload_add(l, i, own ? srv->index : -1);
   }
   if (rc) {
     log_error("listen on %s: %s", text, evr_strerror(rc));
@@ -1776,7 +1783,7 @@ static void server_free(struct server *srv) {
   if (!srv->loop) return;
   /* A client still being handed to this loop is closed when the run below
    * takes it (session_adopt). Timers are not handles: stop them. */
-  srv->draining = 1;
+  srv->draining = 2;
   evr_timer_stop(&srv->drain_timer);
   evr_timer_stop(&srv->ep_timer);
   for (struct session *s = srv->sessions; s; s = s->next) evr_timer_stop(&s->sidle);
@@ -1839,7 +1846,7 @@ static void *server_main(void *p) {
     srv->status = 1;
   }
   atomic_store(&srv->finished, 1);
-  pthread_kill(main_thread, SIGUSR2);
+  pthread_kill(main_thread, LOOP_DONE_SIGNAL);
   return NULL;
 }
 
@@ -1851,6 +1858,7 @@ static int serve(void) {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGHUP);
   sigaddset(&set, SIGUSR2);
+  sigaddset(&set, LOOP_DONE_SIGNAL);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
   main_thread = pthread_self();
@@ -1905,7 +1913,7 @@ static int serve(void) {
         break;
       }
     }
-    if (status == 0) service_ready();
+    if (status == 0 && service_ready() != 0) status = 1;
   }
   if (status) {
     for (int i = 0; i < started; i++) {
@@ -1917,13 +1925,17 @@ static int serve(void) {
   while (done < started) {
     int sig;
     if (sigwait(&set, &sig) != 0) continue;
-    if (sig == SIGUSR2) {
+    if (sig == LOOP_DONE_SIGNAL) {
       done = 0;
       for (int i = 0; i < started; i++) done += atomic_load(&srv[i].finished);
       continue;
     }
-    if (++signals == 1) service_stopping();
-    log_info("signal %d: %s", sig,
+    /* SIGUSR2: once a new copy serves every listener, drain as on SIGTERM
+     * (the service manager follows the new copy: no STOPPING=1). */
+    int reloaded = sig == SIGUSR2;
+    if (reloaded && reload_run(signals > 0 || status != 0) != 0) continue;
+    if (++signals == 1 && !reloaded) service_stopping();
+    log_info("%s %d: %s", reloaded ? "reloaded, signal" : "signal", sig,
              signals == 1 ? "draining connections" : "closing every connection");
     for (int i = 0; i < started; i++) {
       atomic_store(&srv[i].command, signals == 1 ? 1 : 2);
@@ -2002,6 +2014,9 @@ static void usage(void) {
       "  --backend NAME          event backend (built here: see --version)\n"
       "  --drain-timeout SEC     on SIGTERM/SIGINT/SIGHUP, wait SEC seconds for clients\n"
       "                          (default 30)\n"
+      "  --pid-file FILE         write the pid here once serving (a new copy started by a\n"
+      "                          reload overwrites it; removed at exit if still ours)\n"
+      "  --reload-timeout SEC    on SIGUSR2, wait SEC seconds for the new copy (default 10)\n"
       "  --log-level LEVEL       error, warn, info (default) or debug\n"
       "  --help, --version\n",
       balance_name(BALANCE_DEFAULT));
@@ -2073,6 +2088,7 @@ static void tls_options(void) {
 
 int main(int argc, char **argv) {
   log_prog = "evr-proxy";
+  reload_init(argc, argv);
   cfg.connect_timeout_ms = 5000;
   cfg.accept_proxy_timeout_ms = 5000;
   cfg.tls_handshake_timeout_ms = 10000;
@@ -2154,6 +2170,7 @@ int main(int argc, char **argv) {
           parse_choice(a, option_value(argc, argv, &i), evr_backends(), "built in (see --version)");
     } else if (!strcmp(a, "--drain-timeout")) {
       cfg.drain_timeout_s = parse_uint(a, option_value(argc, argv, &i), 0, 86400);
+    } else if (reload_option(argc, argv, &i)) {
     } else if (!strcmp(a, "--log-level")) {
       const char *v = option_value(argc, argv, &i);
       log_level = log_level_parse(v);
@@ -2171,6 +2188,9 @@ int main(int argc, char **argv) {
   cfg.metrics_fd = cfg.metrics ? activation_match(&cfg.metrics_addr)
                                : activation_named("metrics", &cfg.metrics_addr, &cfg.metrics);
   activation_listen(cfg.listen, cfg.addrs, cfg.fds, &cfg.nlisten, MAX_LISTEN);
+  /* A reload: the old process's sockets, its metrics one included. */
+  if (cfg.metrics_fd < 0) cfg.metrics_fd = reload_named("metrics", &cfg.metrics_addr, &cfg.metrics);
+  reload_listen(cfg.listen, cfg.addrs, cfg.fds, &cfg.nlisten, MAX_LISTEN);
   if (cfg.nlisten == 0)
     usage_error("--listen is required (or sockets passed by socket activation)");
   if (cfg.nup == 0) usage_error("--upstream is required");
