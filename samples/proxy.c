@@ -2501,7 +2501,11 @@ static void tls_options(void) {
     if (cfg.tls_sni) {
       snprintf(u->tls_name, sizeof u->tls_name, "%s", cfg.tls_sni);
     } else if (!u->numeric) {
-      snprintf(u->tls_name, sizeof u->tls_name, "%s", u->host);
+      /* Both in cfg: a copy gcc's -Wrestrict does not take for an overlap
+       * (host holds fewer bytes than tls_name). */
+      size_t len = strnlen(u->host, sizeof u->tls_name - 1);
+      memcpy(u->tls_name, u->host, len);
+      u->tls_name[len] = '\0';
     } else if (evr_addr_family(&u->addr) == AF_INET || evr_addr_family(&u->addr) == AF_INET6) {
       /* The address itself: checked against the certificate's IP
        * addresses (no SNI is sent for an address). */
