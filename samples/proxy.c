@@ -1935,16 +1935,14 @@ static void close_any(evr_handle_t *h, void *arg) {
 
 /* ---- --access-log and --check-interval: set-up and teardown ---- */
 
-/* The checker is freed (from the first loop): its counters are kept for
- * /metrics, and no loop reads a target from now on. */
-static void checks_freed(void *arg) { (void)arg; }
-
+/* Free the checker (first loop): its counters are kept for /metrics, and
+ * no loop reads a target from now on. */
 static void checks_free(void) {
   if (!checker) return;
   for (int i = 0; i < cfg.nup; i++)
     if (cfg.up[i].target) health_target_stats(cfg.up[i].target, &cfg.up[i].hstats);
   atomic_store_explicit(&checks_live, 0, memory_order_release);
-  int rc = health_free(checker, checks_freed, NULL);
+  int rc = health_free(checker, NULL, NULL);
   if (rc) log_error("health checks: free: %s", evr_strerror(rc));
   checker = NULL;
 }
