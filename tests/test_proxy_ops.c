@@ -1,8 +1,9 @@
 /* tests/test_proxy_ops.c: evr-proxy's access log and active health checks
  * end to end, under every backend (EVR_BACKEND is inherited by the
  * daemons): one line per session with the right client, upstream, bytes
- * and cause (done, client-reset, upstream-refused, idle-timeout, no
- * upstream up), the JSON variant parsed by Python, SIGUSR1 reopening a
+ * and cause (done, client-reset, upstream-refused, idle-timeout,
+ * header-invalid, no upstream up), the client a PROXY header gave, the
+ * JSON variant parsed by Python, SIGUSR1 reopening a
  * renamed file, a `-` reader that stalls never stalling the relay; an
  * upstream killed is taken down after --fall failed checks and gets no
  * client, brought back it is up after --rise passed checks and gets
@@ -43,6 +44,7 @@ static int setup(void **state) {
   unlink(alog_path);
   unlink(alog_old);
   proxy_pid = echo_pid[0] = echo_pid[1] = 0;
+  echo_port[0] = echo_port[1] = 0; /* fresh ports for each test */
   return 0;
 }
 
@@ -53,6 +55,11 @@ static void dump_logs(void) {
   a = e2e_read_file(alog_path);
   fprintf(stderr, "---- access log ----\n%s\n", a ? a : "(none)");
   free(a);
+  for (int i = 0; i < 2; i++) {
+    a = e2e_read_file(echo_log[i]);
+    if (a) fprintf(stderr, "---- evr-echo %d log ----\n%s\n", i, a);
+    free(a);
+  }
 }
 
 static int teardown(void **state) {
@@ -72,14 +79,35 @@ static int teardown(void **state) {
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
-/* evr-echo number i on echo_port[i] (picked the first time). */
+/* evr-echo number i on echo_port[i] (picked the first time in a test).
+ * Ready once its log says it listens: probing the port is not enough, as a
+ * listener of an evr-echo killed just before may still answer there for a
+ * moment (on io_uring the kernel releases a killed process's sockets
+ * asynchronously), and the new one may then find the port in use: it is
+ * started again until it listens. */
 static void start_echo(int i) {
   if (!echo_port[i]) echo_port[i] = e2e_free_port();
-  char listen[64];
+  char listen[64], want[80];
   snprintf(listen, sizeof listen, "127.0.0.1:%d", echo_port[i]);
+  snprintf(want, sizeof want, "listening on %s", listen);
   char *argv[] = {(char *)e2e_bin("evr-echo"), "--listen", listen, "--threads", "1", NULL};
-  echo_pid[i] = e2e_spawn(argv, echo_log[i]);
-  if (e2e_wait_listening(echo_port[i], 10000) != 0) fail_msg("evr-echo did not listen");
+  for (int attempt = 0; attempt < 100; attempt++) {
+    unlink(echo_log[i]); /* no line of an earlier run is taken for this one's */
+    echo_pid[i] = e2e_spawn(argv, echo_log[i]);
+    for (int k = 0; k < 1000; k++) {
+      char *text = e2e_read_file(echo_log[i]);
+      int up = text && strstr(text, want);
+      free(text);
+      if (up) return;
+      int st;
+      if (waitpid(echo_pid[i], &st, WNOHANG) == echo_pid[i]) break; /* e.g. address in use */
+      usleep(10 * 1000);
+    }
+    if (echo_pid[i] > 0 && kill(echo_pid[i], 0) == 0) fail_msg("evr-echo did not listen");
+    echo_pid[i] = 0;
+    usleep(100 * 1000);
+  }
+  fail_msg("evr-echo could not listen on %s", listen);
 }
 
 /* Start evr-proxy with --metrics, upstreams 127.0.0.1:ups[i] and extra
@@ -247,7 +275,12 @@ static int echo_session(size_t n) {
       fail_msg("session from port %d: no echo (%zu of %zu bytes)", port, got, n);
     }
     ssize_t r = recv(fd, in + got, n - got, 0);
-    if (r <= 0) fail_msg("session from port %d: recv %zd after %zu of %zu", port, r, got, n);
+    if (r <= 0) {
+      int e = errno;
+      dump_logs();
+      fail_msg("session from port %d: recv %zd (%s) after %zu of %zu", port, r,
+               r < 0 ? strerror(e) : "EOF", got, n);
+    }
     got += (size_t)r;
   }
   assert_memory_equal(in, out, n);
@@ -346,8 +379,7 @@ static void test_access_log_one_line_per_session(void **state) {
   (void)state;
   start_echo(0);
   int dead = e2e_free_port();
-  const char *extra[] = {"--threads", "2", "--access-log", alog_path, "--idle-timeout", "1",
-                         NULL};
+  const char *extra[] = {"--threads", "2", "--access-log", alog_path, NULL};
   int ups[] = {echo_port[0]};
   start_proxy(ups, 1, extra, 0, 0);
   int port[NSESSIONS];
@@ -363,7 +395,23 @@ static void test_access_log_one_line_per_session(void **state) {
   struct linger lg = {1, 0};
   assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
   close(fd);
-  /* An idle client: closed by the proxy after 1 s. */
+  wait_metric("evr_proxy_access_log_lines_total", NSESSIONS + 1, 0);
+  expect_clean_exit(&proxy_pid, SIGTERM);
+  struct line *l = calloc(NSESSIONS + 8, sizeof *l);
+  assert_non_null(l);
+  int n = read_lines(alog_path, l, NSESSIONS + 8);
+  assert_int_equal(n, NSESSIONS + 1);
+  for (int i = 0; i < NSESSIONS; i++) {
+    unsigned long long b = 1000 + (unsigned long long)i * 517;
+    expect_line(l, n, port[i], echo_port[0], b, b, "done");
+  }
+  expect_line(l, n, reset_port, echo_port[0], 3, 3, "client-reset");
+
+  /* An idle client: closed by the proxy after --idle-timeout 1 s. */
+  unlink(alog_path);
+  const char *extra1[] = {"--threads", "1", "--access-log", alog_path, "--idle-timeout", "1",
+                          NULL};
+  start_proxy(ups, 1, extra1, 0, 0);
   fd = e2e_connect(proxy_port);
   assert_true(fd >= 0);
   int idle_port = local_port(fd);
@@ -376,19 +424,12 @@ static void test_access_log_one_line_per_session(void **state) {
   ssize_t r = recv(fd, buf, 8, 0);
   assert_true(r == 0 || (r < 0 && errno == ECONNRESET));
   close(fd);
-  wait_metric("evr_proxy_access_log_lines_total", NSESSIONS + 2, 0);
+  wait_metric("evr_proxy_access_log_lines_total", 1, 0);
   expect_clean_exit(&proxy_pid, SIGTERM);
-  struct line *l = calloc(NSESSIONS + 8, sizeof *l);
-  assert_non_null(l);
-  int n = read_lines(alog_path, l, NSESSIONS + 8);
-  assert_int_equal(n, NSESSIONS + 2);
-  for (int i = 0; i < NSESSIONS; i++) {
-    unsigned long long b = 1000 + (unsigned long long)i * 517;
-    expect_line(l, n, port[i], echo_port[0], b, b, "done");
-  }
-  expect_line(l, n, reset_port, echo_port[0], 3, 3, "client-reset");
+  n = read_lines(alog_path, l, NSESSIONS + 8);
+  assert_int_equal(n, 1);
   expect_line(l, n, idle_port, echo_port[0], 10, 10, "idle-timeout");
-  assert_true(line_of(l, n, idle_port)->ms >= 1000);
+  assert_true(l[0].ms >= 1000);
 
   /* One upstream that refuses: the client is closed; its line names the
    * upstream tried. */
@@ -403,6 +444,49 @@ static void test_access_log_one_line_per_session(void **state) {
   assert_int_equal(n, 1);
   expect_line(l, n, refused_port, dead, 0, 0, "upstream-refused");
   free(l);
+}
+
+/* --accept-proxy: the line's client is the one the PROXY header gave, and
+ * the header's bytes are not counted; an invalid header is header-invalid,
+ * with the connection's own address and no upstream. */
+static void test_access_log_client_from_proxy_header(void **state) {
+  (void)state;
+  start_echo(0);
+  const char *extra[] = {"--threads", "1", "--access-log", alog_path, "--accept-proxy", NULL};
+  int ups[] = {echo_port[0]};
+  start_proxy(ups, 1, extra, 0, 0);
+  int fd = e2e_connect(proxy_port);
+  assert_true(fd >= 0);
+  static const char hdr[] = "PROXY TCP4 192.0.2.1 198.51.100.2 51000 80\r\nhello";
+  assert_int_equal(send(fd, hdr, sizeof hdr - 1, 0), (ssize_t)sizeof hdr - 1);
+  char buf[8];
+  assert_true(wait_fd(fd, POLLIN, 10000) > 0);
+  assert_int_equal(recv(fd, buf, 5, MSG_WAITALL), 5);
+  assert_memory_equal(buf, "hello", 5);
+  assert_int_equal(shutdown(fd, SHUT_WR), 0);
+  assert_true(wait_fd(fd, POLLIN, 10000) > 0);
+  assert_int_equal(recv(fd, buf, 1, 0), 0);
+  close(fd);
+  fd = e2e_connect(proxy_port);
+  assert_true(fd >= 0);
+  int bad_port = local_port(fd);
+  assert_int_equal(send(fd, "GET / HTTP/1.0\r\n\r\n", 18, 0), 18);
+  assert_true(wait_fd(fd, POLLIN, 10000) > 0);
+  close(fd);
+  wait_metric("evr_proxy_access_log_lines_total", 2, 0);
+  expect_clean_exit(&proxy_pid, SIGTERM);
+  struct line l[4];
+  int n = read_lines(alog_path, l, 4);
+  assert_int_equal(n, 2);
+  const struct line *x = !strcmp(l[0].client, "192.0.2.1:51000") ? &l[0] : &l[1];
+  assert_string_equal(x->client, "192.0.2.1:51000");
+  char want[32];
+  snprintf(want, sizeof want, "127.0.0.1:%d", echo_port[0]);
+  assert_string_equal(x->upstream, want);
+  assert_int_equal(x->up, 5);
+  assert_int_equal(x->down, 5);
+  assert_string_equal(x->cause, "done");
+  expect_line(l, n, bad_port, 0, 0, 0, "header-invalid");
 }
 
 /* The JSON variant: every line is a JSON object Python reads, with the
@@ -663,6 +747,7 @@ static void test_health_wrong_expect_keeps_it_down(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       T(test_access_log_one_line_per_session),
+      T(test_access_log_client_from_proxy_header),
       T(test_access_log_json_lines_parse),
       T(test_access_log_reopens_on_sigusr1),
       T(test_access_log_stalled_stdout_never_stalls_the_relay),
