@@ -30,6 +30,18 @@
  * to in TLS, their certificates verified. A TLS side is an evr_tls_t over
  * the side's stream (struct side); the relay is the same, through
  * side_write() and friends. Without EVR_TLS these options are refused.
+ *
+ * --access-log: each loop has its own writer (accesslog.h); a session
+ * keeps its start time, its byte counts and the first cause of its end,
+ * and writes its line when it is freed (session_unref()). SIGUSR1 makes
+ * every writer reopen its file.
+ *
+ * --check-interval: one active checker (health.h) on the first loop checks
+ * every upstream given by address; every loop's upstream choice reads its
+ * states (health_is_up() is an atomic read). The checker stops once the
+ * first loop drains and every other loop has finished (checks_maybe_stop(),
+ * on the main thread, wakes the first loop), so no loop ever reads a
+ * freed target.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -44,9 +56,11 @@
 #include <string.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include "accesslog.h"
 #include "daemon.h"
 #include "reload.h"
 #include "evr/evr.h"
+#include "health.h"
 #include "metrics_req.h"
 #include "proxy_proto.h"
 #if EVR_PROXY_TLS
@@ -106,6 +120,11 @@ struct upstream {
   /* --upstream-tls: the name its certificate is checked against, also
    * sent as SNI when it is not an IP address; "" checks the chain only */
   char tls_name[256];
+  /* --check-interval: the upstream's target in the checker (NULL: not
+   * checked: a host name); its counters as they were when the checker
+   * stopped (read by /metrics afterwards) */
+  health_target_t *target;
+  health_stats_t hstats;
 };
 
 static const double bucket_le[NBUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -143,6 +162,18 @@ struct config {
   int tls_handshake_timeout_set;
   int upstream_tls;
   const char *tls_ca, *tls_sni;
+  /* --access-log FILE|- with its format and buffer size (0: the module's
+   * default) */
+  const char *access_log;
+  int access_log_format, access_log_format_set;
+  uint64_t access_log_buffer;
+  /* --check-interval (0: no active checks), --check-timeout (0: the
+   * interval), --rise, --fall (0: the module's defaults, 2 and 3),
+   * --check-send and --check-expect with their escapes undone */
+  uint64_t check_interval_ms, check_timeout_ms, rise, fall;
+  char *check_send, *check_expect;
+  size_t check_send_len, check_expect_len;
+  int check_opts_set; /* a check option other than --check-interval */
 };
 
 static struct config cfg;
@@ -165,8 +196,16 @@ static struct {
    * client that does not speak TLS), not done within
    * --tls-handshake-timeout, or the client left first */
   atomic_ullong tls_ok, tls_invalid, tls_timeout, tls_closed;
+  /* clients closed because every upstream was down by its active checks */
+  atomic_ullong no_upstream_up;
   atomic_ullong rr;
 } stats;
+
+/* --check-interval: the checker (first loop) while it runs; checks_live is
+ * 1 from its start until it is freed, and says whether the targets may be
+ * read. */
+static health_checker_t *checker;
+static atomic_int checks_live;
 
 static uint64_t now_ms(void) { return evr_hrtime() / 1000000u; }
 
@@ -326,6 +365,16 @@ struct session {
   evr_timer_t htimer;
   int has_orig;
   evr_addr_t orig_src, orig_dst;
+  /* --access-log: when the client was adopted (evr_hrtime()), bytes relayed
+   * each way, the first cause of the end (-1 until one is known), the
+   * cause of the last failed upstream connect (-1: none), and the
+   * addresses for the line (peer: the connection's own client address;
+   * upaddr: the upstream connected to, or the last one tried) */
+  uint64_t start_ns;
+  uint64_t bytes_up, bytes_down;
+  int cause, connect_cause;
+  int has_peer, has_upaddr;
+  evr_addr_t peer, upaddr;
 };
 
 struct server {
@@ -345,6 +394,13 @@ struct server {
   int draining; /* 1: the listeners are closed; 2: the loop is being freed */
   evr_timer_t drain_timer;
   evr_timer_t ep_timer; /* writes due episode summaries; unreferenced */
+  /* --access-log: this loop's writer */
+  accesslog_t alog;
+  int has_alog;
+  /* --check-interval, first loop: checks_stop() frees the checker;
+   * unreferenced */
+  evr_async_t checks_wake;
+  int has_checks_wake;
   struct session *sessions;
   int status;
   pthread_t thread;
@@ -369,10 +425,34 @@ static void episode_later(struct server *srv) {
     evr_timer_start(&srv->ep_timer, on_episode_timer, 1000, 0);
 }
 
+/* The first cause of a session's end is the one its log line gives. */
+static void session_cause(struct session *ses, accesslog_cause_t cause) {
+  if (ses->cause < 0) ses->cause = (int)cause;
+}
+
+/* Close the session for `cause` (session_close() below). */
+static void session_end(struct session *ses, accesslog_cause_t cause);
+
+/* --access-log: the session's line, written when it is freed. */
+static void session_log(struct session *ses) {
+  const evr_addr_t *client = ses->has_orig ? &ses->orig_src : ses->has_peer ? &ses->peer : NULL;
+  accesslog_record_t r = {
+      .client = client,
+      .upstream = ses->has_upaddr ? &ses->upaddr : NULL,
+      .duration_ns = evr_hrtime() - ses->start_ns,
+      .bytes_up = ses->bytes_up,
+      .bytes_down = ses->bytes_down,
+      .cause = ses->cause >= 0 ? (accesslog_cause_t)ses->cause : ACCESSLOG_DONE,
+  };
+  /* A line that does not fit is counted by the writer (and in /metrics). */
+  (void)accesslog_write(&ses->srv->alog, &r);
+}
+
 /* The last handle of a session to close frees it. */
 static void session_unref(struct session *ses) {
   if (--ses->nopen > 0) return;
   struct server *srv = ses->srv;
+  if (srv->has_alog) session_log(ses);
   if (ses->prev) ses->prev->next = ses->next;
   else srv->sessions = ses->next;
   if (ses->next) ses->next->prev = ses->prev;
@@ -494,6 +574,18 @@ static void session_close(struct session *ses) {
   side_close(&ses->upstream);
 }
 
+static void session_end(struct session *ses, accesslog_cause_t cause) {
+  session_cause(ses, cause);
+  session_close(ses);
+}
+
+/* The cause for an error `rc` of a call that hands bytes or a shutdown to
+ * side sd: a local one (memory) or that side's error. */
+static accesslog_cause_t side_cause(struct side *sd, int rc) {
+  if (local_error(rc)) return ACCESSLOG_LOCAL_ERROR;
+  return accesslog_cause_side(rc, sd == &sd->ses->upstream);
+}
+
 /* Keep stats.queued in step with a side's write queue. */
 static void account(struct side *sd) {
   unsigned long long q = evr_stream_write_queue_size(&sd->s);
@@ -505,7 +597,7 @@ static void account(struct side *sd) {
 static void resume_reading(struct side *sd) {
   if (!sd->open || sd->eof || evr_is_closing(&sd->s.base)) return;
   int rc = side_read_start(sd);
-  if (rc && rc != EVR_EALREADY) session_close(sd->ses);
+  if (rc && rc != EVR_EALREADY) session_end(sd->ses, side_cause(sd, rc));
 }
 
 /* The queue towards sd drained to the low mark: read from its peer again. */
@@ -520,13 +612,13 @@ static void on_shutdown(evr_stream_t *s, int status) {
   account(sd);
   if (status) {
     log_debug("session %p: shutdown: %s", (void *)sd->ses, evr_strerror(status));
-    session_close(sd->ses);
+    session_end(sd->ses, side_cause(sd, status));
     return;
   }
   /* Both directions finished: nothing more can flow. */
   if (sd->ses->client.eof && sd->ses->upstream.eof && sd->ses->client.shut &&
       sd->ses->upstream.shut)
-    session_close(sd->ses);
+    session_end(sd->ses, ACCESSLOG_DONE);
 }
 
 /* Bytes (decrypted, for a TLS side) or the end from sd: relay them. */
@@ -535,15 +627,18 @@ static void side_data(struct side *sd, ssize_t nread, const char *buf) {
   struct session *ses = sd->ses;
   if (nread > 0) {
     if (sd == &ses->client) {
+      ses->bytes_up += (uint64_t)nread;
       atomic_fetch_add(&stats.bytes_in, (uint64_t)nread);
       atomic_fetch_add(&ses->up->bytes_up, (uint64_t)nread);
     } else {
+      ses->bytes_down += (uint64_t)nread;
       atomic_fetch_add(&stats.bytes_out, (uint64_t)nread);
       atomic_fetch_add(&ses->up->bytes_down, (uint64_t)nread);
     }
     int rc = side_write(to, buf, (size_t)nread);
     if (rc) {
       log_debug("session %p: relay write: %s", (void *)ses, evr_strerror(rc));
+      session_cause(ses, side_cause(to, rc));
       side_abort(sd);
       side_close(to);
       return;
@@ -562,7 +657,7 @@ static void side_data(struct side *sd, ssize_t nread, const char *buf) {
     if (!to->shut) {
       to->shut = 1;
       int rc = side_shutdown(to, on_shutdown);
-      if (rc) session_close(ses);
+      if (rc) session_end(ses, side_cause(to, rc));
     }
     return;
   }
@@ -576,7 +671,7 @@ static void side_data(struct side *sd, ssize_t nread, const char *buf) {
     log_debug("session %p: %s: %s", (void *)ses, sd == &ses->client ? "client" : "upstream",
               evr_strerror((int)nread));
   if (nread == EVR_ECONNRESET) side_abort(to);
-  session_close(ses);
+  session_end(ses, accesslog_cause_side((int)nread, sd == &ses->upstream));
 }
 
 static void on_side_read(evr_stream_t *s, ssize_t nread, const char *buf) {
@@ -592,7 +687,7 @@ static void on_side_tls_read(evr_tls_t *t, ssize_t nread, const char *buf) {
 static void on_idle(evr_stream_t *s) {
   struct side *sd = (struct side *)s;
   log_debug("session %p: idle for %" PRIu64 " s, closing", (void *)sd->ses, cfg.idle_timeout_s);
-  session_close(sd->ses);
+  session_end(sd->ses, ACCESSLOG_IDLE_TIMEOUT);
 }
 
 /* ---- PROXY protocol ---- */
@@ -695,7 +790,9 @@ static void splice_reset(struct session *ses, int from, int err) {
   log_debug("session %p: %s: %s", (void *)ses, from == 0 ? "client" : "upstream",
             strerror(err));
   if (err == ECONNRESET) side_abort(from == 0 ? &ses->upstream : &ses->client);
-  session_close(ses);
+  /* evr's errors are negative errno values */
+  session_end(ses, err == ENOMEM || err == ENOBUFS ? ACCESSLOG_LOCAL_ERROR
+                                                   : accesslog_cause_side(-err, from == 1));
 }
 
 /* Move what the pipe of direction i holds to its destination. */
@@ -720,7 +817,7 @@ static int splice_out(struct session *ses, int i) {
       return -1;
     }
     if (ses->dir[0].shut && ses->dir[1].shut) {
-      session_close(ses);
+      session_end(ses, ACCESSLOG_DONE);
       return -1;
     }
   }
@@ -737,9 +834,11 @@ static int splice_in(struct session *ses, int i) {
       d->inpipe += (size_t)n;
       ses->last_traffic = evr_now(ses->srv->loop);
       if (i == 0) {
+        ses->bytes_up += (uint64_t)n;
         atomic_fetch_add(&stats.bytes_in, (uint64_t)n);
         atomic_fetch_add(&ses->up->bytes_up, (uint64_t)n);
       } else {
+        ses->bytes_down += (uint64_t)n;
         atomic_fetch_add(&stats.bytes_out, (uint64_t)n);
         atomic_fetch_add(&ses->up->bytes_down, (uint64_t)n);
       }
@@ -785,7 +884,7 @@ static void splice_update(struct session *ses) {
     else rc = evr_io_start(io, want, on_splice_io);
     if (rc) {
       log_warn("session %p: watcher: %s", (void *)ses, evr_strerror(rc));
-      session_close(ses);
+      session_end(ses, ACCESSLOG_LOCAL_ERROR);
       return;
     }
   }
@@ -797,7 +896,7 @@ static void on_splice_idle(evr_timer_t *t) {
   uint64_t now = evr_now(ses->srv->loop);
   if (now - ses->last_traffic >= idle_ms) {
     log_debug("session %p: idle for %" PRIu64 " s, closing", (void *)ses, cfg.idle_timeout_s);
-    session_close(ses);
+    session_end(ses, ACCESSLOG_IDLE_TIMEOUT);
     return;
   }
   evr_timer_start(t, on_splice_idle, idle_ms - (now - ses->last_traffic), 0);
@@ -860,6 +959,19 @@ static int splice_start(struct session *ses) {
 
 /* ---- choosing and connecting upstreams ---- */
 
+/* 1 unless the active checks have the upstream down (an upstream they do
+ * not check, or any once the checker has stopped, is up for them). */
+static int check_up(const struct upstream *u) {
+  return !u->target || !atomic_load_explicit(&checks_live, memory_order_acquire) ||
+         health_is_up(u->target);
+}
+
+/* An upstream that neither its active checks nor a failed connect (for
+ * DOWN_MS) have marked down. When there is none, the one that went down
+ * first on a failed connect is probed, once per client, among those the
+ * checks have up; when the checks have every upstream down, there is no
+ * upstream (NULL with ses->tried == 0), as HAProxy has no server for the
+ * client then. */
 static struct upstream *pick_upstream(struct session *ses) {
   uint64_t now = now_ms();
   int n = cfg.nup;
@@ -868,7 +980,7 @@ static struct upstream *pick_upstream(struct session *ses) {
     uint64_t start = atomic_fetch_add(&stats.rr, 1);
     for (int i = 0; i < n; i++) {
       struct upstream *u = &cfg.up[(start + (uint64_t)i) % (uint64_t)n];
-      if (atomic_load(&u->down_until) <= now) {
+      if (atomic_load(&u->down_until) <= now && check_up(u)) {
         best = u;
         break;
       }
@@ -876,16 +988,18 @@ static struct upstream *pick_upstream(struct session *ses) {
   } else {
     for (int i = 0; i < n; i++) {
       struct upstream *u = &cfg.up[i];
-      if (atomic_load(&u->down_until) > now) continue;
+      if (atomic_load(&u->down_until) > now || !check_up(u)) continue;
       if (!best || atomic_load(&u->active) < atomic_load(&best->active)) best = u;
     }
   }
   if (best) return best;
   /* Every upstream is down: probe the one that went down first, once. */
   if (ses->tried > 0) return NULL;
-  best = &cfg.up[0];
-  for (int i = 1; i < n; i++)
-    if (atomic_load(&cfg.up[i].down_until) < atomic_load(&best->down_until)) best = &cfg.up[i];
+  for (int i = 0; i < n; i++) {
+    struct upstream *u = &cfg.up[i];
+    if (check_up(u) && (!best || atomic_load(&u->down_until) < atomic_load(&best->down_until)))
+      best = u;
+  }
   return best;
 }
 
@@ -904,7 +1018,7 @@ static void on_upstream_handshake(evr_tls_t *t, int status) {
     atomic_fetch_add(&u->tls_failures, 1);
     log_warn("upstream %s: TLS handshake: %s%s%s: closing the client", u->text,
              evr_strerror(status), evr_tls_reason(t)[0] ? ": " : "", evr_tls_reason(t));
-    session_close(ses);
+    session_end(ses, ACCESSLOG_TLS_FAILED);
     return;
   }
   atomic_fetch_add(&u->tls_handshakes, 1);
@@ -922,20 +1036,33 @@ static void local_failure(struct session *ses, struct upstream *u, int rc) {
                   "connect to %s: %s: closing the client; the upstream is not marked down",
                   u->text, evr_strerror(rc)))
     episode_later(ses->srv);
-  session_close(ses);
+  session_end(ses, ACCESSLOG_LOCAL_ERROR);
 }
 
 static void connect_next(struct session *ses) {
   struct upstream *u = ses->tried < cfg.nup ? pick_upstream(ses) : NULL;
   if (!u) {
-    if (episode_hit(&ep_unreachable, 0, "no upstream reachable: closing the client"))
+    if (ses->tried == 0) {
+      /* Not one upstream is up by its active checks. */
+      atomic_fetch_add(&stats.no_upstream_up, 1);
+      if (episode_hit(&ep_unreachable, 0,
+                      "no upstream reachable: every upstream is down by its health checks: "
+                      "closing the client"))
+        episode_later(ses->srv);
+    } else if (episode_hit(&ep_unreachable, 0, "no upstream reachable: closing the client")) {
       episode_later(ses->srv);
+    }
     atomic_fetch_add(&stats.refused, 1);
-    session_close(ses);
+    session_end(ses, ses->connect_cause >= 0 ? (accesslog_cause_t)ses->connect_cause
+                                             : ACCESSLOG_UPSTREAM_UNREACHABLE);
     return;
   }
   ses->tried++;
   ses->up = u;
+  /* The address for the log line: the one tried (a host name's is known
+   * once connected). */
+  ses->has_upaddr = u->numeric;
+  if (u->numeric) ses->upaddr = u->addr;
   struct side *sd = &ses->upstream;
   int rc;
 #if EVR_PROXY_TLS
@@ -965,7 +1092,7 @@ static void connect_next(struct session *ses) {
     if (episode_hit(&ep_connect, rc, "connect to %s: %s: closing the client", u->text,
                     evr_strerror(rc)))
       episode_later(ses->srv);
-    session_close(ses);
+    session_end(ses, accesslog_cause_connect(rc));
   }
 }
 
@@ -996,6 +1123,10 @@ static void on_upstream_connect(evr_stream_t *s, int status) {
     atomic_fetch_add(&u->failures, 1);
     atomic_store(&u->down_until, now_ms() + DOWN_MS);
     log_warn("upstream %s: %s: marked down for %d ms", u->text, evr_strerror(status), DOWN_MS);
+    ses->connect_cause = (int)accesslog_cause_connect(status);
+    /* Passive marking feeds the active checks: one more failure. */
+    if (u->target && atomic_load_explicit(&checks_live, memory_order_acquire))
+      health_report_failure(u->target);
     if (ses->closing) {
       side_close(sd);
       return;
@@ -1016,6 +1147,8 @@ static void on_upstream_connect(evr_stream_t *s, int status) {
   atomic_fetch_add(&u->total, 1);
   ses->connected = 1;
   log_debug("session %p: connected to %s", (void *)ses, u->text);
+  if (ses->srv->has_alog && !u->numeric)
+    ses->has_upaddr = evr_stream_peername(s, &ses->upaddr) == 0;
 
   evr_stream_nodelay(s, 1);
   evr_stream_set_read_max(s, read_chunk);
@@ -1025,7 +1158,7 @@ static void on_upstream_connect(evr_stream_t *s, int status) {
     char hdr[128];
     int n = proxy_header(ses, hdr, sizeof hdr);
     if (n <= 0 || evr_stream_write_copy(s, hdr, (size_t)n) != 0) {
-      session_close(ses);
+      session_end(ses, ACCESSLOG_LOCAL_ERROR);
       return;
     }
     account(sd);
@@ -1036,7 +1169,7 @@ static void on_upstream_connect(evr_stream_t *s, int status) {
     if (rc) {
       log_warn("upstream %s: TLS: %s: closing the client", u->text, evr_strerror(rc));
       atomic_fetch_add(&u->tls_failures, 1);
-      session_close(ses);
+      session_end(ses, ACCESSLOG_TLS_FAILED);
     }
     return;
   }
@@ -1051,13 +1184,14 @@ static void upstream_ready(struct session *ses) {
   if (ses->hbuf) {
     /* --accept-proxy: what the client sent right after its header. */
     size_t n = ses->hlen - ses->hoff;
+    ses->bytes_up += n;
     atomic_fetch_add(&stats.bytes_in, (uint64_t)n);
     atomic_fetch_add(&u->bytes_up, (uint64_t)n);
     int rc = side_write(sd, (const char *)ses->hbuf + ses->hoff, n);
     free(ses->hbuf);
     ses->hbuf = NULL;
     if (rc) {
-      session_close(ses);
+      session_end(ses, side_cause(sd, rc));
       return;
     }
     account(sd);
@@ -1090,7 +1224,8 @@ static void header_reject(struct session *ses, atomic_ullong *counter, const cha
     log_debug("session %p: PROXY header from %s: %s: closing the client", (void *)ses, text, why);
     episode_later(ses->srv);
   }
-  session_close(ses);
+  session_end(ses, counter == &stats.pp_timeout ? ACCESSLOG_HEADER_TIMEOUT
+                                                : ACCESSLOG_HEADER_INVALID);
 }
 
 static void on_header_timeout(evr_timer_t *t) {
@@ -1110,7 +1245,7 @@ static void on_header_read(evr_stream_t *s, ssize_t nread, const char *buf) {
     atomic_fetch_add(&stats.pp_closed, 1);
     log_debug("session %p: client %s before its PROXY header was complete", (void *)ses,
               nread == EVR_EOF ? "closed" : evr_strerror((int)nread));
-    session_close(ses);
+    session_end(ses, accesslog_cause_side((int)nread, 0));
     return;
   }
   size_t n = (size_t)nread;
@@ -1118,7 +1253,7 @@ static void on_header_read(evr_stream_t *s, ssize_t nread, const char *buf) {
     unsigned char *p = realloc(ses->hbuf, ses->hlen + n);
     if (!p) {
       log_error("out of memory: closing a client");
-      session_close(ses);
+      session_end(ses, ACCESSLOG_LOCAL_ERROR);
       return;
     }
     ses->hbuf = p;
@@ -1141,7 +1276,7 @@ static void on_header_read(evr_stream_t *s, ssize_t nread, const char *buf) {
       unsigned char *p = realloc(ses->hbuf, want);
       if (!p) {
         log_error("out of memory: closing a client");
-        session_close(ses);
+        session_end(ses, ACCESSLOG_LOCAL_ERROR);
         return;
       }
       ses->hbuf = p;
@@ -1190,14 +1325,15 @@ static void header_start(struct session *ses) {
   ses->hbuf = malloc(ses->hcap);
   if (!ses->hbuf) {
     log_error("out of memory: closing a client");
-    session_close(ses);
+    session_end(ses, ACCESSLOG_LOCAL_ERROR);
     return;
   }
   evr_timer_init(ses->srv->loop, &ses->htimer);
   ses->htimer.data = ses;
   evr_timer_start(&ses->htimer, on_header_timeout, cfg.accept_proxy_timeout_ms, 0);
   evr_stream_set_read_max(&ses->client.s, ses->client.is_tls ? PP_SHORTEST : PPROTO_V1_MAX);
-  if (evr_stream_read_start(&ses->client.s, on_header_read) != 0) session_close(ses);
+  int rc = evr_stream_read_start(&ses->client.s, on_header_read);
+  if (rc) session_end(ses, side_cause(&ses->client, rc));
 }
 
 /* ---- --tls-cert: the client's handshake ----
@@ -1225,7 +1361,7 @@ static void on_client_handshake(evr_tls_t *t, int status) {
                 text, evr_strerror(status), why[0] ? ": " : "", why);
       episode_later(ses->srv);
     }
-    session_close(ses);
+    session_end(ses, ACCESSLOG_TLS_FAILED);
     return;
   }
   atomic_fetch_add(&stats.tls_ok, 1);
@@ -1244,7 +1380,7 @@ static void tls_client_start(struct session *ses) {
   if (rc) {
     log_debug("session %p: TLS: %s: closing the client", (void *)ses, evr_strerror(rc));
     atomic_fetch_add(&stats.tls_closed, 1);
-    session_close(ses);
+    session_end(ses, ACCESSLOG_TLS_FAILED);
   }
 }
 #endif
@@ -1281,6 +1417,8 @@ static void session_adopt(struct server *srv, int fd) {
     return;
   }
   ses->srv = srv;
+  ses->start_ns = evr_hrtime();
+  ses->cause = ses->connect_cause = -1;
   ses->client.ses = ses->upstream.ses = ses;
   ses->client.peer = &ses->upstream;
   ses->upstream.peer = &ses->client;
@@ -1325,10 +1463,13 @@ static void session_adopt(struct server *srv, int fd) {
   evr_stream_set_water_marks(&ses->client.s, low_mark, high_mark, on_water);
   if (cfg.idle_timeout_s)
     evr_stream_set_idle_timeout(&ses->client.s, cfg.idle_timeout_s * 1000, on_idle);
+  /* The client's address, for the access log and the debug line (read
+   * now: it cannot be once the connection is closed). */
+  if (srv->has_alog || log_level >= LOG_DEBUG)
+    ses->has_peer = evr_stream_peername(&ses->client.s, &ses->peer) == 0;
   if (log_level >= LOG_DEBUG) {
-    evr_addr_t peer;
     char text[EVR_ADDR_STRLEN] = "?";
-    if (evr_stream_peername(&ses->client.s, &peer) == 0) addr_text(&peer, text);
+    if (ses->has_peer) addr_text(&ses->peer, text);
     log_debug("session %p: new client %s (loop %d)", (void *)ses, text, srv->index);
   }
   if (cfg.accept_proxy) {
@@ -1458,6 +1599,82 @@ static void mconn_closed(evr_handle_t *h) {
   free(m);
 }
 
+/* --check-interval: each checked upstream's check counters; they stay as
+ * they were once the checker has stopped. First loop. */
+static void metrics_checks(struct text *t) {
+  if (!cfg.check_interval_ms) return;
+  health_stats_t st[MAX_UPSTREAMS];
+  for (int i = 0; i < cfg.nup; i++) {
+    if (!cfg.up[i].target) continue;
+    if (checker) health_target_stats(cfg.up[i].target, &st[i]);
+    else st[i] = cfg.up[i].hstats;
+  }
+  static const struct {
+    const char *name, *help;
+    size_t off;
+  } series[] = {
+      {"evr_proxy_upstream_checks_total",
+       "Active health checks of the upstream completed (--check-interval).",
+       offsetof(health_stats_t, checks)},
+      {"evr_proxy_upstream_check_failures_total",
+       "Active health checks of the upstream that failed, plus failed connects of clients "
+       "counted towards --fall.",
+       offsetof(health_stats_t, failures)},
+      {"evr_proxy_upstream_check_state_changes_total",
+       "Times the active health checks took the upstream down or up.",
+       offsetof(health_stats_t, state_changes)},
+  };
+  for (size_t c = 0; c < sizeof series / sizeof series[0]; c++) {
+    text_printf(t, "# HELP %s %s\n# TYPE %s counter\n", series[c].name, series[c].help,
+                series[c].name);
+    for (int i = 0; i < cfg.nup; i++)
+      if (cfg.up[i].target)
+        text_printf(t, "%s{upstream=\"%s\"} %llu\n", series[c].name, cfg.up[i].label,
+                    (unsigned long long)*(const uint64_t *)((const char *)&st[i] + series[c].off));
+  }
+}
+
+/* --access-log: the writers' counters, summed over the loops. */
+static void metrics_access_log(struct text *t) {
+  if (!cfg.access_log) return;
+  accesslog_counters_t sum = {0};
+  for (int i = 0; i < nloops; i++) {
+    if (!loops[i].has_alog) continue;
+    accesslog_counters_t c;
+    accesslog_counters(&loops[i].alog, &c);
+    sum.lines_written += c.lines_written;
+    sum.lines_dropped += c.lines_dropped;
+    sum.write_errors += c.write_errors;
+    sum.reopens += c.reopens;
+    sum.reopen_errors += c.reopen_errors;
+    sum.buffered += c.buffered;
+  }
+  text_printf(t,
+              "# HELP evr_proxy_access_log_lines_total Access log lines written (--access-log).\n"
+              "# TYPE evr_proxy_access_log_lines_total counter\n"
+              "evr_proxy_access_log_lines_total %llu\n"
+              "# HELP evr_proxy_access_log_dropped_total Access log lines lost: no room in a "
+              "loop's buffer (a slow or stuck reader), or a failed write.\n"
+              "# TYPE evr_proxy_access_log_dropped_total counter\n"
+              "evr_proxy_access_log_dropped_total %llu\n"
+              "# HELP evr_proxy_access_log_write_errors_total Writes to the access log that "
+              "failed.\n"
+              "# TYPE evr_proxy_access_log_write_errors_total counter\n"
+              "evr_proxy_access_log_write_errors_total %llu\n"
+              "# HELP evr_proxy_access_log_reopens_total Reopens of the access log (SIGUSR1), "
+              "by result.\n"
+              "# TYPE evr_proxy_access_log_reopens_total counter\n"
+              "evr_proxy_access_log_reopens_total{result=\"ok\"} %llu\n"
+              "evr_proxy_access_log_reopens_total{result=\"failed\"} %llu\n"
+              "# HELP evr_proxy_access_log_buffered_bytes Access log bytes waiting to be "
+              "written.\n"
+              "# TYPE evr_proxy_access_log_buffered_bytes gauge\n"
+              "evr_proxy_access_log_buffered_bytes %llu\n",
+              (unsigned long long)sum.lines_written, (unsigned long long)sum.lines_dropped,
+              (unsigned long long)sum.write_errors, (unsigned long long)sum.reopens,
+              (unsigned long long)sum.reopen_errors, (unsigned long long)sum.buffered);
+}
+
 static void metrics_text(struct text *t) {
 #define P(...) text_printf(t, __VA_ARGS__)
   P("# HELP evr_proxy_connections_active Client connections open now.\n"
@@ -1473,6 +1690,12 @@ static void metrics_text(struct text *t) {
     "# TYPE evr_proxy_connections_refused_total counter\n"
     "evr_proxy_connections_refused_total %llu\n",
     (unsigned long long)atomic_load(&stats.refused));
+  P("# HELP evr_proxy_connections_no_upstream_up_total Clients closed at once because "
+    "the active health checks had every upstream down (also counted as refused).\n"
+    "# TYPE evr_proxy_connections_no_upstream_up_total counter\n"
+    "evr_proxy_connections_no_upstream_up_total %llu\n",
+    (unsigned long long)atomic_load(&stats.no_upstream_up));
+  metrics_access_log(t);
   P("# HELP evr_proxy_local_connect_errors_total Upstream connects that failed for lack of "
     "local resources (descriptors, buffers, memory); the upstream is not marked down.\n"
     "# TYPE evr_proxy_local_connect_errors_total counter\n"
@@ -1536,12 +1759,14 @@ static void metrics_text(struct text *t) {
   for (int i = 0; i < nloops; i++)
     P("evr_proxy_loop_connections_active{loop=\"%d\"} %llu\n", i,
       (unsigned long long)atomic_load(&loops[i].conns_active));
-  P("# HELP evr_proxy_upstream_up 1 if the upstream is not marked down.\n"
+  P("# HELP evr_proxy_upstream_up 1 if the upstream is not marked down (by its active "
+    "checks, or for 5 s after a failed connect).\n"
     "# TYPE evr_proxy_upstream_up gauge\n");
   uint64_t now = now_ms();
   for (int i = 0; i < cfg.nup; i++)
     P("evr_proxy_upstream_up{upstream=\"%s\"} %d\n", cfg.up[i].label,
-      atomic_load(&cfg.up[i].down_until) <= now);
+      atomic_load(&cfg.up[i].down_until) <= now && check_up(&cfg.up[i]));
+  metrics_checks(t);
   static const struct {
     const char *name, *type, *help;
     size_t off;
@@ -1680,7 +1905,7 @@ static void close_listeners(struct server *srv) {
 }
 
 static void close_all_sessions(struct server *srv) {
-  for (struct session *s = srv->sessions; s; s = s->next) session_close(s);
+  for (struct session *s = srv->sessions; s; s = s->next) session_end(s, ACCESSLOG_DRAIN);
 }
 
 static void on_drain_timeout(evr_timer_t *t) {
@@ -1704,9 +1929,133 @@ static void on_command(evr_async_t *a) {
   if (atomic_load(&srv->command) >= 2) close_all_sessions(srv);
 }
 
+/* Close every handle but those whose data is arg (the access log
+ * writer's: it closes its own, after the sessions' lines are in). */
 static void close_any(evr_handle_t *h, void *arg) {
-  (void)arg;
+  if (arg && h->data == arg) return;
   if (!evr_is_closing(h)) evr_close(h, NULL);
+}
+
+/* ---- --access-log and --check-interval: set-up and teardown ---- */
+
+/* Free the checker (first loop): its counters are kept for /metrics, and
+ * no loop reads a target from now on. */
+static void checks_free(void) {
+  if (!checker) return;
+  for (int i = 0; i < cfg.nup; i++)
+    if (cfg.up[i].target) health_target_stats(cfg.up[i].target, &cfg.up[i].hstats);
+  atomic_store_explicit(&checks_live, 0, memory_order_release);
+  int rc = health_free(checker, NULL, NULL);
+  if (rc) log_error("health checks: free: %s", evr_strerror(rc));
+  checker = NULL;
+}
+
+/* The main thread says every other loop has finished and the first one
+ * drains: stop checking. */
+static void on_checks_wake(evr_async_t *a) {
+  (void)a;
+  checks_free();
+}
+
+/* A target changed state (first loop). */
+static void on_check_change(health_target_t *t, int up, const char *reason, void *arg) {
+  (void)arg;
+  struct upstream *u = health_target_data(t);
+  health_stats_t st;
+  health_target_stats(t, &st);
+  if (up) {
+    /* Back up: a mark left by a failed connect must not keep it out. */
+    atomic_store(&u->down_until, 0);
+    log_info("upstream %s: up: %s (%llu checks, %llu failed)", u->text, reason,
+             (unsigned long long)st.checks, (unsigned long long)st.failures);
+  } else {
+    log_warn("upstream %s: down: %s (%llu checks, %llu failed): no new clients until it is "
+             "up again", u->text, reason, (unsigned long long)st.checks,
+             (unsigned long long)st.failures);
+  }
+}
+
+/* The checker of every upstream given by address, on the first loop.
+ * 0, or -1 (logged). */
+static int checks_setup(struct server *first) {
+  if (!cfg.check_interval_ms) return 0;
+  evr_addr_t addrs[MAX_UPSTREAMS];
+  struct upstream *which[MAX_UPSTREAMS];
+  size_t n = 0;
+  for (int i = 0; i < cfg.nup; i++) {
+    struct upstream *u = &cfg.up[i];
+    if (!u->numeric) {
+      log_info("upstream %s: given by name, not checked (a failed connect still marks it "
+               "down for %d ms)", u->text, DOWN_MS);
+      continue;
+    }
+    which[n] = u;
+    addrs[n++] = u->addr;
+  }
+  if (n == 0) {
+    log_warn("health checks: no upstream given by address: nothing to check");
+    return 0;
+  }
+  health_options_t ho = {
+      .interval_ms = (unsigned)cfg.check_interval_ms,
+      .timeout_ms = (unsigned)cfg.check_timeout_ms,
+      .rise = (unsigned)cfg.rise,
+      .fall = (unsigned)cfg.fall,
+      .send = cfg.check_send,
+      .send_len = cfg.check_send_len,
+      .expect = cfg.check_expect,
+      .expect_len = cfg.check_expect_len,
+      .on_change = on_check_change,
+  };
+  int rc = health_new(&checker, first->loop, &ho, addrs, n);
+  if (rc == 0) rc = evr_async_init(first->loop, &first->checks_wake, on_checks_wake);
+  if (rc) {
+    log_error("health checks: %s", evr_strerror(rc));
+    if (checker) health_free(checker, NULL, NULL);
+    checker = NULL;
+    return -1;
+  }
+  first->has_checks_wake = 1;
+  evr_unref(&first->checks_wake.base);
+  for (size_t k = 0; k < n; k++) {
+    which[k]->target = health_target(checker, k);
+    health_target_set_data(which[k]->target, which[k]);
+  }
+  atomic_store_explicit(&checks_live, 1, memory_order_release);
+  rc = health_start(checker);
+  if (rc) {
+    log_error("health checks: start: %s", evr_strerror(rc));
+    return -1;
+  }
+  log_info("health checks: %zu upstream%s every %" PRIu64 " ms", n, n == 1 ? "" : "s",
+           cfg.check_interval_ms);
+  return 0;
+}
+
+/* The main thread, after each loop that finished: once the first loop has
+ * been told to drain (or stop) and every other loop started has finished,
+ * no loop but the first can read the checker: the first may free it. */
+static void checks_maybe_stop(struct server *srv, int started, int stopping) {
+  static int told;
+  if (told || !stopping || started == 0 || !srv[0].has_checks_wake) return;
+  for (int i = 1; i < started; i++)
+    if (!atomic_load(&srv[i].finished)) return;
+  told = 1;
+  evr_async_send(&srv[0].checks_wake);
+}
+
+/* This loop's access log writer. 0, or the error (logged by the writer). */
+static int alog_open(struct server *srv) {
+  if (!cfg.access_log) return 0;
+  accesslog_options_t ao = {
+      .path = cfg.access_log,
+      .format = cfg.access_log_format,
+      .buffer_size = (size_t)cfg.access_log_buffer,
+      .log = log_msg,
+  };
+  int rc = accesslog_open(&srv->alog, srv->loop, &ao);
+  if (rc == 0) srv->has_alog = 1;
+  return rc;
 }
 
 static int listen_one(struct server *srv, evr_listener_t *l, const evr_addr_t *addr,
@@ -1763,6 +2112,7 @@ static int server_init(struct server *srv, int index, struct server *first) {
   srv->wake.base.data = srv;
   srv->drain_timer.data = srv;
   evr_timer_unref(&srv->ep_timer);
+  if ((rc = alog_open(srv)) != 0) return rc;
   /* BALANCE_ACCEPT: the first loop accepts for all. */
   for (int i = 0; i < cfg.nlisten && !(spreading() && index > 0); i++) {
     srv->nlisteners++;
@@ -1788,10 +2138,23 @@ static void server_free(struct server *srv) {
   evr_timer_stop(&srv->ep_timer);
   for (struct session *s = srv->sessions; s; s = s->next) evr_timer_stop(&s->sidle);
   /* Sessions left are closed as sessions: their memory and TLS state are
-   * freed by their close callbacks. */
+   * freed by their close callbacks (which write their access log lines:
+   * the writer closes after them, its handles left to it). */
   close_all_sessions(srv);
-  evr_loop_walk(srv->loop, close_any, NULL);
+  if (srv->index == 0) checks_free();
+  evr_loop_walk(srv->loop, close_any, srv->has_alog ? &srv->alog : NULL);
   evr_loop_run(srv->loop, EVR_RUN_DEFAULT);
+  if (srv->has_alog) {
+    accesslog_counters_t c;
+    int rc = accesslog_close(&srv->alog, NULL);
+    if (rc) log_error("loop %d: access log: close: %s", srv->index, evr_strerror(rc));
+    evr_loop_run(srv->loop, EVR_RUN_DEFAULT);
+    accesslog_counters(&srv->alog, &c);
+    if (c.lines_dropped)
+      log_warn("loop %d: access log: %llu lines dropped in all", srv->index,
+               (unsigned long long)c.lines_dropped);
+    srv->has_alog = 0;
+  }
   int rc = evr_loop_free(srv->loop);
   if (rc) log_error("loop %d: free: %s", srv->index, evr_strerror(rc));
   srv->loop = NULL;
@@ -1850,6 +2213,17 @@ static void *server_main(void *p) {
   return NULL;
 }
 
+/* SIGUSR1: every loop's writer reopens its file (log rotation). */
+static void reopen_access_logs(struct server *srv, int started) {
+  if (!cfg.access_log) {
+    log_info("signal %d: no --access-log to reopen", SIGUSR1);
+    return;
+  }
+  log_info("signal %d: reopening the access log %s", SIGUSR1, cfg.access_log);
+  for (int i = 0; i < started; i++)
+    if (srv[i].has_alog) accesslog_request_reopen(&srv[i].alog);
+}
+
 static int serve(void) {
   int n = cfg.threads;
   sigset_t set;
@@ -1859,6 +2233,7 @@ static int serve(void) {
   sigaddset(&set, SIGHUP);
   sigaddset(&set, SIGUSR2);
   sigaddset(&set, LOOP_DONE_SIGNAL);
+  sigaddset(&set, SIGUSR1); /* --access-log: reopen */
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
   main_thread = pthread_self();
@@ -1895,6 +2270,7 @@ static int serve(void) {
              "from the sockets): relaying through the streams");
     cfg.splice = 0;
   }
+  if (status == 0 && checks_setup(&srv[0]) != 0) status = 1;
   if (status == 0) {
     char loops_text[64];
     if (n > 1)
@@ -1920,14 +2296,20 @@ static int serve(void) {
       atomic_store(&srv[i].command, 2);
       evr_async_send(&srv[i].wake);
     }
+    checks_maybe_stop(srv, started, 1);
   }
   int done = 0, signals = 0;
   while (done < started) {
     int sig;
     if (sigwait(&set, &sig) != 0) continue;
+    if (sig == SIGUSR1) {
+      reopen_access_logs(srv, started);
+      continue;
+    }
     if (sig == LOOP_DONE_SIGNAL) {
       done = 0;
       for (int i = 0; i < started; i++) done += atomic_load(&srv[i].finished);
+      checks_maybe_stop(srv, started, signals > 0 || status != 0);
       continue;
     }
     /* SIGUSR2: once a new copy serves every listener, drain as on SIGTERM
@@ -1941,6 +2323,7 @@ static int serve(void) {
       atomic_store(&srv[i].command, signals == 1 ? 1 : 2);
       evr_async_send(&srv[i].wake);
     }
+    checks_maybe_stop(srv, started, 1);
   }
   for (int i = 0; i < started; i++) pthread_join(srv[i].thread, NULL);
   for (int i = 0; i < n; i++) {
@@ -2005,6 +2388,20 @@ static void usage(void) {
       "                          (default: the upstream's host name; its IP address is\n"
       "                          checked for an upstream given by address)\n"
       TLS_HELP
+      "  --access-log FILE|-     one line per session when it ends, to FILE (appended;\n"
+      "                          SIGUSR1 reopens it) or standard output\n"
+      "  --access-log-format text|json\n"
+      "                          the lines' format (default text)\n"
+      "  --access-log-buffer BYTES\n"
+      "                          per loop; lines that do not fit are dropped and counted\n"
+      "                          (default 1048576, at least 2048)\n"
+      "  --check-interval MS     check every upstream given by address every MS (default 0:\n"
+      "                          no active checks); a down upstream gets no new clients\n"
+      "  --check-timeout MS      bound of one check (default: the interval)\n"
+      "  --rise N                passed checks that take a down upstream up (default 2)\n"
+      "  --fall N                failed checks that take an up upstream down (default 3)\n"
+      "  --check-send STR        sent once connected (escapes \\r \\n \\t \\\\ \\xHH)\n"
+      "  --check-expect STR      must appear in the first 4096 bytes of the reply\n"
       "  --metrics ADDR          serve GET /metrics (Prometheus text format) on ADDR\n"
       "  --threads N             event loops, one per thread (default: one per CPU)\n"
       "  --loop-balance MODE     how clients reach the loops: kernel (one SO_REUSEPORT\n"
@@ -2045,6 +2442,59 @@ static void add_upstream(const char *text) {
   if (u->port == 0) usage_error("--upstream: '%s': port 0", text);
 }
 
+/* --check-send and --check-expect: the string with C-style escapes undone
+ * (\r \n \t \\ and \xHH, two hexadecimal digits), malloc'd, its length in
+ * *len (it may hold NUL bytes). Exits 2 on an unknown or short escape, or
+ * an empty string. */
+static char *unescape(const char *opt, const char *s, size_t *len) {
+  char *out = malloc(strlen(s) + 1);
+  if (!out) usage_error("out of memory");
+  size_t n = 0;
+  for (const char *p = s; *p; p++) {
+    if (*p != '\\') {
+      out[n++] = *p;
+      continue;
+    }
+    switch (*++p) {
+      case 'r': out[n++] = '\r'; break;
+      case 'n': out[n++] = '\n'; break;
+      case 't': out[n++] = '\t'; break;
+      case '\\': out[n++] = '\\'; break;
+      case 'x': {
+        int v = 0;
+        for (int k = 0; k < 2; k++) {
+          char c = *++p;
+          int d = c >= '0' && c <= '9'   ? c - '0'
+                  : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                  : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                         : -1;
+          if (d < 0) usage_error("%s: '%s': \\x needs two hexadecimal digits", opt, s);
+          v = v * 16 + d;
+        }
+        out[n++] = (char)v;
+        break;
+      }
+      default:
+        usage_error("%s: '%s': unknown escape (\\r \\n \\t \\\\ \\xHH are known)", opt, s);
+    }
+  }
+  if (n == 0) usage_error("%s: empty", opt);
+  *len = n;
+  return out;
+}
+
+/* Check the access log and health check options together. */
+static void ops_options(void) {
+  if (!cfg.access_log && (cfg.access_log_buffer || cfg.access_log_format_set))
+    usage_error("%s needs --access-log",
+                cfg.access_log_buffer ? "--access-log-buffer" : "--access-log-format");
+  if (!cfg.check_interval_ms && cfg.check_opts_set)
+    usage_error("--check-timeout, --rise, --fall, --check-send and --check-expect need "
+                "--check-interval");
+  if (cfg.check_expect_len > HEALTH_REPLY_MAX)
+    usage_error("--check-expect: longer than %d bytes", HEALTH_REPLY_MAX);
+}
+
 /* Check the TLS options together; name what each upstream's certificate
  * is checked against. */
 static void tls_options(void) {
@@ -2072,7 +2522,11 @@ static void tls_options(void) {
     if (cfg.tls_sni) {
       snprintf(u->tls_name, sizeof u->tls_name, "%s", cfg.tls_sni);
     } else if (!u->numeric) {
-      snprintf(u->tls_name, sizeof u->tls_name, "%s", u->host);
+      /* Both in cfg: a copy gcc's -Wrestrict does not take for an overlap
+       * (host holds fewer bytes than tls_name). */
+      size_t len = strnlen(u->host, sizeof u->tls_name - 1);
+      memcpy(u->tls_name, u->host, len);
+      u->tls_name[len] = '\0';
     } else if (evr_addr_family(&u->addr) == AF_INET || evr_addr_family(&u->addr) == AF_INET6) {
       /* The address itself: checked against the certificate's IP
        * addresses (no SNI is sent for an address). */
@@ -2147,6 +2601,36 @@ int main(int argc, char **argv) {
       cfg.tls_sni = option_value(argc, argv, &i);
       if (!cfg.tls_sni[0] || strlen(cfg.tls_sni) >= sizeof cfg.up[0].tls_name)
         usage_error("--tls-sni: '%s': empty or too long", cfg.tls_sni);
+    } else if (!strcmp(a, "--access-log")) {
+      cfg.access_log = option_value(argc, argv, &i);
+      if (!cfg.access_log[0]) usage_error("--access-log: empty path");
+    } else if (!strcmp(a, "--access-log-format")) {
+      const char *v = option_value(argc, argv, &i);
+      if (!strcmp(v, "text")) cfg.access_log_format = ACCESSLOG_TEXT;
+      else if (!strcmp(v, "json")) cfg.access_log_format = ACCESSLOG_JSON;
+      else usage_error("--access-log-format: '%s' is not text or json", v);
+      cfg.access_log_format_set = 1;
+    } else if (!strcmp(a, "--access-log-buffer")) {
+      cfg.access_log_buffer =
+          parse_uint(a, option_value(argc, argv, &i), ACCESSLOG_LINE_MAX, 1u << 30);
+    } else if (!strcmp(a, "--check-interval")) {
+      cfg.check_interval_ms = parse_uint(a, option_value(argc, argv, &i), 0, 86400 * 1000);
+    } else if (!strcmp(a, "--check-timeout")) {
+      cfg.check_timeout_ms = parse_uint(a, option_value(argc, argv, &i), 1, 3600 * 1000);
+      cfg.check_opts_set = 1;
+    } else if (!strcmp(a, "--rise") || !strcmp(a, "--fall")) {
+      uint64_t v = parse_uint(a, option_value(argc, argv, &i), 1, 1000);
+      if (!strcmp(a, "--rise")) cfg.rise = v;
+      else cfg.fall = v;
+      cfg.check_opts_set = 1;
+    } else if (!strcmp(a, "--check-send")) {
+      free(cfg.check_send);
+      cfg.check_send = unescape(a, option_value(argc, argv, &i), &cfg.check_send_len);
+      cfg.check_opts_set = 1;
+    } else if (!strcmp(a, "--check-expect")) {
+      free(cfg.check_expect);
+      cfg.check_expect = unescape(a, option_value(argc, argv, &i), &cfg.check_expect_len);
+      cfg.check_opts_set = 1;
     } else if (!strcmp(a, "--metrics")) {
       cfg.metrics = option_value(argc, argv, &i);
       int rc = evr_addr_parse(&cfg.metrics_addr, cfg.metrics);
@@ -2195,9 +2679,13 @@ int main(int argc, char **argv) {
     usage_error("--listen is required (or sockets passed by socket activation)");
   if (cfg.nup == 0) usage_error("--upstream is required");
   tls_options();
+  ops_options();
   if (!threads_set) cfg.threads = cpu_count();
   read_chunk = cfg.buffer_size / 2 < 65536 ? cfg.buffer_size / 2 : 65536;
   high_mark = cfg.buffer_size - read_chunk;
   low_mark = high_mark / 2;
-  return serve();
+  int status = serve();
+  free(cfg.check_send);
+  free(cfg.check_expect);
+  return status;
 }
