@@ -63,6 +63,7 @@
 #include "health.h"
 #include "metrics_req.h"
 #include "proxy_proto.h"
+#include "srclimit.h"
 #if EVR_PROXY_TLS
 #include "evr/tls.h"
 #else
@@ -140,6 +141,9 @@ struct config {
   uint64_t connect_timeout_ms;
   uint64_t idle_timeout_s;
   uint64_t max_conns;
+  uint32_t max_conns_per_source; /* 0: no limit */
+  uint32_t rate_per_source;      /* new clients per second per source; 0: no limit */
+  uint32_t source_table_size;    /* sources remembered (power of two) */
   uint64_t buffer_size;
   int send_proxy;
   int accept_proxy;                 /* --accept-proxy */
@@ -339,6 +343,7 @@ struct sdir {
 struct session {
   struct side client, upstream;
   struct server *srv;
+  srclimit_key_t src; /* the client's source, released when the session ends */
   struct session *prev, *next;
   struct upstream *up; /* chosen upstream, or NULL */
   int tried;           /* upstreams tried so far */
@@ -409,6 +414,9 @@ struct server {
 /* The loops of this process: hand-over of clients, per-loop metrics. */
 static struct server *loops;
 static int nloops;
+/* --max-conns-per-source, --rate-per-source: one table for every loop of
+ * the process (srclimit.h), or NULL. */
+static srclimit_t *limits;
 
 /* The first loop accepts for every loop (BALANCE_ACCEPT with 2+ loops). */
 static int spreading(void) { return cfg.loop_balance == BALANCE_ACCEPT && cfg.threads > 1; }
@@ -458,6 +466,7 @@ static void session_unref(struct session *ses) {
   if (ses->next) ses->next->prev = ses->prev;
   atomic_fetch_sub(&stats.active, 1);
   atomic_fetch_sub(&srv->conns_active, 1);
+  if (limits) srclimit_release(limits, &ses->src);
   if (ses->up && ses->connected) atomic_fetch_sub(&ses->up->active, 1);
   log_debug("session %p closed", (void *)ses);
   evr_timer_stop(&ses->htimer); /* EVR_EINVAL if never initialised: harmless */
@@ -1390,14 +1399,16 @@ static void tls_client_start(struct session *ses) {
 #if EVR_PROXY_TLS
 /* A client whose stream could not take its descriptor. */
 static void adopt_failed_closed(evr_tls_t *t) {
-  free(((struct side *)t)->ses);
+  struct session *ses = ((struct side *)t)->ses;
+  if (limits) srclimit_release(limits, &ses->src);
+  free(ses);
   atomic_fetch_sub(&stats.active, 1);
 }
 #endif
 
-/* A client to serve on srv's loop (its thread). Its place in
- * stats.active is already taken. */
-static void session_adopt(struct server *srv, int fd) {
+/* A client from source src to serve on srv's loop (its thread). Its
+ * places in stats.active and in its source's count are already taken. */
+static void session_adopt(struct server *srv, int fd, const srclimit_key_t *src) {
   if (srv->draining > 1) {
     /* Handed over as the loop is freed: the client sees the connection
      * closed. One accepted before the listener closed and handed over
@@ -1407,6 +1418,7 @@ static void session_adopt(struct server *srv, int fd) {
     close(fd);
     atomic_fetch_add(&stats.refused, 1);
     atomic_fetch_sub(&stats.active, 1);
+    if (limits) srclimit_release(limits, src);
     return;
   }
   struct session *ses = calloc(1, sizeof *ses);
@@ -1414,8 +1426,10 @@ static void session_adopt(struct server *srv, int fd) {
     log_error("out of memory: refusing a connection");
     close(fd);
     atomic_fetch_sub(&stats.active, 1);
+    if (limits) srclimit_release(limits, src);
     return;
   }
+  ses->src = *src;
   ses->srv = srv;
   ses->start_ns = evr_hrtime();
   ses->cause = ses->connect_cause = -1;
@@ -1446,6 +1460,7 @@ static void session_adopt(struct server *srv, int fd) {
   if (rc) {
     log_error("stream: %s", evr_strerror(rc));
     close(fd);
+    if (limits) srclimit_release(limits, &ses->src);
     free(ses);
     atomic_fetch_sub(&stats.active, 1);
     return;
@@ -1487,7 +1502,57 @@ static void session_adopt(struct server *srv, int fd) {
   connect_next(ses);
 }
 
-static void adopt_handed(void *target, int fd) { session_adopt(target, fd); }
+/* A client handed to another loop, with its source. */
+struct handed {
+  struct server *srv;
+  srclimit_key_t src;
+};
+
+static void adopt_handed(void *target, int fd) {
+  struct handed h = *(struct handed *)target;
+  free(target);
+  session_adopt(h.srv, fd, &h.src);
+}
+
+static const char *refusal_detail(int reason, char *buf, size_t size) {
+  if (reason == SRCLIMIT_CONNS)
+    snprintf(buf, size, "%lu open connections per source", (unsigned long)cfg.max_conns_per_source);
+  else if (reason == SRCLIMIT_RATE)
+    snprintf(buf, size, "more than %lu new connections per second per source",
+             (unsigned long)cfg.rate_per_source);
+  else
+    snprintf(buf, size, "source table full (%lu sources with open connections)",
+             (unsigned long)cfg.source_table_size);
+  return buf;
+}
+
+/* Is fd, just accepted, within its source's limits? 1, with its source in
+ * *src; 0 if it is to be closed: over a limit (logged at most once a
+ * second per reason), or already gone (getpeername fails). The source is
+ * the connection's peer: with --accept-proxy, the proxy in front, since
+ * the header comes later. */
+static int source_admits(int fd, srclimit_key_t *src) {
+  struct sockaddr_storage peer;
+  socklen_t len = sizeof peer;
+  if (getpeername(fd, (struct sockaddr *)&peer, &len) != 0) {
+    log_debug("getpeername: %s: closing a client", strerror(errno));
+    return 0;
+  }
+  uint64_t now = evr_hrtime();
+  int reason = srclimit_admit(limits, (struct sockaddr *)&peer, now, src);
+  if (reason == SRCLIMIT_OK) return 1;
+  uint64_t suppressed = 0;
+  if (srclimit_log_due(limits, reason, now, &suppressed)) {
+    char who[64], detail[96], more[96] = "";
+    srclimit_key_t key = srclimit_key((struct sockaddr *)&peer);
+    if (suppressed)
+      snprintf(more, sizeof more, " (and %llu more for this reason since the last such line)",
+               (unsigned long long)suppressed);
+    log_warn("refused a client from %s: %s%s", srclimit_key_format(&key, who, sizeof who),
+             refusal_detail(reason, detail, sizeof detail), more);
+  }
+  return 0;
+}
 
 static void on_accept(evr_listener_t *l, int fd) {
   struct server *srv = l->base.data;
@@ -1505,21 +1570,38 @@ static void on_accept(evr_listener_t *l, int fd) {
     close(fd);
     return;
   }
+  /* The source's limits, before anything is allocated for the client. */
+  srclimit_key_t src = {0, 0};
+  if (limits && !source_admits(fd, &src)) {
+    atomic_fetch_sub(&stats.active, 1);
+    atomic_fetch_add(&stats.refused, 1);
+    close(fd);
+    return;
+  }
   if (spreading()) {
     struct server *to = &loops[srv->next];
     srv->next = (srv->next + 1) % (unsigned)nloops;
     if (to != srv) {
-      int rc = handoff(to->loop, adopt_handed, to, fd);
+      struct handed *h = malloc(sizeof *h);
+      int rc = EVR_ENOMEM;
+      if (h) {
+        *h = (struct handed){to, src};
+        rc = handoff(to->loop, adopt_handed, h, fd);
+      } else {
+        close(fd);
+      }
       if (rc) {
         /* fd is closed: the client sees its connection end. */
+        free(h);
         log_error("hand-over to loop %d: %s: closing a client", to->index, evr_strerror(rc));
         atomic_fetch_add(&stats.refused, 1);
         atomic_fetch_sub(&stats.active, 1);
+        if (limits) srclimit_release(limits, &src);
       }
       return;
     }
   }
-  session_adopt(srv, fd);
+  session_adopt(srv, fd, &src);
 }
 
 /* ---- metrics: GET /metrics, Prometheus text format ----
@@ -1690,6 +1772,26 @@ static void metrics_text(struct text *t) {
     "# TYPE evr_proxy_connections_refused_total counter\n"
     "evr_proxy_connections_refused_total %llu\n",
     (unsigned long long)atomic_load(&stats.refused));
+  if (limits) {
+    srclimit_stats_t st;
+    srclimit_stats(limits, &st);
+    static const char *const why[] = {[SRCLIMIT_CONNS] = "conns", [SRCLIMIT_RATE] = "rate",
+                                      [SRCLIMIT_FULL] = "table_full"};
+    P("# HELP evr_proxy_source_refused_total Clients closed at accept by the per-source "
+      "limits (also counted as refused), by reason.\n"
+      "# TYPE evr_proxy_source_refused_total counter\n");
+    for (int r = SRCLIMIT_CONNS; r <= SRCLIMIT_FULL; r++)
+      P("evr_proxy_source_refused_total{reason=\"%s\"} %llu\n", why[r],
+        (unsigned long long)st.refused[r]);
+    P("# HELP evr_proxy_source_evictions_total Idle sources dropped from the source table "
+      "to make room.\n"
+      "# TYPE evr_proxy_source_evictions_total counter\n"
+      "evr_proxy_source_evictions_total %llu\n"
+      "# HELP evr_proxy_source_entries Sources in the source table.\n"
+      "# TYPE evr_proxy_source_entries gauge\n"
+      "evr_proxy_source_entries %lu\n",
+      (unsigned long long)st.evictions, (unsigned long)st.entries);
+  }
   P("# HELP evr_proxy_connections_no_upstream_up_total Clients closed at once because "
     "the active health checks had every upstream down (also counted as refused).\n"
     "# TYPE evr_proxy_connections_no_upstream_up_total counter\n"
@@ -2260,6 +2362,22 @@ static int serve(void) {
   loops = srv;
   nloops = n;
   int status = 0, started = 0;
+  if (cfg.max_conns_per_source || cfg.rate_per_source) {
+    limits = srclimit_new(cfg.source_table_size, cfg.max_conns_per_source, cfg.rate_per_source,
+                          SRCLIMIT_SHARED);
+    if (!limits) {
+      log_error("source limits: %s", strerror(errno));
+      status = 1;
+    } else {
+      char conns[32] = "no limit", rate[32] = "no limit";
+      if (cfg.max_conns_per_source)
+        snprintf(conns, sizeof conns, "%lu", (unsigned long)cfg.max_conns_per_source);
+      if (cfg.rate_per_source)
+        snprintf(rate, sizeof rate, "%lu/s", (unsigned long)cfg.rate_per_source);
+      log_info("source limits: open clients %s, new clients %s, per source; %lu sources "
+               "remembered", conns, rate, (unsigned long)cfg.source_table_size);
+    }
+  }
   for (int i = 0; i < n && status == 0; i++)
     if (server_init(&srv[i], i, i ? &srv[0] : NULL) != 0) status = 1;
   if (status == 0 && cfg.splice && !strcmp(evr_loop_backend(srv[0].loop), "io_uring")) {
@@ -2336,6 +2454,25 @@ static int serve(void) {
   }
   log_info("evr-proxy stopped: %llu connections served",
            (unsigned long long)atomic_load(&stats.total));
+  if (limits) {
+    srclimit_stats_t st;
+    srclimit_stats(limits, &st);
+    log_info("source limits: %llu admitted, %llu refused (open clients %llu, rate %llu, "
+             "table full %llu), %llu evicted, %lu of %lu entries in use",
+             (unsigned long long)st.admitted,
+             (unsigned long long)(st.refused[SRCLIMIT_CONNS] + st.refused[SRCLIMIT_RATE] +
+                                  st.refused[SRCLIMIT_FULL]),
+             (unsigned long long)st.refused[SRCLIMIT_CONNS],
+             (unsigned long long)st.refused[SRCLIMIT_RATE],
+             (unsigned long long)st.refused[SRCLIMIT_FULL], (unsigned long long)st.evictions,
+             (unsigned long)st.entries, (unsigned long)st.capacity);
+    if (st.busy || st.stray_releases)
+      log_error("source limits: %lu sources still counted busy, %llu releases without a "
+                "client: clients miscounted",
+                (unsigned long)st.busy, (unsigned long long)st.stray_releases);
+    srclimit_free(limits);
+    limits = NULL;
+  }
   loops = NULL;
   nloops = 0;
   free(srv);
@@ -2370,6 +2507,14 @@ static void usage(void) {
       "  --connect-timeout MS    upstream connect timeout (default 5000)\n"
       "  --idle-timeout SEC      close connections idle for SEC seconds (default 0: never)\n"
       "  --max-conns N           refuse clients beyond N open ones (default 0: no limit)\n"
+      "  --max-conns-per-source N\n"
+      "                          close at once a new client from an address (IPv4 address,\n"
+      "                          IPv6 /64) that has N open (default 0: no limit)\n"
+      "  --rate-per-source N     close at once a new client from an address beyond N per\n"
+      "                          second, after a burst of N (default 0: no limit)\n"
+      "  --source-table-size N   addresses remembered for these limits, a power of two\n"
+      "                          (default 65536); when all have open clients, new addresses\n"
+      "                          are refused. Unix-socket clients are not limited\n"
       "  --buffer-size BYTES     unsent bytes held per direction per connection (default 65536)\n"
       "  --send-proxy v1|v2      send a PROXY protocol header to the upstream\n"
       "  --accept-proxy          read a PROXY protocol header (v1 or v2) from every client\n"
@@ -2547,6 +2692,7 @@ int main(int argc, char **argv) {
   cfg.accept_proxy_timeout_ms = 5000;
   cfg.tls_handshake_timeout_ms = 10000;
   cfg.buffer_size = 65536;
+  cfg.source_table_size = 65536;
   cfg.drain_timeout_s = 30;
   cfg.loop_balance = BALANCE_DEFAULT;
   int threads_set = 0;
@@ -2574,6 +2720,16 @@ int main(int argc, char **argv) {
       cfg.idle_timeout_s = parse_uint(a, option_value(argc, argv, &i), 0, 86400 * 365);
     } else if (!strcmp(a, "--max-conns")) {
       cfg.max_conns = parse_uint(a, option_value(argc, argv, &i), 0, UINT32_MAX);
+    } else if (!strcmp(a, "--max-conns-per-source")) {
+      cfg.max_conns_per_source =
+          (uint32_t)parse_uint(a, option_value(argc, argv, &i), 0, UINT32_MAX);
+    } else if (!strcmp(a, "--rate-per-source")) {
+      cfg.rate_per_source = (uint32_t)parse_uint(a, option_value(argc, argv, &i), 0, UINT32_MAX);
+    } else if (!strcmp(a, "--source-table-size")) {
+      const char *v = option_value(argc, argv, &i);
+      uint64_t n = parse_uint(a, v, SRCLIMIT_MIN_CAPACITY, SRCLIMIT_MAX_CAPACITY);
+      if (n & (n - 1)) usage_error("--source-table-size: '%s' is not a power of two", v);
+      cfg.source_table_size = (uint32_t)n;
     } else if (!strcmp(a, "--buffer-size")) {
       cfg.buffer_size = parse_uint(a, option_value(argc, argv, &i), 4096, 1u << 30);
     } else if (!strcmp(a, "--send-proxy")) {

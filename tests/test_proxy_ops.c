@@ -7,7 +7,9 @@
  * renamed file, a `-` reader that stalls never stalling the relay; an
  * upstream killed is taken down after --fall failed checks and gets no
  * client, brought back it is up after --rise passed checks and gets
- * clients again, a wrong --check-expect keeps it down. Counts are asserted
+ * clients again, a wrong --check-expect keeps it down; per-source limits
+ * (open clients, new clients per second) close the clients over them and
+ * count them. Counts are asserted
  * from /metrics and the log lines, never from wall time. */
 /* evr-test: backends novalgrind needs=evr-proxy,evr-echo timeout=600 */
 #define _GNU_SOURCE
@@ -744,6 +746,110 @@ static void test_health_wrong_expect_keeps_it_down(void **state) {
   expect_clean_exit(&proxy_pid, SIGTERM);
 }
 
+/* ---- per-source limits ---- */
+
+/* A client of the proxy bound to source_ip (127/8 is all loopback). */
+static int connect_from(const char *source_ip) {
+  int fd = test_socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  assert_int_equal(inet_pton(AF_INET, source_ip, &sa.sin_addr), 1);
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+    fail_msg("bind to %s: %s", source_ip, strerror(errno));
+  sa.sin_port = htons((uint16_t)proxy_port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+    fail_msg("connect from %s: %s", source_ip, strerror(errno));
+  return fd;
+}
+
+/* 1 if "ping" comes back through the proxy; 0 if it closes fd instead. */
+static int relayed(int fd) {
+  (void)test_send(fd, "ping", 4); /* may fail on a closed connection */
+  char buf[4];
+  size_t got = 0;
+  while (got < 4) {
+    if (wait_fd(fd, POLLIN, 10000) <= 0) fail_msg("no answer and no close within 10 s");
+    ssize_t r = recv(fd, buf + got, 4 - got, 0);
+    if (r <= 0) return 0;
+    got += (size_t)r;
+  }
+  assert_memory_equal(buf, "ping", 4);
+  return 1;
+}
+
+/* --max-conns-per-source 2, on 2 loops: a third client from 127.0.0.1 is
+ * closed at once while one from 127.0.0.2 is relayed; once one of the two
+ * ends, 127.0.0.1 is admitted again. Counted in /metrics and the log. */
+static void test_source_max_conns(void **state) {
+  (void)state;
+  start_echo(0);
+  const char *extra[] = {"--max-conns-per-source", "2", "--threads", "2", NULL};
+  start_proxy(&echo_port[0], 1, extra, 0, 0);
+  int a = connect_from("127.0.0.1"), b = connect_from("127.0.0.1");
+  assert_true(relayed(a) && relayed(b));
+  int over = connect_from("127.0.0.1");
+  assert_false(relayed(over));
+  close(over);
+  int other = connect_from("127.0.0.2");
+  assert_true(relayed(other));
+  close(a);
+  wait_metric("evr_proxy_connections_active", 2, 1); /* b and other */
+  int again = connect_from("127.0.0.1");
+  assert_true(relayed(again));
+  over = connect_from("127.0.0.1");
+  assert_false(relayed(over));
+  close(over);
+  assert_true(relayed(b) && relayed(again) && relayed(other));
+  char *m = get_metrics();
+  assert_true(metric(m, "evr_proxy_source_refused_total{reason=\"conns\"}") == 2);
+  assert_true(metric(m, "evr_proxy_source_refused_total{reason=\"rate\"}") == 0);
+  assert_true(metric(m, "evr_proxy_source_entries") == 2);
+  free(m);
+  close(b);
+  close(again);
+  close(other);
+  wait_metric("evr_proxy_connections_active", 0, 1);
+  expect_clean_exit(&proxy_pid, SIGTERM);
+  char *log = e2e_read_file(proxy_log);
+  assert_non_null(log);
+  if (!strstr(log, "refused a client from 127.0.0.1: 2 open connections per source") ||
+      !strstr(log, "source limits: 4 admitted, 2 refused (open clients 2, rate 0, table full "
+                   "0), 0 evicted, 2 of 65536 entries in use") ||
+      strstr(log, "miscounted"))
+    fail_msg("the limits are not logged as counted; log:\n%s", log);
+  free(log);
+}
+
+/* --rate-per-source 3: of 12 clients opened at once from 127.0.0.3, the
+ * burst of 3 is relayed and the rest closed (plus the tokens earned in the
+ * time the test took, a token every 333 ms: measured, not assumed). */
+static void test_source_rate(void **state) {
+  (void)state;
+  enum { N = 12, RATE = 3 };
+  start_echo(0);
+  const char *extra[] = {"--rate-per-source", "3", NULL};
+  start_proxy(&echo_port[0], 1, extra, 0, 0);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  int fd[N], ok = 0;
+  for (int i = 0; i < N; i++) fd[i] = connect_from("127.0.0.3");
+  for (int i = 0; i < N; i++) ok += relayed(fd[i]);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double elapsed = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+  int allowed = RATE + (int)(elapsed * RATE);
+  for (int i = 0; i < N; i++) close(fd[i]);
+  if (ok < RATE || ok > allowed) {
+    dump_logs();
+    fail_msg("%d of %d relayed; want %d to %d", ok, N, RATE, allowed);
+  }
+  assert_true(metric_now("evr_proxy_source_refused_total{reason=\"rate\"}") == N - ok);
+  wait_metric("evr_proxy_connections_active", 0, 1);
+  expect_clean_exit(&proxy_pid, SIGTERM);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       T(test_access_log_one_line_per_session),
@@ -753,6 +859,8 @@ int main(void) {
       T(test_access_log_stalled_stdout_never_stalls_the_relay),
       T(test_health_down_after_fall_up_after_rise),
       T(test_health_wrong_expect_keeps_it_down),
+      T(test_source_max_conns),
+      T(test_source_rate),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
