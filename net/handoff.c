@@ -536,11 +536,11 @@ static void do_send(evr_handoff_t *req) {
        * later carries none. */
       memset(&cm, 0, sizeof cm);
       m.msg_control = cm.buf;
-      m.msg_controllen = CMSG_SPACE(sizeof(int) * req->nitems);
+      m.msg_controllen = (socklen_t)CMSG_SPACE(sizeof(int) * req->nitems);
       struct cmsghdr *c = CMSG_FIRSTHDR(&m);
       c->cmsg_level = SOL_SOCKET;
       c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int) * req->nitems);
+      c->cmsg_len = (socklen_t)CMSG_LEN(sizeof(int) * req->nitems);
       unsigned char *data = CMSG_DATA(c);
       for (unsigned i = 0; i < req->nitems; i++)
         memcpy(data + i * sizeof(int), &req->out[i].fd, sizeof(int));
@@ -651,7 +651,7 @@ static void do_recv(evr_handoff_t *req) {
      * truncated by the kernel (MSG_CTRUNC). Every read has it, so that
      * descriptors sent where none belong are seen and closed. */
     m.msg_control = cm.buf;
-    m.msg_controllen = CMSG_SPACE(sizeof(int) * req->nitems);
+    m.msg_controllen = (socklen_t)CMSG_SPACE(sizeof(int) * req->nitems);
     ssize_t r = recvmsg(req->node.fd, &m, RECV_FLAGS);
     if (r < 0) {
       if (errno == EINTR) continue;

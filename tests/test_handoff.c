@@ -206,11 +206,11 @@ static void raw_send(int sock, const void *buf, size_t len, const int *fds, int 
   m.msg_iovlen = 1;
   if (nfds > 0) {
     m.msg_control = cm.b;
-    m.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+    m.msg_controllen = (socklen_t)CMSG_SPACE(sizeof(int) * (size_t)nfds);
     struct cmsghdr *c = CMSG_FIRSTHDR(&m);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+    c->cmsg_len = (socklen_t)CMSG_LEN(sizeof(int) * (size_t)nfds);
     memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
   }
   assert_int_equal(sendmsg(sock, &m, 0), (ssize_t)len);
