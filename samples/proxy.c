@@ -118,6 +118,7 @@ struct upstream {
   atomic_ullong latency_us_sum, latency_count;
   atomic_ullong latency_bucket[NBUCKETS];
   atomic_ullong tls_handshakes, tls_failures; /* --upstream-tls */
+  atomic_ullong tls_resumed;                  /* of tls_handshakes */
   /* --upstream-tls: the name its certificate is checked against, also
    * sent as SNI when it is not an IP address; "" checks the chain only */
   char tls_name[256];
@@ -1031,7 +1032,10 @@ static void on_upstream_handshake(evr_tls_t *t, int status) {
     return;
   }
   atomic_fetch_add(&u->tls_handshakes, 1);
-  log_debug("session %p: %s with %s", (void *)ses, evr_tls_version(t), u->text);
+  int resumed = evr_tls_resumed(t);
+  if (resumed) atomic_fetch_add(&u->tls_resumed, 1);
+  log_debug("session %p: %s with %s%s", (void *)ses, evr_tls_version(t), u->text,
+            resumed ? ", session resumed" : "");
   upstream_ready(ses);
 }
 #endif
@@ -1514,6 +1518,12 @@ static void adopt_handed(void *target, int fd) {
   session_adopt(h.srv, fd, &h.src);
 }
 
+/* Without source limits there is no source to carry: no allocation. */
+static void adopt_handed_plain(void *target, int fd) {
+  static const srclimit_key_t none = {0, 0};
+  session_adopt(target, fd, &none);
+}
+
 static const char *refusal_detail(int reason, char *buf, size_t size) {
   if (reason == SRCLIMIT_CONNS)
     snprintf(buf, size, "%lu open connections per source", (unsigned long)cfg.max_conns_per_source);
@@ -1582,9 +1592,11 @@ static void on_accept(evr_listener_t *l, int fd) {
     struct server *to = &loops[srv->next];
     srv->next = (srv->next + 1) % (unsigned)nloops;
     if (to != srv) {
-      struct handed *h = malloc(sizeof *h);
+      struct handed *h = NULL;
       int rc = EVR_ENOMEM;
-      if (h) {
+      if (!limits) {
+        rc = handoff(to->loop, adopt_handed_plain, to, fd);
+      } else if ((h = malloc(sizeof *h)) != NULL) {
         *h = (struct handed){to, src};
         rc = handoff(to->loop, adopt_handed, h, fd);
       } else {
@@ -1886,6 +1898,9 @@ static void metrics_text(struct text *t) {
       {"evr_proxy_upstream_tls_handshakes_total", "counter",
        "TLS handshakes done with the upstream (--upstream-tls).",
        offsetof(struct upstream, tls_handshakes)},
+      {"evr_proxy_upstream_tls_resumed_total", "counter",
+       "TLS handshakes with the upstream that resumed a session (of the handshakes).",
+       offsetof(struct upstream, tls_resumed)},
       {"evr_proxy_upstream_tls_handshake_failures_total", "counter",
        "TLS handshakes with the upstream that failed (--upstream-tls): certificate refused, "
        "name mismatch, protocol error, timeout.",
@@ -2290,6 +2305,9 @@ static int tls_setup(void) {
       return -1;
     }
     evr_tls_ctx_set_handshake_timeout(upstream_ctx, (unsigned)cfg.tls_handshake_timeout_ms);
+    /* Resume sessions with the upstreams (as HAProxy reuses them by
+     * default): the newest ticket of each upstream name or address. */
+    evr_tls_ctx_set_resumption(upstream_ctx, 1);
   }
   return 0;
 }
