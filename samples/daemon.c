@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -572,4 +573,81 @@ int service_run(evr_loop_t *loop) {
     wd_beat(&b, 1);
   }
   return rc;
+}
+
+/* ---- per-source limits at accept ---- */
+
+int source_limits_start(struct source_limits *sl) {
+  sl->table = NULL;
+  if (!sl->max_conns && !sl->rate) return 0;
+  sl->table = srclimit_new(sl->table_size, sl->max_conns, sl->rate, SRCLIMIT_SHARED);
+  if (!sl->table) {
+    log_error("source limits: %s", strerror(errno));
+    return -1;
+  }
+  char conns[32] = "no limit", rate[32] = "no limit";
+  if (sl->max_conns) snprintf(conns, sizeof conns, "%lu", (unsigned long)sl->max_conns);
+  if (sl->rate) snprintf(rate, sizeof rate, "%lu/s", (unsigned long)sl->rate);
+  log_info("source limits: open %ss %s, new %ss %s, per source; %lu sources remembered, "
+           "for this process",
+           sl->noun, conns, sl->noun, rate, (unsigned long)sl->table_size);
+  return 0;
+}
+
+static const char *refusal_detail(const struct source_limits *sl, int reason, char *buf,
+                                  size_t size) {
+  if (reason == SRCLIMIT_CONNS)
+    snprintf(buf, size, "%lu open connections per source", (unsigned long)sl->max_conns);
+  else if (reason == SRCLIMIT_RATE)
+    snprintf(buf, size, "more than %lu new connections per second per source",
+             (unsigned long)sl->rate);
+  else
+    snprintf(buf, size, "source table full (%lu sources with open connections)",
+             (unsigned long)sl->table_size);
+  return buf;
+}
+
+int source_admits(struct source_limits *sl, int fd, srclimit_key_t *src) {
+  struct sockaddr_storage peer;
+  socklen_t len = sizeof peer;
+  if (getpeername(fd, (struct sockaddr *)&peer, &len) != 0) {
+    /* ENOTCONN: reset by its peer already; nothing to serve. */
+    log_debug("getpeername: %s: closing a %s", strerror(errno), sl->noun);
+    return 0;
+  }
+  uint64_t now = evr_hrtime();
+  int reason = srclimit_admit(sl->table, (struct sockaddr *)&peer, now, src);
+  if (reason == SRCLIMIT_OK) return 1;
+  uint64_t suppressed = 0;
+  if (srclimit_log_due(sl->table, reason, now, &suppressed)) {
+    char who[64], detail[96], more[96] = "";
+    srclimit_key_t key = srclimit_key((struct sockaddr *)&peer);
+    if (suppressed)
+      snprintf(more, sizeof more, " (and %llu more for this reason since the last such line)",
+               (unsigned long long)suppressed);
+    log_warn("refused a %s from %s: %s%s", sl->noun, srclimit_key_format(&key, who, sizeof who),
+             refusal_detail(sl, reason, detail, sizeof detail), more);
+  }
+  return 0;
+}
+
+void source_limits_stop(struct source_limits *sl) {
+  if (!sl->table) return;
+  srclimit_stats_t st;
+  srclimit_stats(sl->table, &st);
+  log_info("source limits: %llu admitted, %llu refused (open %ss %llu, rate %llu, "
+           "table full %llu), %llu evicted, %lu of %lu entries in use",
+           (unsigned long long)st.admitted,
+           (unsigned long long)(st.refused[SRCLIMIT_CONNS] + st.refused[SRCLIMIT_RATE] +
+                                st.refused[SRCLIMIT_FULL]),
+           sl->noun, (unsigned long long)st.refused[SRCLIMIT_CONNS],
+           (unsigned long long)st.refused[SRCLIMIT_RATE],
+           (unsigned long long)st.refused[SRCLIMIT_FULL], (unsigned long long)st.evictions,
+           (unsigned long)st.entries, (unsigned long)st.capacity);
+  if (st.busy || st.stray_releases)
+    log_error("source limits: %lu sources still counted busy, %llu releases without a "
+              "%s: %ss miscounted",
+              (unsigned long)st.busy, (unsigned long long)st.stray_releases, sl->noun, sl->noun);
+  srclimit_free(sl->table);
+  sl->table = NULL;
 }

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <sys/socket.h> /* SO_REUSEPORT_LB, where it exists */
 #include "evr/evr.h"
+#include "srclimit.h"
 
 /* A build with -DEVR_PORTABLE=ON (EVR_PORTABLE=1) uses only what every
  * supported system has: no Linux-only call (splice, pipe2, accept4,
@@ -168,5 +169,28 @@ int service_run(evr_loop_t *loop);
 
 /* Number of online CPUs (at least 1). */
 int cpu_count(void);
+
+/* ---- per-source limits at accept (srclimit.h) ----
+ * What evr-echo and evr-proxy share around their table of sources: the
+ * table with the limits it was made with, and `noun` naming what a daemon
+ * accepts ("connection", "client") in its log lines. */
+struct source_limits {
+  srclimit_t *table;
+  uint32_t max_conns, rate, table_size;
+  const char *noun;
+};
+/* Make the table (NULL without a limit; -1 with errno logged on failure)
+ * and log the limits: "source limits: open connections 3, new connections
+ * no limit, per source; 65536 sources remembered, for this process". */
+int source_limits_start(struct source_limits *sl);
+/* Is fd, just accepted, within its source's limits? 1, with its source in
+ * *src; 0 if it is to be closed: over a limit (logged at most once a
+ * second per reason, with the number not logged), or already gone
+ * (getpeername fails). */
+int source_admits(struct source_limits *sl, int fd, srclimit_key_t *src);
+/* Log the counts ("source limits: 6 admitted, 2 refused (open connections
+ * 2, rate 0, table full 0), 0 evicted, 2 of 65536 entries in use"), an
+ * error if a source is still counted busy, and free the table. */
+void source_limits_stop(struct source_limits *sl);
 
 #endif

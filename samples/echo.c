@@ -68,7 +68,7 @@ static struct config cfg;
 static atomic_ulong conns_open; /* across the threads of this process */
 /* The per-source limits of this process, shared by its loops; NULL when
  * there are none. */
-static srclimit_t *limits;
+static struct source_limits sources = {.noun = "connection"};
 
 struct server;
 
@@ -118,7 +118,7 @@ static int spreading(void) { return cfg.balance == BALANCE_ACCEPT && cfg.threads
 /* A connection is no more (closed, or never served): its places in
  * conns_open and in its source's count are given back. */
 static void conn_discard(struct conn *c) {
-  if (limits) srclimit_release(limits, &c->src);
+  if (sources.table) srclimit_release(sources.table, &c->src);
   atomic_fetch_sub(&conns_open, 1);
   free(c);
 }
@@ -213,44 +213,7 @@ static void conn_adopt(struct conn *c, int fd) {
 
 static void adopt_handed(void *target, int fd) { conn_adopt(target, fd); }
 
-static const char *refusal_detail(int reason, char *buf, size_t size) {
-  if (reason == SRCLIMIT_CONNS)
-    snprintf(buf, size, "%lu open connections per source", (unsigned long)cfg.max_conns_per_source);
-  else if (reason == SRCLIMIT_RATE)
-    snprintf(buf, size, "more than %lu new connections per second per source",
-             (unsigned long)cfg.rate_per_source);
-  else
-    snprintf(buf, size, "source table full (%lu sources with open connections)",
-             (unsigned long)cfg.source_table_size);
-  return buf;
-}
 
-/* Is fd, just accepted, within its source's limits? 1, with its source in
- * *src; 0 if it is to be closed: over a limit (logged at most once a
- * second per reason), or already gone (getpeername fails). */
-static int source_admits(int fd, srclimit_key_t *src) {
-  struct sockaddr_storage peer;
-  socklen_t len = sizeof peer;
-  if (getpeername(fd, (struct sockaddr *)&peer, &len) != 0) {
-    /* ENOTCONN: reset by its client already; nothing to serve. */
-    log_debug("getpeername: %s: closing a connection", strerror(errno));
-    return 0;
-  }
-  uint64_t now = evr_hrtime();
-  int reason = srclimit_admit(limits, (struct sockaddr *)&peer, now, src);
-  if (reason == SRCLIMIT_OK) return 1;
-  uint64_t suppressed = 0;
-  if (srclimit_log_due(limits, reason, now, &suppressed)) {
-    char who[64], detail[96], more[96] = "";
-    srclimit_key_t key = srclimit_key((struct sockaddr *)&peer);
-    if (suppressed)
-      snprintf(more, sizeof more, " (and %llu more for this reason since the last such line)",
-               (unsigned long long)suppressed);
-    log_warn("refused a connection from %s: %s%s", srclimit_key_format(&key, who, sizeof who),
-             refusal_detail(reason, detail, sizeof detail), more);
-  }
-  return 0;
-}
 
 static void on_accept(evr_listener_t *l, int fd) {
   struct server *srv = l->base.data;
@@ -270,7 +233,7 @@ static void on_accept(evr_listener_t *l, int fd) {
   }
   /* The source's limits, before anything is allocated for the connection. */
   srclimit_key_t src = {0, 0};
-  if (limits && !source_admits(fd, &src)) {
+  if (sources.table && !source_admits(&sources, fd, &src)) {
     atomic_fetch_sub(&conns_open, 1);
     close(fd);
     return;
@@ -279,7 +242,7 @@ static void on_accept(evr_listener_t *l, int fd) {
   if (!c) {
     log_error("out of memory: refusing a connection");
     close(fd);
-    if (limits) srclimit_release(limits, &src);
+    if (sources.table) srclimit_release(sources.table, &src);
     atomic_fetch_sub(&conns_open, 1);
     return;
   }
@@ -462,24 +425,14 @@ static int serve(int index, void *arg) {
   loops = srv;
   nloops = n;
   int status = 0, started = 0;
-  if (cfg.max_conns_per_source || cfg.rate_per_source) {
-    limits = srclimit_new(cfg.source_table_size, cfg.max_conns_per_source, cfg.rate_per_source,
-                          SRCLIMIT_SHARED);
-    if (!limits) {
-      log_error("source limits: %s", strerror(errno));
-      free(srv);
-      loops = NULL;
-      nloops = 0;
-      return 1;
-    }
-    char conns[32] = "no limit", rate[32] = "no limit";
-    if (cfg.max_conns_per_source)
-      snprintf(conns, sizeof conns, "%lu", (unsigned long)cfg.max_conns_per_source);
-    if (cfg.rate_per_source)
-      snprintf(rate, sizeof rate, "%lu/s", (unsigned long)cfg.rate_per_source);
-    log_info("source limits: open connections %s, new connections %s, per source; "
-             "%lu sources remembered, for this process",
-             conns, rate, (unsigned long)cfg.source_table_size);
+  sources.max_conns = cfg.max_conns_per_source;
+  sources.rate = cfg.rate_per_source;
+  sources.table_size = cfg.source_table_size;
+  if (source_limits_start(&sources) != 0) {
+    free(srv);
+    loops = NULL;
+    nloops = 0;
+    return 1;
   }
   for (int i = 0; i < n && status == 0; i++)
     if (server_init(&srv[i], i, bound ? bound : i ? &srv[0] : NULL) != 0) status = 1;
@@ -547,27 +500,7 @@ static int serve(int index, void *arg) {
   log_info("evr-echo stopped: %llu connections served%s", (unsigned long long)accepted,
            per_loop ? per_loop : "");
   free(per_loop);
-  if (limits) {
-    /* "source limits: 6 admitted, 15 refused (open connections 0, rate 15,
-     * table full 0), 0 evicted, 1 of 65536 entries in use" */
-    srclimit_stats_t st;
-    srclimit_stats(limits, &st);
-    log_info("source limits: %llu admitted, %llu refused (open connections %llu, rate %llu, "
-             "table full %llu), %llu evicted, %lu of %lu entries in use",
-             (unsigned long long)st.admitted,
-             (unsigned long long)(st.refused[SRCLIMIT_CONNS] + st.refused[SRCLIMIT_RATE] +
-                                  st.refused[SRCLIMIT_FULL]),
-             (unsigned long long)st.refused[SRCLIMIT_CONNS],
-             (unsigned long long)st.refused[SRCLIMIT_RATE],
-             (unsigned long long)st.refused[SRCLIMIT_FULL], (unsigned long long)st.evictions,
-             (unsigned long)st.entries, (unsigned long)st.capacity);
-    if (st.busy || st.stray_releases)
-      log_error("source limits: %lu sources still counted busy, %llu releases without a "
-                "connection: connections miscounted",
-                (unsigned long)st.busy, (unsigned long long)st.stray_releases);
-    srclimit_free(limits);
-    limits = NULL;
-  }
+  source_limits_stop(&sources);
   loops = NULL;
   nloops = 0;
   free(srv);

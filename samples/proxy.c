@@ -416,8 +416,8 @@ struct server {
 static struct server *loops;
 static int nloops;
 /* --max-conns-per-source, --rate-per-source: one table for every loop of
- * the process (srclimit.h), or NULL. */
-static srclimit_t *limits;
+ * the process (srclimit.h; its table NULL without a limit). */
+static struct source_limits sources = {.noun = "client"};
 
 /* The first loop accepts for every loop (BALANCE_ACCEPT with 2+ loops). */
 static int spreading(void) { return cfg.loop_balance == BALANCE_ACCEPT && cfg.threads > 1; }
@@ -467,7 +467,7 @@ static void session_unref(struct session *ses) {
   if (ses->next) ses->next->prev = ses->prev;
   atomic_fetch_sub(&stats.active, 1);
   atomic_fetch_sub(&srv->conns_active, 1);
-  if (limits) srclimit_release(limits, &ses->src);
+  if (sources.table) srclimit_release(sources.table, &ses->src);
   if (ses->up && ses->connected) atomic_fetch_sub(&ses->up->active, 1);
   log_debug("session %p closed", (void *)ses);
   evr_timer_stop(&ses->htimer); /* EVR_EINVAL if never initialised: harmless */
@@ -1404,7 +1404,7 @@ static void tls_client_start(struct session *ses) {
 /* A client whose stream could not take its descriptor. */
 static void adopt_failed_closed(evr_tls_t *t) {
   struct session *ses = ((struct side *)t)->ses;
-  if (limits) srclimit_release(limits, &ses->src);
+  if (sources.table) srclimit_release(sources.table, &ses->src);
   free(ses);
   atomic_fetch_sub(&stats.active, 1);
 }
@@ -1422,7 +1422,7 @@ static void session_adopt(struct server *srv, int fd, const srclimit_key_t *src)
     close(fd);
     atomic_fetch_add(&stats.refused, 1);
     atomic_fetch_sub(&stats.active, 1);
-    if (limits) srclimit_release(limits, src);
+    if (sources.table) srclimit_release(sources.table, src);
     return;
   }
   struct session *ses = calloc(1, sizeof *ses);
@@ -1430,7 +1430,7 @@ static void session_adopt(struct server *srv, int fd, const srclimit_key_t *src)
     log_error("out of memory: refusing a connection");
     close(fd);
     atomic_fetch_sub(&stats.active, 1);
-    if (limits) srclimit_release(limits, src);
+    if (sources.table) srclimit_release(sources.table, src);
     return;
   }
   ses->src = *src;
@@ -1464,7 +1464,7 @@ static void session_adopt(struct server *srv, int fd, const srclimit_key_t *src)
   if (rc) {
     log_error("stream: %s", evr_strerror(rc));
     close(fd);
-    if (limits) srclimit_release(limits, &ses->src);
+    if (sources.table) srclimit_release(sources.table, &ses->src);
     free(ses);
     atomic_fetch_sub(&stats.active, 1);
     return;
@@ -1524,46 +1524,6 @@ static void adopt_handed_plain(void *target, int fd) {
   session_adopt(target, fd, &none);
 }
 
-static const char *refusal_detail(int reason, char *buf, size_t size) {
-  if (reason == SRCLIMIT_CONNS)
-    snprintf(buf, size, "%lu open connections per source", (unsigned long)cfg.max_conns_per_source);
-  else if (reason == SRCLIMIT_RATE)
-    snprintf(buf, size, "more than %lu new connections per second per source",
-             (unsigned long)cfg.rate_per_source);
-  else
-    snprintf(buf, size, "source table full (%lu sources with open connections)",
-             (unsigned long)cfg.source_table_size);
-  return buf;
-}
-
-/* Is fd, just accepted, within its source's limits? 1, with its source in
- * *src; 0 if it is to be closed: over a limit (logged at most once a
- * second per reason), or already gone (getpeername fails). The source is
- * the connection's peer: with --accept-proxy, the proxy in front, since
- * the header comes later. */
-static int source_admits(int fd, srclimit_key_t *src) {
-  struct sockaddr_storage peer;
-  socklen_t len = sizeof peer;
-  if (getpeername(fd, (struct sockaddr *)&peer, &len) != 0) {
-    log_debug("getpeername: %s: closing a client", strerror(errno));
-    return 0;
-  }
-  uint64_t now = evr_hrtime();
-  int reason = srclimit_admit(limits, (struct sockaddr *)&peer, now, src);
-  if (reason == SRCLIMIT_OK) return 1;
-  uint64_t suppressed = 0;
-  if (srclimit_log_due(limits, reason, now, &suppressed)) {
-    char who[64], detail[96], more[96] = "";
-    srclimit_key_t key = srclimit_key((struct sockaddr *)&peer);
-    if (suppressed)
-      snprintf(more, sizeof more, " (and %llu more for this reason since the last such line)",
-               (unsigned long long)suppressed);
-    log_warn("refused a client from %s: %s%s", srclimit_key_format(&key, who, sizeof who),
-             refusal_detail(reason, detail, sizeof detail), more);
-  }
-  return 0;
-}
-
 static void on_accept(evr_listener_t *l, int fd) {
   struct server *srv = l->base.data;
   if (fd < 0) {
@@ -1582,7 +1542,7 @@ static void on_accept(evr_listener_t *l, int fd) {
   }
   /* The source's limits, before anything is allocated for the client. */
   srclimit_key_t src = {0, 0};
-  if (limits && !source_admits(fd, &src)) {
+  if (sources.table && !source_admits(&sources, fd, &src)) {
     atomic_fetch_sub(&stats.active, 1);
     atomic_fetch_add(&stats.refused, 1);
     close(fd);
@@ -1594,7 +1554,7 @@ static void on_accept(evr_listener_t *l, int fd) {
     if (to != srv) {
       struct handed *h = NULL;
       int rc = EVR_ENOMEM;
-      if (!limits) {
+      if (!sources.table) {
         rc = handoff(to->loop, adopt_handed_plain, to, fd);
       } else if ((h = malloc(sizeof *h)) != NULL) {
         *h = (struct handed){to, src};
@@ -1608,7 +1568,7 @@ static void on_accept(evr_listener_t *l, int fd) {
         log_error("hand-over to loop %d: %s: closing a client", to->index, evr_strerror(rc));
         atomic_fetch_add(&stats.refused, 1);
         atomic_fetch_sub(&stats.active, 1);
-        if (limits) srclimit_release(limits, &src);
+        if (sources.table) srclimit_release(sources.table, &src);
       }
       return;
     }
@@ -1784,9 +1744,9 @@ static void metrics_text(struct text *t) {
     "# TYPE evr_proxy_connections_refused_total counter\n"
     "evr_proxy_connections_refused_total %llu\n",
     (unsigned long long)atomic_load(&stats.refused));
-  if (limits) {
+  if (sources.table) {
     srclimit_stats_t st;
-    srclimit_stats(limits, &st);
+    srclimit_stats(sources.table, &st);
     static const char *const why[] = {[SRCLIMIT_CONNS] = "conns", [SRCLIMIT_RATE] = "rate",
                                       [SRCLIMIT_FULL] = "table_full"};
     P("# HELP evr_proxy_source_refused_total Clients closed at accept by the per-source "
@@ -2380,22 +2340,10 @@ static int serve(void) {
   loops = srv;
   nloops = n;
   int status = 0, started = 0;
-  if (cfg.max_conns_per_source || cfg.rate_per_source) {
-    limits = srclimit_new(cfg.source_table_size, cfg.max_conns_per_source, cfg.rate_per_source,
-                          SRCLIMIT_SHARED);
-    if (!limits) {
-      log_error("source limits: %s", strerror(errno));
-      status = 1;
-    } else {
-      char conns[32] = "no limit", rate[32] = "no limit";
-      if (cfg.max_conns_per_source)
-        snprintf(conns, sizeof conns, "%lu", (unsigned long)cfg.max_conns_per_source);
-      if (cfg.rate_per_source)
-        snprintf(rate, sizeof rate, "%lu/s", (unsigned long)cfg.rate_per_source);
-      log_info("source limits: open clients %s, new clients %s, per source; %lu sources "
-               "remembered", conns, rate, (unsigned long)cfg.source_table_size);
-    }
-  }
+  sources.max_conns = cfg.max_conns_per_source;
+  sources.rate = cfg.rate_per_source;
+  sources.table_size = cfg.source_table_size;
+  if (source_limits_start(&sources) != 0) status = 1;
   for (int i = 0; i < n && status == 0; i++)
     if (server_init(&srv[i], i, i ? &srv[0] : NULL) != 0) status = 1;
   if (status == 0 && cfg.splice && !strcmp(evr_loop_backend(srv[0].loop), "io_uring")) {
@@ -2472,25 +2420,7 @@ static int serve(void) {
   }
   log_info("evr-proxy stopped: %llu connections served",
            (unsigned long long)atomic_load(&stats.total));
-  if (limits) {
-    srclimit_stats_t st;
-    srclimit_stats(limits, &st);
-    log_info("source limits: %llu admitted, %llu refused (open clients %llu, rate %llu, "
-             "table full %llu), %llu evicted, %lu of %lu entries in use",
-             (unsigned long long)st.admitted,
-             (unsigned long long)(st.refused[SRCLIMIT_CONNS] + st.refused[SRCLIMIT_RATE] +
-                                  st.refused[SRCLIMIT_FULL]),
-             (unsigned long long)st.refused[SRCLIMIT_CONNS],
-             (unsigned long long)st.refused[SRCLIMIT_RATE],
-             (unsigned long long)st.refused[SRCLIMIT_FULL], (unsigned long long)st.evictions,
-             (unsigned long)st.entries, (unsigned long)st.capacity);
-    if (st.busy || st.stray_releases)
-      log_error("source limits: %lu sources still counted busy, %llu releases without a "
-                "client: clients miscounted",
-                (unsigned long)st.busy, (unsigned long long)st.stray_releases);
-    srclimit_free(limits);
-    limits = NULL;
-  }
+  source_limits_stop(&sources);
   loops = NULL;
   nloops = 0;
   free(srv);
