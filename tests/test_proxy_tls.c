@@ -36,55 +36,13 @@
 #include <openssl/x509v3.h>
 #include "e2e.h"
 #include "helpers.h"
+#include "tls_certs.h"
 
 /* ---- certificates, made once per run ---- */
 
 static char dir[64], ca_path[128], cert_path[128], key_path[128];
 static char other_path[128], other_key_path[128]; /* CN other.test, DNS:other.test */
 static char rogue_path[128];                      /* localhost, from an untrusted CA */
-
-static void add_ext(X509 *cert, X509 *issuer, int nid, const char *value) {
-  X509V3_CTX v3;
-  X509V3_set_ctx_nodb(&v3);
-  X509V3_set_ctx(&v3, issuer, cert, NULL, NULL, 0);
-  X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
-  assert_non_null(ext);
-  assert_int_equal(X509_add_ext(cert, ext, -1), 1);
-  X509_EXTENSION_free(ext);
-}
-
-/* A certificate for key valid for a day, signed by issuer (NULL: a
- * self-signed CA), with the subject alternative names san. */
-static X509 *make_cert(EVP_PKEY *key, const char *cn, const char *san, X509 *issuer,
-                       EVP_PKEY *issuer_key, long serial) {
-  X509 *c = X509_new();
-  assert_non_null(c);
-  X509_set_version(c, 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(c), serial);
-  X509_gmtime_adj(X509_getm_notBefore(c), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(c), 86400);
-  X509_set_pubkey(c, key);
-  X509_NAME *name = X509_get_subject_name(c);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
-  X509_set_issuer_name(c, issuer ? X509_get_subject_name(issuer) : name);
-  if (!issuer) {
-    add_ext(c, c, NID_basic_constraints, "critical,CA:TRUE");
-    add_ext(c, c, NID_key_usage, "critical,keyCertSign,cRLSign");
-  } else {
-    add_ext(c, issuer, NID_basic_constraints, "CA:FALSE");
-    add_ext(c, issuer, NID_subject_alt_name, san);
-  }
-  assert_true(X509_sign(c, issuer_key ? issuer_key : key, EVP_sha256()) > 0);
-  return c;
-}
-
-static void write_pem(const char *path, X509 *cert, EVP_PKEY *key) {
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
-  if (cert) assert_int_equal(PEM_write_X509(f, cert), 1);
-  if (key) assert_int_equal(PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL), 1);
-  assert_int_equal(fclose(f), 0);
-}
 
 static int make_certs(void **state) {
   (void)state;
@@ -102,17 +60,19 @@ static int make_certs(void **state) {
   assert_non_null(key);
   assert_non_null(other_key);
   assert_non_null(rogue_key);
-  X509 *ca = make_cert(ca_key, "evr test CA", NULL, NULL, NULL, 1);
-  X509 *cert = make_cert(key, "localhost", "DNS:localhost,IP:127.0.0.1", ca, ca_key, 2);
-  X509 *other = make_cert(other_key, "other.test", "DNS:other.test", ca, ca_key, 3);
-  X509 *rogue_ca = make_cert(rogue_key, "evr rogue CA", NULL, NULL, NULL, 4);
-  X509 *rogue = make_cert(key, "localhost", "DNS:localhost,IP:127.0.0.1", rogue_ca, rogue_key, 5);
-  write_pem(ca_path, ca, NULL);
-  write_pem(cert_path, cert, NULL);
-  write_pem(key_path, NULL, key);
-  write_pem(other_path, other, NULL);
-  write_pem(other_key_path, NULL, other_key);
-  write_pem(rogue_path, rogue, NULL);
+  X509 *ca = tls_make_cert(ca_key, "evr test CA", NULL, NULL, NULL, 1, 86400);
+  X509 *cert =
+      tls_make_cert(key, "localhost", "DNS:localhost,IP:127.0.0.1", ca, ca_key, 2, 86400);
+  X509 *other = tls_make_cert(other_key, "other.test", "DNS:other.test", ca, ca_key, 3, 86400);
+  X509 *rogue_ca = tls_make_cert(rogue_key, "evr rogue CA", NULL, NULL, NULL, 4, 86400);
+  X509 *rogue = tls_make_cert(key, "localhost", "DNS:localhost,IP:127.0.0.1", rogue_ca,
+                              rogue_key, 5, 86400);
+  tls_write_pem(ca_path, ca, NULL);
+  tls_write_pem(cert_path, cert, NULL);
+  tls_write_pem(key_path, NULL, key);
+  tls_write_pem(other_path, other, NULL);
+  tls_write_pem(other_key_path, NULL, other_key);
+  tls_write_pem(rogue_path, rogue, NULL);
   X509_free(ca);
   X509_free(cert);
   X509_free(other);
@@ -881,8 +841,8 @@ static void test_tls_plain_client_to_tls_upstream_8_mib(void **state) {
   check_upstream_metric("evr_proxy_upstream_tls_handshakes_total", techo.port, 5);
   check_upstream_metric("evr_proxy_upstream_tls_handshake_failures_total", techo.port, 0);
   char resumed[160];
-  snprintf(resumed, sizeof resumed, "evr_proxy_upstream_tls_resumed_total{upstream=\"127.0.0.1:%d\"}",
-           techo.port);
+  snprintf(resumed, sizeof resumed,
+           "evr_proxy_upstream_tls_resumed_total{upstream=\"127.0.0.1:%d\"}", techo.port);
   double r = wait_metric(resumed, 1);
   if (r < 1 || r > 4) {
     dump_logs();

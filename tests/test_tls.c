@@ -11,9 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509v3.h>
 #include "helpers.h"
+#include "tls_certs.h"
 #include "evr/tls.h"
 
 /* ---- certificates, made once per run ---- */
@@ -22,53 +21,12 @@ static char dir[64], ca_path[128], cert_path[128], key_path[128];
 static char expired_path[128], rogue_path[128]; /* bad server certificates */
 static char other_path[128]; /* for other.example and *.wild.example */
 
-static void add_ext(X509 *cert, X509 *issuer, int nid, const char *value) {
-  X509V3_CTX v3;
-  X509V3_set_ctx_nodb(&v3);
-  X509V3_set_ctx(&v3, issuer, cert, NULL, NULL, 0);
-  X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
-  assert_non_null(ext);
-  assert_int_equal(X509_add_ext(cert, ext, -1), 1);
-  X509_EXTENSION_free(ext);
-}
-
-/* A certificate for key, valid from an hour ago until not_after seconds
- * from now, signed by issuer (NULL: a self-signed CA). */
-static X509 *make_cert_san(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key,
-                           long serial, long not_after, const char *san) {
-  X509 *c = X509_new();
-  assert_non_null(c);
-  X509_set_version(c, 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(c), serial);
-  X509_gmtime_adj(X509_getm_notBefore(c), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(c), not_after);
-  X509_set_pubkey(c, key);
-  X509_NAME *name = X509_get_subject_name(c);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
-  X509_set_issuer_name(c, issuer ? X509_get_subject_name(issuer) : name);
-  if (!issuer) {
-    add_ext(c, c, NID_basic_constraints, "critical,CA:TRUE");
-    add_ext(c, c, NID_key_usage, "critical,keyCertSign,cRLSign");
-  } else {
-    add_ext(c, issuer, NID_basic_constraints, "CA:FALSE");
-    add_ext(c, issuer, NID_subject_alt_name, san);
-  }
-  assert_true(X509_sign(c, issuer_key ? issuer_key : key, EVP_sha256()) > 0);
-  return c;
-}
-
+/* A certificate valid until not_after seconds from now, for "localhost"
+ * and 127.0.0.1 when issuer signs it. */
 static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key,
                        long serial, long not_after) {
-  return make_cert_san(key, cn, issuer, issuer_key, serial, not_after,
-                       "DNS:localhost,IP:127.0.0.1");
-}
-
-static void write_pem(const char *path, X509 *cert, EVP_PKEY *key) {
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
-  if (cert) assert_int_equal(PEM_write_X509(f, cert), 1);
-  if (key) assert_int_equal(PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL), 1);
-  assert_int_equal(fclose(f), 0);
+  return tls_make_cert(key, cn, "DNS:localhost,IP:127.0.0.1", issuer, issuer_key, serial,
+                       not_after);
 }
 
 static int make_certs(void **state) {
@@ -92,14 +50,14 @@ static int make_certs(void **state) {
   X509 *expired = make_cert(key, "localhost", ca, ca_key, 3, -60);
   X509 *rogue_ca = make_cert(rogue_key, "evr rogue CA", NULL, NULL, 4, 86400);
   X509 *rogue = make_cert(key, "localhost", rogue_ca, rogue_key, 5, 86400);
-  write_pem(ca_path, ca, NULL);
-  write_pem(cert_path, cert, NULL);
-  write_pem(key_path, NULL, key);
-  write_pem(expired_path, expired, NULL);
-  write_pem(rogue_path, rogue, NULL);
-  X509 *other = make_cert_san(key, "other.example", ca, ca_key, 6, 86400,
-                              "DNS:other.example,DNS:*.wild.example");
-  write_pem(other_path, other, NULL);
+  tls_write_pem(ca_path, ca, NULL);
+  tls_write_pem(cert_path, cert, NULL);
+  tls_write_pem(key_path, NULL, key);
+  tls_write_pem(expired_path, expired, NULL);
+  tls_write_pem(rogue_path, rogue, NULL);
+  X509 *other = tls_make_cert(key, "other.example", "DNS:other.example,DNS:*.wild.example", ca,
+                               ca_key, 6, 86400);
+  tls_write_pem(other_path, other, NULL);
   X509_free(other);
   X509_free(ca);
   X509_free(cert);
