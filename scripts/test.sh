@@ -36,9 +36,10 @@ quick=0
 # dpkg-dev, file, man-db: the package test (tests/package/check.sh); doxygen:
 # the API reference; liburing-dev: the io_uring backend; libsystemd-dev,
 # systemd: the daemons' systemd support and its tests; libclang-rt-dev:
-# libFuzzer (pass 8). The 32-bit and musl passes set up their own.
+# libFuzzer (pass 8); python3: the examples' checker and a TLS test client.
+# The 32-bit and musl passes set up their own.
 evr_ensure_pkgs $EVR_BUILD_PKGS valgrind haproxy dpkg-dev file man-db doxygen \
-  liburing-dev libsystemd-dev systemd libclang-rt-dev
+  liburing-dev libsystemd-dev systemd libclang-rt-dev python3
 
 run_ctest() {
   local dir=$1
