@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -297,4 +298,29 @@ void flush_writes(evr_loop_t *loop, evr_stream_t *s, int max_iter) {
   for (int i = 0; i < max_iter && evr_stream_write_queue_size(s) > 0; i++)
     assert_true(evr_loop_run(loop, EVR_RUN_ONCE) >= 0);
   assert_int_equal(evr_stream_write_queue_size(s), 0);
+}
+
+int full_listener(evr_addr_t *at, int *fillers, int *nfill, int *dropped) {
+  int l = test_socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(l >= 0);
+  assert_evr_ok(evr_addr_parse(at, "127.0.0.1:0"));
+  assert_int_equal(bind(l, &at->u.sa, at->len), 0);
+  socklen_t len = sizeof at->u;
+  assert_int_equal(getsockname(l, &at->u.sa, &len), 0);
+  at->len = len;
+  assert_int_equal(listen(l, 0), 0);
+  *nfill = 0;
+  *dropped = 0;
+  while (*nfill < 8 && !*dropped) {
+    int c = test_socket(AF_INET, SOCK_STREAM, 1);
+    assert_true(c >= 0);
+    int r = connect(c, &at->u.sa, at->len);
+    assert_true(r == 0 || errno == EINPROGRESS);
+    fillers[(*nfill)++] = c;
+    struct pollfd p = {c, POLLOUT, 0};
+    int n = poll(&p, 1, 500);
+    assert_true(n >= 0);
+    if (n == 0) *dropped = 1; /* its SYN was dropped: the queue is full */
+  }
+  return l;
 }

@@ -73,6 +73,14 @@ long raise_nofile(long want);
 int accept_queue_limit(void);
 
 /* Count of open descriptors of this process (/proc/self/fd). */
+/* A TCP listener on 127.0.0.1 (its address in *at) whose accept queue is
+ * full and which never accepts: Linux drops further SYNs, so a connect to
+ * it stays pending. The queue is filled with up to 8 raw clients (their
+ * descriptors in fillers[0..*nfill), for the caller to close) until one
+ * does not complete its handshake; *dropped says whether one did not.
+ * Returns the listener (the caller closes it). */
+int full_listener(evr_addr_t *at, int *fillers, int *nfill, int *dropped);
+
 int count_open_fds(void);
 
 /* Assert that the count of open descriptors is back to `baseline` (a
