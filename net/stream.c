@@ -59,6 +59,9 @@
 #define W_PENDING 0x9e7a5100u /* submitted; its callback has not run yet */
 #define W_OWNED 0x2u          /* evr_stream_write_copy()'s allocation: freed here */
 #define W_ARR 0x4u            /* req->bufs is a copy allocated here */
+#define W_RING 0x8u /* a W_OWNED request whose bytes are in a receive buffer
+                     * of the ring (completion path), held by reference:
+                     * small[1].len is the buffer's id */
 
 static inline int req_pending(const evr_write_t *req) {
   return (req->flags & W_TAG_MASK) == W_PENDING;
@@ -101,11 +104,14 @@ int evr_stream_fd(const evr_stream_t *s) {
 
 /* A buffer of the completion path's ring that a stream holds (indexed by
  * the buffer's id): bytes [off, len) of p are the reader's, next links the
- * stream's next held buffer. */
+ * stream's next held buffer. refs: the reader's reference (until its bytes
+ * are delivered) plus one per copying write that took bytes of it in place
+ * (see evr_stream_write_copy); the buffer goes back to the ring at 0. */
 struct held {
   char *p;
   uint32_t off, len;
   uint16_t next;
+  uint16_t refs;
 };
 
 /* A list of streams (completion path): entries of closed streams are
@@ -126,10 +132,18 @@ struct evr__net {
   unsigned nwcache;
   /* the completion path */
   struct held *held;   /* per buffer of the ring, made with the first receive */
+  const char *view;    /* the bytes a read callback is running on, */
+  const char *view_end; /* up to here, in the buffer of id view_bid */
+  uint16_t view_bid;
+  unsigned lent;       /* references that writes hold on ring buffers */
   struct slist flush;  /* streams whose queue waits for a send */
   struct slist redo;   /* readers whose held bytes are due */
   evr__list_t parked;  /* closed streams waiting for their operations */
 };
+
+static struct held *held_of(evr_loop_t *loop, uint16_t bid) {
+  return &loop->net->held[bid];
+}
 
 static int net_get(evr_loop_t *loop) {
   if (loop->net) return 0;
@@ -188,8 +202,17 @@ static evr_write_t *wcache_get(struct evr__net *net, size_t len) {
   return malloc(WC_BLOCK);
 }
 
+static void held_unref(evr_loop_t *loop, uint16_t bid);
+
 static void wcache_put(struct evr__net *net, evr_write_t *w) {
-  if (sizeof(evr_write_t) + w->small[0].len > WC_BLOCK || net->nwcache >= WC_KEEP) {
+  size_t copied = w->small[0].len;
+  if (w->flags & W_RING) {
+    /* The bytes were the ring's: its buffer loses this reference. */
+    held_unref(net->loop, (uint16_t)w->small[1].len);
+    net->lent--;
+    copied = 0;
+  }
+  if (sizeof(evr_write_t) + copied > WC_BLOCK || net->nwcache >= WC_KEEP) {
     free(w);
     return;
   }
@@ -774,24 +797,42 @@ int evr_stream_write_copy(evr_stream_t *s, const void *data, size_t len) {
     }
   }
   size_t tail = len - sent;
-  evr_write_t *w = wcache_get(s->base.loop->net, tail);
+  const char *from = (const char *)data + sent;
+  struct evr__net *net = s->base.loop->net;
+  /* Bytes of the receive buffer a read callback is running on are sent
+   * from that buffer, which stays out of the ring until they are: no copy.
+   * At most half the ring is lent so, so that receives go on while slow
+   * peers hold buffers; past that the bytes are copied. */
+  int ring = net->view && (uintptr_t)from >= (uintptr_t)net->view &&
+             (uintptr_t)from + tail <= (uintptr_t)net->view_end &&
+             held_of(s->base.loop, net->view_bid)->refs > 0 &&
+             net->lent < s->base.loop->io_buffers / 2;
+  evr_write_t *w = wcache_get(net, ring ? 0 : tail);
   if (!w) {
     if (sent) s->error = EVR_ENOMEM;
     return EVR_ENOMEM;
   }
-  memcpy(w + 1, (const char *)data + sent, tail);
+  w->small[0].len = tail;
+  w->flags = W_PENDING | W_OWNED;
+  if (ring) {
+    w->small[0].base = from;
+    w->small[1].len = net->view_bid;
+    w->flags |= W_RING;
+    held_of(s->base.loop, net->view_bid)->refs++;
+    net->lent++;
+  } else {
+    memcpy(w + 1, from, tail);
+    w->small[0].base = w + 1;
+  }
   w->data = NULL;
   w->stream = s;
   w->cb = NULL;
-  w->small[0].base = w + 1;
-  w->small[0].len = tail;
   w->bufs = w->small;
   w->nbufs = 1;
   w->idx = 0;
   w->off = 0;
   w->left = tail;
   w->status = 0;
-  w->flags = W_PENDING | W_OWNED;
   evr__list_init(&w->node);
   rc = queue_req(s, w);
   if (rc) {
@@ -1115,17 +1156,21 @@ int evr_stream_sockname(const evr_stream_t *s, evr_addr_t *out) {
  * as a pending request meanwhile); its held buffers go back at once.
  */
 
-static struct held *held_of(evr_loop_t *loop, uint16_t bid) {
-  return &loop->net->held[bid];
+
+/* Drop a reference to a receive buffer: the last gives it back. */
+static void held_unref(evr_loop_t *loop, uint16_t bid) {
+  struct held *h = held_of(loop, bid);
+  assert(h->refs > 0);
+  if (--h->refs == 0) loop->backend->buf_put(loop, bid);
 }
 
-/* Give every held buffer back to the ring. */
+/* Drop the reader's reference to every held buffer. */
 static void held_drop(evr_stream_t *s) {
   evr_loop_t *loop = s->base.loop;
   while (s->base.tword != EVR__NO_BUF) {
     uint16_t bid = s->base.tword;
     s->base.tword = held_of(loop, bid)->next;
-    loop->backend->buf_put(loop, bid);
+    held_unref(loop, bid);
   }
 }
 
@@ -1135,6 +1180,7 @@ static void held_push(evr_stream_t *s, unsigned bid, char *p, uint32_t len) {
   h->off = 0;
   h->len = len;
   h->next = EVR__NO_BUF;
+  h->refs = 1;
   if (s->base.tword == EVR__NO_BUF) {
     s->base.tword = (uint16_t)bid;
     return;
@@ -1278,11 +1324,20 @@ static void cq_deliver(evr_stream_t *s) {
     char *p = h->p + h->off;
     h->off += n;
     touch(s);
+    struct evr__net *net = loop->net;
+    const char *view = net->view, *view_end = net->view_end;
+    uint16_t view_bid = net->view_bid;
+    net->view = p;
+    net->view_end = p + n;
+    net->view_bid = bid;
     s->read_cb(s, (ssize_t)n, p);
+    net->view = view; /* (no callback runs inside another: kept all the same) */
+    net->view_end = view_end;
+    net->view_bid = view_bid;
     if (evr__stream_closing(s)) return; /* its buffers went back */
     if (h->off == h->len && s->base.tword == bid) {
       s->base.tword = h->next;
-      loop->backend->buf_put(loop, bid);
+      held_unref(loop, bid);
     }
   }
   if (!(s->sflags & EVR__SF_READING)) return;

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include "fault.h"
 #include "helpers.h"
 
 /* ---- helpers ---- */
@@ -1256,6 +1257,179 @@ static void test_stream_small_receive_ring_loses_nothing(void **state) {
   assert_fds_back_to(base);
 }
 
+/* A relay: what stream `in` reads is written on with evr_stream_write_copy()
+ * from inside the read callback, in two pieces per view (on io_uring the
+ * bytes are then sent from the receive buffer in place, which stays out of
+ * the ring until they are). The loop's ring is tiny (8 buffers of 4 KiB on
+ * io_uring), and views are cut at read_max so that several pieces of several
+ * views hold one buffer. */
+#define RELAY_BYTES (256 * 1024)
+static evr_stream_t relay_in, *relay_out;
+static int relay_eof;
+static void relay_read(evr_stream_t *s, ssize_t nread, const char *buf) {
+  if (nread == EVR_EOF) {
+    relay_eof = 1;
+    return;
+  }
+  assert_true(nread > 0);
+  (void)s;
+  size_t k = (size_t)nread / 3;
+  assert_evr_ok(evr_stream_write_copy(relay_out, buf, k));
+  assert_evr_ok(evr_stream_write_copy(relay_out, buf + k, (size_t)nread - k));
+}
+
+/* Sends all of data into `src` and reads what comes out of `dst` into got,
+ * running the loop; reading starts only after `hold` iterations, so that the
+ * relay's queue grows first. */
+static void relay_pump(evr_loop_t *loop, int src, int dst, const unsigned char *data,
+                       unsigned char *got, size_t len, int hold) {
+  size_t sent = 0, rcvd = 0;
+  for (int iter = 0; iter < 200000 && rcvd < len; iter++) {
+    if (sent < len) {
+      ssize_t n = write(src, data + sent, len - sent > 16384 ? 16384 : len - sent);
+      if (n > 0) sent += (size_t)n;
+    }
+    assert_true(evr_loop_run(loop, EVR_RUN_NOWAIT) >= 0);
+    if (iter >= hold) {
+      ssize_t n = read(dst, got + rcvd, len - rcvd);
+      if (n > 0) rcvd += (size_t)n;
+    }
+  }
+  assert_int_equal(rcvd, len);
+  assert_memory_equal(got, data, len);
+}
+
+static void test_stream_relay_of_read_views_is_exact(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  evr_loop_options_t o = {0};
+  o.backend = requested_backend();
+  o.flags = EVR_LOOP_IGNORE_ENV;
+  o.io_buffers = 8;
+  o.io_buffer_size = 4096;
+  evr_loop_t *loop;
+  assert_evr_ok(evr_loop_new(&loop, &o));
+  static unsigned char data[RELAY_BYTES], got[RELAY_BYTES];
+  int a[2], b[2];
+  make_socketpair(a); /* a[1] -> relay_in (a[0]) */
+  make_socketpair(b); /* out (b[0]) -> b[1] */
+  set_nonblock(a[1]);
+  set_nonblock(b[1]);
+  int small = 4096;
+  (void)setsockopt(b[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  (void)setsockopt(b[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  static evr_stream_t out1, out2;
+  assert_evr_ok(evr_stream_init(loop, &relay_in));
+  assert_evr_ok(evr_stream_open(&relay_in, a[0]));
+  assert_evr_ok(evr_stream_set_read_max(&relay_in, 1500));
+  assert_evr_ok(evr_stream_init(loop, &out1));
+  assert_evr_ok(evr_stream_open(&out1, b[0]));
+  relay_out = &out1;
+  relay_eof = 0;
+  assert_evr_ok(evr_stream_read_start(&relay_in, relay_read));
+
+  /* 1. The receiver reads nothing for a while: the queue holds every
+   * byte (past half the ring they are copies), and they arrive exact. */
+  fill_pattern(data, RELAY_BYTES, 21);
+  relay_pump(loop, a[1], b[1], data, got, RELAY_BYTES, 2000);
+  assert_int_equal(evr_stream_write_queue_size(&out1), 0);
+
+  /* 2. A receiver that never reads, closed with its queue full: the
+   * queued bytes are dropped and the buffers they held go back. */
+  int c[2];
+  make_socketpair(c);
+  (void)setsockopt(c[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  assert_evr_ok(evr_stream_init(loop, &out2));
+  assert_evr_ok(evr_stream_open(&out2, c[0]));
+  relay_out = &out2;
+  fill_pattern(data, RELAY_BYTES, 22);
+  size_t sent = 0;
+  for (int iter = 0; iter < 2000 && sent < 64 * 1024; iter++) {
+    ssize_t n = write(a[1], data + sent, 64 * 1024 - sent);
+    if (n > 0) sent += (size_t)n;
+    assert_true(evr_loop_run(loop, EVR_RUN_NOWAIT) >= 0);
+  }
+  assert_int_equal(sent, 64 * 1024);
+  for (int i = 0; i < 50; i++) assert_true(evr_loop_run(loop, EVR_RUN_NOWAIT) >= 0);
+  assert_true(evr_stream_write_queue_size(&out2) > 0);
+  flag = 0;
+  assert_evr_ok(evr_close(&out2.base, ring_close_cb));
+  while (flag < 1) assert_true(evr_loop_run(loop, EVR_RUN_ONCE) >= 0);
+  close(c[1]);
+
+  /* 3. Every buffer is back in the ring: a new transfer through it goes
+   * through whole (with buffers lost it would stall). */
+  relay_out = &out1;
+  fill_pattern(data, RELAY_BYTES, 23);
+  relay_pump(loop, a[1], b[1], data, got, RELAY_BYTES, 0);
+
+  /* 4. The end: EOF reaches the relay; everything closes. */
+  assert_int_equal(shutdown(a[1], SHUT_WR), 0);
+  for (int i = 0; i < 10000 && !relay_eof; i++)
+    assert_true(evr_loop_run(loop, EVR_RUN_NOWAIT) >= 0);
+  assert_true(relay_eof);
+  flag = 0;
+  assert_evr_ok(evr_close(&relay_in.base, ring_close_cb));
+  assert_evr_ok(evr_close(&out1.base, ring_close_cb));
+  while (flag < 2) assert_true(evr_loop_run(loop, EVR_RUN_ONCE) >= 0);
+  close(a[1]);
+  close(b[1]);
+  assert_int_equal(evr_loop_run(loop, EVR_RUN_DEFAULT), 0);
+  assert_evr_ok(evr_loop_free(loop));
+  assert_fds_back_to(base);
+}
+
+/* A relay of 8 KiB views to a receiver that keeps up allocates nothing
+ * once warm, on every backend: a copying write either goes out at once
+ * (readiness backends) or is sent from the receive buffer (io_uring). */
+static void relay_whole(evr_stream_t *s, ssize_t nread, const char *buf) {
+  (void)s;
+  if (nread == EVR_EOF) {
+    relay_eof = 1;
+    return;
+  }
+  assert_true(nread > 0);
+  assert_evr_ok(evr_stream_write_copy(relay_out, buf, (size_t)nread));
+}
+
+static void test_stream_relay_of_read_views_does_not_allocate(void **state) {
+  (void)state;
+  if (!FAULT_AVAILABLE) {
+    print_message("skipped: no fault injection (no -Wl,--wrap on this linker)\n");
+    skip();
+  }
+  int base = count_open_fds();
+  static unsigned char data[RELAY_BYTES], got[RELAY_BYTES];
+  int a[2], b[2];
+  make_socketpair(a);
+  make_socketpair(b);
+  set_nonblock(a[1]);
+  set_nonblock(b[1]);
+  static evr_stream_t in, out;
+  assert_evr_ok(evr_stream_init(test_loop, &in));
+  assert_evr_ok(evr_stream_open(&in, a[0]));
+  assert_evr_ok(evr_stream_init(test_loop, &out));
+  assert_evr_ok(evr_stream_open(&out, b[0]));
+  relay_out = &out;
+  relay_eof = 0;
+  assert_evr_ok(evr_stream_read_start(&in, relay_whole));
+  fill_pattern(data, RELAY_BYTES, 31);
+  relay_pump(test_loop, a[1], b[1], data, got, RELAY_BYTES, 0); /* warm up */
+  fill_pattern(data, RELAY_BYTES, 32);
+  fault_arm("malloc", ~0ul, 0, 0); /* counts the calls, fails none */
+  relay_pump(test_loop, a[1], b[1], data, got, RELAY_BYTES, 0);
+  unsigned long mallocs = fault_calls();
+  fault_disarm();
+  assert_int_equal(mallocs, 0);
+  flag = 0;
+  assert_evr_ok(evr_close(&in.base, ring_close_cb));
+  assert_evr_ok(evr_close(&out.base, ring_close_cb));
+  while (flag < 2) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  close(a[1]);
+  close(b[1]);
+  assert_fds_back_to(base);
+}
+
 /* Closing a stream while it reads and while a large write is on its way
  * (on io_uring: a receive and a send in flight): the peer sees the close
  * at once, the write callback reports the cancel, the close callback runs
@@ -1833,6 +2007,8 @@ int main(void) {
       EVR_TEST(test_stream_close_inside_write_callback),
       EVR_TEST(test_stream_bytes_while_stopped_come_after_restart),
       EVR_TEST(test_stream_small_receive_ring_loses_nothing),
+      EVR_TEST(test_stream_relay_of_read_views_is_exact),
+      EVR_TEST(test_stream_relay_of_read_views_does_not_allocate),
       EVR_TEST(test_stream_close_with_io_in_flight),
       EVR_TEST(test_stream_close_after_completed_write_runs_callback_first),
       EVR_TEST(test_stream_close_runs_due_writes_in_order_before_close_cb),

@@ -256,7 +256,11 @@ EVR_API int evr_stream_write(evr_write_t *req, evr_stream_t *s,
 
 /** Write len bytes from data, copying what cannot be sent at once (so data
  *  may be reused when this returns). Allocates only when bytes must be
- *  queued. Errors of the queued part are reported through the stream's read
+ *  queued. On io_uring, bytes of the view a read callback is running on
+ *  (within its buf[0..nread)) are not copied: the loop's receive buffer
+ *  that holds them stays out of the receive ring until they are sent (at
+ *  most half of the ring's buffers are lent so at a time; past that the
+ *  bytes are copied). Errors of the queued part are reported through the stream's read
  *  callback (if reading) and the next write calls.
  *  @param s     an open stream.
  *  @param data  the bytes; may be NULL when len is 0.
