@@ -189,6 +189,11 @@ static evr_tls_ctx_t *server_ctx, *upstream_ctx;
 #endif
 /* derived from --buffer-size: see the header comment */
 static size_t read_chunk, high_mark, low_mark;
+/* the io_uring backend's receive buffers (evr_loop_options_t): IO_BUFFERS
+ * of io_buffer_size, a read chunk up to 16 KiB */
+#define IO_BUFFERS 256u
+#define IO_BUFFER_MAX 16384u
+static size_t io_buffer_size;
 
 static struct {
   atomic_ullong active, total, refused, bytes_in, bytes_out, queued_max;
@@ -2174,7 +2179,13 @@ static int listen_one(struct server *srv, evr_listener_t *l, const evr_addr_t *a
 static int server_init(struct server *srv, int index, struct server *first) {
   memset(srv, 0, sizeof *srv);
   srv->index = index;
-  evr_loop_options_t lo = {.backend = cfg.backend};
+  /* On io_uring the relay reads into the loop's receive buffers, and its
+   * writes send from them in place: a buffer of a chunk (at most 16 KiB,
+   * HAProxy's default buffer) takes a 16 KiB message in one receive and
+   * one send. Other backends ignore these. */
+  evr_loop_options_t lo = {.backend = cfg.backend,
+                           .io_buffers = IO_BUFFERS,
+                           .io_buffer_size = (unsigned)io_buffer_size};
   int rc = evr_loop_new(&srv->loop, &lo);
   if (rc) {
     log_error("loop: %s", evr_strerror(rc));
@@ -2787,6 +2798,7 @@ int main(int argc, char **argv) {
   if (!threads_set) cfg.threads = cpu_count();
   read_chunk = cfg.buffer_size / 2 < 65536 ? cfg.buffer_size / 2 : 65536;
   high_mark = cfg.buffer_size - read_chunk;
+  io_buffer_size = read_chunk < IO_BUFFER_MAX ? read_chunk : IO_BUFFER_MAX;
   low_mark = high_mark / 2;
   int status = serve();
   free(cfg.check_send);
