@@ -497,8 +497,8 @@ static int serve(int index, void *arg) {
                               (unsigned long long)srv[i].accepted);
   }
   if (per_loop) snprintf(per_loop + len, cap - len, ")");
-  log_info("evr-echo stopped: %llu connections served%s", (unsigned long long)accepted,
-           per_loop ? per_loop : "");
+  log_info("evr-echo stopped: %llu connection%s served%s", (unsigned long long)accepted,
+           accepted == 1 ? "" : "s", per_loop ? per_loop : "");
   free(per_loop);
   source_limits_stop(&sources);
   loops = NULL;

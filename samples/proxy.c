@@ -2429,8 +2429,8 @@ static int serve(void) {
     atomic_store(&episodes[i]->open, 0);
     episode_flush(episodes[i], 1);
   }
-  log_info("evr-proxy stopped: %llu connections served",
-           (unsigned long long)atomic_load(&stats.total));
+  unsigned long long served = atomic_load(&stats.total);
+  log_info("evr-proxy stopped: %llu connection%s served", served, served == 1 ? "" : "s");
   source_limits_stop(&sources);
   loops = NULL;
   nloops = 0;

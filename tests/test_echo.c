@@ -161,8 +161,16 @@ static void test_echo_drain_timeout_closes_idle_clients(void **state) {
   char *log = e2e_read_file(log_path);
   assert_non_null(log);
   int said = strstr(log, "drain timeout: closing 1 connection\n") != NULL;
+  /* And so does the last line (the connections served include the
+   * start-up probe's). */
+  const char *p = strstr(log, "evr-echo stopped: ");
+  unsigned long served = p ? strtoul(p + 18, NULL, 10) : 0;
+  char want[64];
+  snprintf(want, sizeof want, "stopped: %lu connection%s served", served, served == 1 ? "" : "s");
+  int stopped = p && served >= 1 && strstr(p, want) == p + 9;
   free(log);
   assert_true(said);
+  assert_true(stopped);
 }
 
 static long find_worker_pid(const char *log, const char *what) {

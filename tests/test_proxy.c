@@ -1657,6 +1657,17 @@ static void check_drain_with(int sig, int balance_accept) {
   if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) dump_logs();
   assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
   expect_clean_exit(&echo_pid, SIGTERM);
+  /* The last line counts in words a reader expects ("1 connection"). */
+  char *log = e2e_read_file(proxy_log);
+  assert_non_null(log);
+  const char *p = NULL; /* the last one: the log holds earlier runs' */
+  for (const char *q = log; (q = strstr(q, "evr-proxy stopped: ")) != NULL; q++) p = q;
+  unsigned long served = p ? strtoul(p + 19, NULL, 10) : 0;
+  char want[64];
+  snprintf(want, sizeof want, "stopped: %lu connection%s served", served, served == 1 ? "" : "s");
+  int said = p && served >= (unsigned long)n && strstr(p, want) == p + 10;
+  free(log);
+  assert_true(said);
 }
 
 static void check_drain(int sig) { check_drain_with(sig, 0); }
