@@ -54,6 +54,15 @@
  * gone to the kernel (a full table submits first). The buffers' memory
  * is mapped (page-aligned, defined for memcheck, pages touched as used).
  *
+ * Registered files: a stream's socket goes into the ring's file table
+ * (slot = its descriptor, for descriptors below the table's size) with its
+ * first receive, and its operations name the slot (IOSQE_FIXED_FILE), so
+ * the kernel does not look the descriptor up and take a reference on its
+ * file for each send. The slot is emptied before the stream closes the
+ * descriptor (release()): the table's reference would keep the socket open.
+ * Without the table (a kernel that refuses a sparse one, a descriptor
+ * beyond it, a failed update) operations name the descriptor.
+ *
  * Fork: the rings are memory shared with the kernel, so a child that
  * queued an SQE would change the parent's ring. reactor/io.c makes no
  * update in an inherited loop, and evr_loop_fork() calls reinit, which
@@ -66,12 +75,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include "reactor/internal.h"
 
 #define UR_SQ 256u
-#define UR_CQ (4u * UR_SQ)
+#define UR_CQ (16u * UR_SQ)
 
 #ifndef IORING_SETUP_SUBMIT_ALL
 #define IORING_SETUP_SUBMIT_ALL 0
@@ -135,6 +145,8 @@ struct ur_state {
   struct ur_mark *marks;
   unsigned nmarks;
   struct ur_bufs bufs;
+  uint8_t *fixed;       /* fixed[fd]: slot fd of the ring's file table holds fd */
+  unsigned nfixed;      /* the table's size (0: none) */
   unsigned nmsgs;       /* slots of msgs used since the last submission */
   uint64_t wakebuf;     /* the wake-up read's 8 bytes */
   struct ur_msg msgs[UR_MSGS];
@@ -227,6 +239,7 @@ static void ur_destroy(evr_loop_t *loop) {
   if (st->bufs.br) munmap(st->bufs.br, st->bufs.br_len);
   if (st->bufs.mem) munmap(st->bufs.mem, st->bufs.mem_len);
   free(st->bufs.out);
+  free(st->fixed);
   free(st->marks);
   free(st);
   loop->backend_state = NULL;
@@ -375,7 +388,40 @@ static int bufs_register(struct ur_state *st) {
   }
   io_uring_buf_ring_advance(b->br, added);
   b->registered = 1;
+  /* The file table (see the top of the file), with the buffers; a ring
+   * that refuses it (before 5.19) goes without. */
+  if (st->nfixed && io_uring_register_files_sparse(&st->ring, st->nfixed) != 0) st->nfixed = 0;
   return 0;
+}
+
+/* The size of the file table: the descriptors the process may have, up to
+ * UR_FIXED_MAX (8 bytes of kernel memory per slot). */
+#define UR_FIXED_MAX 16384u
+static unsigned fixed_size(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+  if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > UR_FIXED_MAX) return UR_FIXED_MAX;
+  return (unsigned)rl.rlim_cur;
+}
+
+/* The slot of fd's file, put there now if need be; -1: name fd itself. */
+static int fixed_slot(struct ur_state *st, int fd) {
+  if (fd < 0 || (unsigned)fd >= st->nfixed) return -1;
+  if (!st->fixed[fd]) {
+    if (io_uring_register_files_update(&st->ring, (unsigned)fd, &fd, 1) != 1) return -1;
+    st->fixed[fd] = 1;
+  }
+  return fd;
+}
+
+/* The stream is done with fd: empty its slot before the descriptor closes. */
+static void ur_release(evr_loop_t *loop, int fd) {
+  struct ur_state *st = loop->backend_state;
+  if (fd < 0 || (unsigned)fd >= st->nfixed || !st->fixed[fd]) return;
+  int none = -1;
+  /* A failure (none is expected) leaves the slot marked, so that the next
+   * socket with this number replaces the file in it. */
+  if (io_uring_register_files_update(&st->ring, (unsigned)fd, &none, 1) == 1) st->fixed[fd] = 0;
 }
 
 /* The buffer ring, made on the first receive. 0 or -errno. */
@@ -390,6 +436,11 @@ static int bufs_get(evr_loop_t *loop) {
     b->br_len = (size_t)b->n * sizeof(struct io_uring_buf);
     b->mem_len = (size_t)b->n * b->size;
     b->out = calloc(b->n, 1);
+    if (b->out && !st->fixed) {
+      unsigned n = fixed_size();
+      st->fixed = calloc(n, 1);
+      st->nfixed = st->fixed ? n : 0;
+    }
     void *br = mmap(NULL, b->br_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     void *mem = mmap(NULL, b->mem_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (!b->out || br == MAP_FAILED || mem == MAP_FAILED) {
@@ -409,10 +460,11 @@ static int ur_recv(evr_loop_t *loop, int fd, void *owner) {
   struct ur_state *st = loop->backend_state;
   int rc = bufs_get(loop);
   if (rc) return rc;
+  int slot = fixed_slot(st, fd);
   struct io_uring_sqe *sqe = sqe_get(st, &rc);
   if (!sqe) return rc;
-  io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
-  io_uring_sqe_set_flags(sqe, IOSQE_BUFFER_SELECT);
+  io_uring_prep_recv_multishot(sqe, slot >= 0 ? slot : fd, NULL, 0, 0);
+  io_uring_sqe_set_flags(sqe, IOSQE_BUFFER_SELECT | (slot >= 0 ? IOSQE_FIXED_FILE : 0));
   sqe->buf_group = 0;
   io_uring_sqe_set_data64(sqe, op_ud(owner, EVR__OP_RECV));
   return 0;
@@ -430,6 +482,8 @@ static int ur_send(evr_loop_t *loop, int fd, const struct iovec *iov, int n,
   }
   struct io_uring_sqe *sqe = sqe_get(st, &rc);
   if (!sqe) return rc;
+  int slot = fd >= 0 && (unsigned)fd < st->nfixed && st->fixed[fd] ? fd : -1;
+  if (slot >= 0) fd = slot;
   if (n == 1) {
     io_uring_prep_send(sqe, fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
   } else {
@@ -440,6 +494,7 @@ static int ur_send(evr_loop_t *loop, int fd, const struct iovec *iov, int n,
     m->m.msg_iovlen = (size_t)n;
     io_uring_prep_sendmsg(sqe, fd, &m->m, MSG_NOSIGNAL);
   }
+  if (slot >= 0) io_uring_sqe_set_flags(sqe, IOSQE_FIXED_FILE);
   io_uring_sqe_set_data64(sqe, op_ud(owner, EVR__OP_SEND));
   return 0;
 }
@@ -661,6 +716,8 @@ static int ur_reinit(evr_loop_t *loop) {
    * buffers no stream holds. */
   st->nmsgs = 0;
   st->bufs.registered = 0;
+  /* The new ring's table is empty: the streams put their sockets in again. */
+  if (st->fixed) memset(st->fixed, 0, st->nfixed);
   if (st->bufs.mem && bufs_register(st) != 0) {
     /* Kept unregistered: the next receive tries again. */
     st->bufs.registered = 0;
@@ -682,5 +739,6 @@ const evr__backend_t evr__backend_io_uring = {
     .send = ur_send,
     .cancel = ur_cancel,
     .buf_put = ur_buf_put,
+    .release = ur_release,
     .bufs = ur_bufs,
 };

@@ -332,6 +332,8 @@ void evr__stream_io_attach(evr_stream_t *s, int fd) {
 }
 
 void evr__stream_io_release(evr_stream_t *s) {
+  evr_loop_t *loop = s->base.loop;
+  if (s->node.fd >= 0 && loop->backend->release) loop->backend->release(loop, s->node.fd);
   evr__io_release(s->base.loop, &s->node);
   if (s->node.fd >= 0) evr__close_fd(s->node.fd);
   s->node.fd = -1;

@@ -89,6 +89,9 @@ typedef struct evr__backend {
   void (*buf_put)(evr_loop_t *loop, unsigned bid);
   /* bufs: the ring's buffer count and size (0 before the first recv). */
   unsigned (*bufs)(evr_loop_t *loop, unsigned *size);
+  /* release: the stream closes fd next (its operations are cancelled):
+   * drop whatever the backend holds of its file. */
+  void (*release)(evr_loop_t *loop, int fd);
 } evr__backend_t;
 
 /* A poll timeout in whole milliseconds for poll() and epoll_wait(): -1

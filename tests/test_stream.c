@@ -1430,6 +1430,79 @@ static void test_stream_relay_of_read_views_does_not_allocate(void **state) {
   assert_fds_back_to(base);
 }
 
+/* A descriptor number used again: a stream closes its socket (the peer
+ * sees the end at once), a new socket gets the same number, and a stream
+ * on it talks to the new peer only (on io_uring, where the socket's file
+ * sits in the ring's file table under its number, the old file must be
+ * gone from it). */
+static char reuse_got[16];
+static size_t reuse_len;
+static void reuse_read(evr_stream_t *s, ssize_t nread, const char *buf) {
+  (void)s;
+  if (nread <= 0) return;
+  assert_true(reuse_len + (size_t)nread <= sizeof reuse_got);
+  memcpy(reuse_got + reuse_len, buf, (size_t)nread);
+  reuse_len += (size_t)nread;
+}
+
+static void reuse_exchange(evr_stream_t *st, int peer, const char *out, const char *in) {
+  reuse_len = 0;
+  assert_int_equal(write(peer, in, strlen(in)), (ssize_t)strlen(in));
+  for (int i = 0; i < 10000 && reuse_len < strlen(in); i++)
+    assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+  assert_int_equal(reuse_len, strlen(in));
+  assert_memory_equal(reuse_got, in, strlen(in));
+  assert_evr_ok(evr_stream_write_copy(st, out, strlen(out)));
+  char buf[16];
+  size_t got = 0;
+  for (int i = 0; i < 10000 && got < strlen(out); i++) {
+    assert_true(evr_loop_run(test_loop, EVR_RUN_NOWAIT) >= 0);
+    ssize_t n = read(peer, buf + got, sizeof buf - got);
+    if (n > 0) got += (size_t)n;
+  }
+  assert_int_equal(got, strlen(out));
+  assert_memory_equal(buf, out, got);
+}
+
+static void test_stream_descriptor_number_reused_after_close(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  int a[2], b[2];
+  make_socketpair(a);
+  set_nonblock(a[1]);
+  static evr_stream_t s1, s2;
+  assert_evr_ok(evr_stream_init(test_loop, &s1));
+  assert_evr_ok(evr_stream_open(&s1, a[0]));
+  assert_evr_ok(evr_stream_read_start(&s1, reuse_read));
+  reuse_exchange(&s1, a[1], "one", "ping1");
+  int number = a[0];
+  flag = 0;
+  assert_evr_ok(evr_close(&s1.base, ring_close_cb));
+  while (flag < 1) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  char c;
+  assert_int_equal(read(a[1], &c, 1), 0); /* the end, at once */
+  /* The new socket under the old number. */
+  make_socketpair(b);
+  set_nonblock(b[1]);
+  if (b[0] != number) {
+    assert_int_equal(dup2(b[0], number), number);
+    close(b[0]);
+  }
+  assert_evr_ok(evr_stream_init(test_loop, &s2));
+  assert_evr_ok(evr_stream_open(&s2, number));
+  assert_evr_ok(evr_stream_read_start(&s2, reuse_read));
+  reuse_exchange(&s2, b[1], "two", "ping2");
+  reuse_exchange(&s2, b[1], "three", "ping3");
+  assert_int_equal(read(a[1], &c, 1), 0); /* nothing reached the old peer */
+  flag = 0;
+  assert_evr_ok(evr_close(&s2.base, ring_close_cb));
+  while (flag < 1) assert_true(evr_loop_run(test_loop, EVR_RUN_ONCE) >= 0);
+  assert_int_equal(read(b[1], &c, 1), 0);
+  close(a[1]);
+  close(b[1]);
+  assert_fds_back_to(base);
+}
+
 /* Closing a stream while it reads and while a large write is on its way
  * (on io_uring: a receive and a send in flight): the peer sees the close
  * at once, the write callback reports the cancel, the close callback runs
@@ -2009,6 +2082,7 @@ int main(void) {
       EVR_TEST(test_stream_small_receive_ring_loses_nothing),
       EVR_TEST(test_stream_relay_of_read_views_is_exact),
       EVR_TEST(test_stream_relay_of_read_views_does_not_allocate),
+      EVR_TEST(test_stream_descriptor_number_reused_after_close),
       EVR_TEST(test_stream_close_with_io_in_flight),
       EVR_TEST(test_stream_close_after_completed_write_runs_callback_first),
       EVR_TEST(test_stream_close_runs_due_writes_in_order_before_close_cb),
