@@ -112,6 +112,7 @@ struct held {
   uint32_t off, len;
   uint16_t next;
   uint16_t refs;
+  uint8_t lent;  /* a write holds a reference (counted in net->lent) */
 };
 
 /* A list of streams (completion path): entries of closed streams are
@@ -135,7 +136,7 @@ struct evr__net {
   const char *view;    /* the bytes a read callback is running on, */
   const char *view_end; /* up to here, in the buffer of id view_bid */
   uint16_t view_bid;
-  unsigned lent;       /* references that writes hold on ring buffers */
+  unsigned lent;       /* ring buffers that writes hold (struct held.lent) */
   struct slist flush;  /* streams whose queue waits for a send */
   struct slist redo;   /* readers whose held bytes are due */
   evr__list_t parked;  /* closed streams waiting for their operations */
@@ -209,7 +210,6 @@ static void wcache_put(struct evr__net *net, evr_write_t *w) {
   if (w->flags & W_RING) {
     /* The bytes were the ring's: its buffer loses this reference. */
     held_unref(net->loop, (uint16_t)w->small[1].len);
-    net->lent--;
     copied = 0;
   }
   if (sizeof(evr_write_t) + copied > WC_BLOCK || net->nwcache >= WC_KEEP) {
@@ -803,12 +803,13 @@ int evr_stream_write_copy(evr_stream_t *s, const void *data, size_t len) {
   struct evr__net *net = s->base.loop->net;
   /* Bytes of the receive buffer a read callback is running on are sent
    * from that buffer, which stays out of the ring until they are: no copy.
-   * At most half the ring is lent so, so that receives go on while slow
-   * peers hold buffers; past that the bytes are copied. */
-  int ring = net->view && (uintptr_t)from >= (uintptr_t)net->view &&
-             (uintptr_t)from + tail <= (uintptr_t)net->view_end &&
-             held_of(s->base.loop, net->view_bid)->refs > 0 &&
-             net->lent < s->base.loop->io_buffers / 2;
+   * At most half the ring's buffers are lent so, so that receives go on
+   * while slow peers hold buffers; past that the bytes are copied (as they
+   * are when a buffer has UINT16_MAX references). */
+  struct held *h = net->view ? held_of(s->base.loop, net->view_bid) : NULL;
+  int ring = h && (uintptr_t)from >= (uintptr_t)net->view &&
+             (uintptr_t)from + tail <= (uintptr_t)net->view_end && h->refs > 0 &&
+             h->refs < UINT16_MAX && (h->lent || net->lent < s->base.loop->io_buffers / 2);
   evr_write_t *w = wcache_get(net, ring ? 0 : tail);
   if (!w) {
     if (sent) s->error = EVR_ENOMEM;
@@ -820,8 +821,11 @@ int evr_stream_write_copy(evr_stream_t *s, const void *data, size_t len) {
     w->small[0].base = from;
     w->small[1].len = net->view_bid;
     w->flags |= W_RING;
-    held_of(s->base.loop, net->view_bid)->refs++;
-    net->lent++;
+    h->refs++;
+    if (!h->lent) {
+      h->lent = 1;
+      net->lent++;
+    }
   } else {
     memcpy(w + 1, from, tail);
     w->small[0].base = w + 1;
@@ -1163,7 +1167,12 @@ int evr_stream_sockname(const evr_stream_t *s, evr_addr_t *out) {
 static void held_unref(evr_loop_t *loop, uint16_t bid) {
   struct held *h = held_of(loop, bid);
   assert(h->refs > 0);
-  if (--h->refs == 0) loop->backend->buf_put(loop, bid);
+  if (--h->refs) return;
+  if (h->lent) {
+    h->lent = 0;
+    loop->net->lent--;
+  }
+  loop->backend->buf_put(loop, bid);
 }
 
 /* Drop the reader's reference to every held buffer. */
@@ -1183,6 +1192,7 @@ static void held_push(evr_stream_t *s, unsigned bid, char *p, uint32_t len) {
   h->len = len;
   h->next = EVR__NO_BUF;
   h->refs = 1;
+  h->lent = 0;
   if (s->base.tword == EVR__NO_BUF) {
     s->base.tword = (uint16_t)bid;
     return;

@@ -1379,6 +1379,76 @@ static void test_stream_relay_of_read_views_is_exact(void **state) {
   assert_fds_back_to(base);
 }
 
+/* A fan-out: each view is written to three streams (on io_uring three
+ * writes hold the one receive buffer), through a ring of two buffers, with
+ * the receivers reading late: all three get every byte in order. */
+#define FAN 3
+static evr_stream_t fan_out[FAN];
+static void fan_read(evr_stream_t *s, ssize_t nread, const char *buf) {
+  (void)s;
+  if (nread <= 0) return;
+  for (int i = 0; i < FAN; i++)
+    assert_evr_ok(evr_stream_write_copy(&fan_out[i], buf, (size_t)nread));
+}
+
+static void test_stream_fan_out_of_read_views_is_exact(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  evr_loop_options_t o = {0};
+  o.backend = requested_backend();
+  o.flags = EVR_LOOP_IGNORE_ENV;
+  o.io_buffers = 2;
+  o.io_buffer_size = 1024;
+  evr_loop_t *loop;
+  assert_evr_ok(evr_loop_new(&loop, &o));
+  enum { LEN = 128 * 1024 };
+  static unsigned char data[LEN], got[FAN][LEN];
+  int a[2], b[FAN][2];
+  make_socketpair(a);
+  set_nonblock(a[1]);
+  static evr_stream_t in;
+  assert_evr_ok(evr_stream_init(loop, &in));
+  assert_evr_ok(evr_stream_open(&in, a[0]));
+  for (int i = 0; i < FAN; i++) {
+    make_socketpair(b[i]);
+    set_nonblock(b[i][1]);
+    assert_evr_ok(evr_stream_init(loop, &fan_out[i]));
+    assert_evr_ok(evr_stream_open(&fan_out[i], b[i][0]));
+  }
+  assert_evr_ok(evr_stream_read_start(&in, fan_read));
+  fill_pattern(data, LEN, 41);
+  size_t sent = 0, rcvd[FAN] = {0};
+  int done = 0;
+  for (int iter = 0; iter < 200000 && done < FAN; iter++) {
+    if (sent < LEN) {
+      ssize_t n = write(a[1], data + sent, LEN - sent > 4096 ? 4096 : LEN - sent);
+      if (n > 0) sent += (size_t)n;
+    }
+    assert_true(evr_loop_run(loop, EVR_RUN_NOWAIT) >= 0);
+    done = 0;
+    for (int i = 0; i < FAN; i++) {
+      if (iter >= 500 * (i + 1) && rcvd[i] < LEN) { /* late, each later */
+        ssize_t n = read(b[i][1], got[i] + rcvd[i], LEN - rcvd[i]);
+        if (n > 0) rcvd[i] += (size_t)n;
+      }
+      done += rcvd[i] == LEN;
+    }
+  }
+  for (int i = 0; i < FAN; i++) {
+    assert_int_equal(rcvd[i], LEN);
+    assert_memory_equal(got[i], data, LEN);
+  }
+  flag = 0;
+  assert_evr_ok(evr_close(&in.base, ring_close_cb));
+  for (int i = 0; i < FAN; i++) assert_evr_ok(evr_close(&fan_out[i].base, ring_close_cb));
+  while (flag < 1 + FAN) assert_true(evr_loop_run(loop, EVR_RUN_ONCE) >= 0);
+  close(a[1]);
+  for (int i = 0; i < FAN; i++) close(b[i][1]);
+  assert_int_equal(evr_loop_run(loop, EVR_RUN_DEFAULT), 0);
+  assert_evr_ok(evr_loop_free(loop));
+  assert_fds_back_to(base);
+}
+
 /* A relay of 8 KiB views to a receiver that keeps up allocates nothing
  * once warm, on every backend: a copying write either goes out at once
  * (readiness backends) or is sent from the receive buffer (io_uring). */
@@ -2081,6 +2151,7 @@ int main(void) {
       EVR_TEST(test_stream_bytes_while_stopped_come_after_restart),
       EVR_TEST(test_stream_small_receive_ring_loses_nothing),
       EVR_TEST(test_stream_relay_of_read_views_is_exact),
+      EVR_TEST(test_stream_fan_out_of_read_views_is_exact),
       EVR_TEST(test_stream_relay_of_read_views_does_not_allocate),
       EVR_TEST(test_stream_descriptor_number_reused_after_close),
       EVR_TEST(test_stream_close_with_io_in_flight),
