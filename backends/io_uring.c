@@ -55,8 +55,8 @@
  * is mapped (page-aligned, defined for memcheck, pages touched as used).
  *
  * Registered files: a stream's socket goes into the ring's file table
- * (slot = its descriptor, for descriptors below the table's size) with its
- * first receive, and its operations name the slot (IOSQE_FIXED_FILE), so
+ * (slot = its descriptor, for descriptors below the table's size) when it
+ * joins the completion path (attach()), and its operations name the slot (IOSQE_FIXED_FILE), so
  * the kernel does not look the descriptor up and take a reference on its
  * file for each send. The slot is emptied before the stream closes the
  * descriptor (release()): the table's reference would keep the socket open.
@@ -404,24 +404,37 @@ static unsigned fixed_size(void) {
   return (unsigned)rl.rlim_cur;
 }
 
-/* The slot of fd's file, put there now if need be; -1: name fd itself. */
-static int fixed_slot(struct ur_state *st, int fd) {
-  if (fd < 0 || (unsigned)fd >= st->nfixed) return -1;
-  if (!st->fixed[fd]) {
-    if (io_uring_register_files_update(&st->ring, (unsigned)fd, &fd, 1) != 1) return -1;
-    st->fixed[fd] = 1;
-  }
-  return fd;
+/* The slot of fd's file (see attach), or -1: name fd itself. */
+static int fixed_slot(const struct ur_state *st, int fd) {
+  return fd >= 0 && (unsigned)fd < st->nfixed && st->fixed[fd] ? fd : -1;
+}
+
+static int bufs_get(evr_loop_t *loop);
+
+/* A stream's socket: its file goes into slot fd, replacing whatever the
+ * slot held (a file left there by a failed release). */
+static int ur_attach(evr_loop_t *loop, int fd) {
+  struct ur_state *st = loop->backend_state;
+  int rc = bufs_get(loop); /* the table is made with the buffer ring */
+  if (rc) return rc;
+  if (fd < 0 || (unsigned)fd >= st->nfixed) return -ENOSPC;
+  st->fixed[fd] = 0;
+  rc = io_uring_register_files_update(&st->ring, (unsigned)fd, &fd, 1);
+  if (rc != 1) return rc < 0 ? rc : -EIO;
+  st->fixed[fd] = 1;
+  return 0;
 }
 
 /* The stream is done with fd: empty its slot before the descriptor closes. */
 static void ur_release(evr_loop_t *loop, int fd) {
   struct ur_state *st = loop->backend_state;
-  if (fd < 0 || (unsigned)fd >= st->nfixed || !st->fixed[fd]) return;
+  if (fixed_slot(st, fd) < 0) return;
   int none = -1;
-  /* A failure (none is expected) leaves the slot marked, so that the next
-   * socket with this number replaces the file in it. */
-  if (io_uring_register_files_update(&st->ring, (unsigned)fd, &none, 1) == 1) st->fixed[fd] = 0;
+  /* A failure (none is expected) leaves the socket open until the slot is
+   * used again; the operations of this number name the descriptor
+   * meanwhile, and the next attach replaces the file. */
+  (void)io_uring_register_files_update(&st->ring, (unsigned)fd, &none, 1);
+  st->fixed[fd] = 0;
 }
 
 /* The buffer ring, made on the first receive. 0 or -errno. */
@@ -482,8 +495,7 @@ static int ur_send(evr_loop_t *loop, int fd, const struct iovec *iov, int n,
   }
   struct io_uring_sqe *sqe = sqe_get(st, &rc);
   if (!sqe) return rc;
-  int slot = fd >= 0 && (unsigned)fd < st->nfixed && st->fixed[fd] ? fd : -1;
-  if (slot >= 0) fd = slot;
+  int slot = fixed_slot(st, fd);
   if (n == 1) {
     io_uring_prep_send(sqe, fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
   } else {
@@ -739,6 +751,7 @@ const evr__backend_t evr__backend_io_uring = {
     .send = ur_send,
     .cancel = ur_cancel,
     .buf_put = ur_buf_put,
+    .attach = ur_attach,
     .release = ur_release,
     .bufs = ur_bufs,
 };

@@ -333,7 +333,10 @@ void evr__stream_io_attach(evr_stream_t *s, int fd) {
 
 void evr__stream_io_release(evr_stream_t *s) {
   evr_loop_t *loop = s->base.loop;
-  if (s->node.fd >= 0 && loop->backend->release) loop->backend->release(loop, s->node.fd);
+  if (s->base.tflags & EVR__SX_FILE) {
+    s->base.tflags &= (uint8_t)~EVR__SX_FILE;
+    loop->backend->release(loop, s->node.fd);
+  }
   evr__io_release(s->base.loop, &s->node);
   if (s->node.fd >= 0) evr__close_fd(s->node.fd);
   s->node.fd = -1;
@@ -1238,6 +1241,11 @@ static int cq_sync(evr_stream_t *s) {
   struct evr__net *net = loop->net;
   int rc = 0;
   if (s->node.events) (void)evr__io_set(loop, &s->node, 0); /* the connect's */
+  if (!(s->base.tflags & EVR__SX_FILE) && loop->backend->attach) {
+    /* Once; a refusal only means the descriptor is named. */
+    (void)loop->backend->attach(loop, s->node.fd);
+    s->base.tflags |= EVR__SX_FILE;
+  }
   int reading = (s->sflags & EVR__SF_READING) != 0;
   if (reading && (s->base.tword != EVR__NO_BUF || (s->base.tflags & EVR__SX_END))) {
     /* Held bytes (or their end) first, from the deferred phase. */
@@ -1495,7 +1503,8 @@ void evr__net_reinit(evr_loop_t *loop) {
     evr_stream_t *s = EVR_CONTAINER_OF(h, evr_stream_t, base);
     if (!cq(s)) continue;
     s->sflags &= (uint8_t)~(EVR__SF_RECV | EVR__SF_SEND);
-    s->base.tflags &= (uint8_t)~EVR__SX_CANCEL;
+    /* The new ring's file table is empty: attached again by the sync. */
+    s->base.tflags &= (uint8_t)~(EVR__SX_CANCEL | EVR__SX_FILE);
     (void)evr__stream_sync(s);
   }
 }

@@ -70,6 +70,8 @@ enum {
 #define EVR__SX_PARKED 0x10u   /* closed: its close waits for its operations */
 #define EVR__SX_FAILQ 0x20u    /* the queue fails with s->error once the send
                                   in flight is in */
+#define EVR__SX_FILE 0x40u     /* completion path: the socket was attached to
+                                  the backend (released before its close) */
 #define EVR__NO_BUF 0xffffu
 
 static inline int evr__stream_connecting(const evr_stream_t *s) {

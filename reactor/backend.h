@@ -89,8 +89,13 @@ typedef struct evr__backend {
   void (*buf_put)(evr_loop_t *loop, unsigned bid);
   /* bufs: the ring's buffer count and size (0 before the first recv). */
   unsigned (*bufs)(evr_loop_t *loop, unsigned *size);
-  /* release: the stream closes fd next (its operations are cancelled):
+  /* attach: a stream's socket joins the completion path: the backend may
+   * hold its file for the stream's operations (io_uring: a registered
+   * file), replacing whatever it held under that number. 0, or -errno
+   * when it does not (the operations then name the descriptor).
+   * release: the stream closes fd next (its operations are cancelled):
    * drop whatever the backend holds of its file. */
+  int (*attach)(evr_loop_t *loop, int fd);
   void (*release)(evr_loop_t *loop, int fd);
 } evr__backend_t;
 
