@@ -1203,16 +1203,23 @@ static void ring_read(evr_stream_t *s, ssize_t nread, const char *buf) {
 }
 static void ring_close_cb(evr_handle_t *h) { (void)h; flag++; }
 
-static void test_stream_small_receive_ring_loses_nothing(void **state) {
-  (void)state;
-  int base = count_open_fds();
+/* A loop of the backend under test whose receive ring (io_uring) has n
+ * buffers of size bytes; other backends ignore the sizes. */
+static evr_loop_t *ring_loop(unsigned n, unsigned size) {
   evr_loop_options_t o = {0};
   o.backend = requested_backend();
   o.flags = EVR_LOOP_IGNORE_ENV;
-  o.io_buffers = 2;
-  o.io_buffer_size = 1024;
+  o.io_buffers = n;
+  o.io_buffer_size = size;
   evr_loop_t *loop;
   assert_evr_ok(evr_loop_new(&loop, &o));
+  return loop;
+}
+
+static void test_stream_small_receive_ring_loses_nothing(void **state) {
+  (void)state;
+  int base = count_open_fds();
+  evr_loop_t *loop = ring_loop(2, 1024);
   static struct ring_rx rx[RING_STREAMS];
   static unsigned char data[RING_STREAMS][RING_BYTES];
   int peer[RING_STREAMS];
@@ -1302,13 +1309,7 @@ static void relay_pump(evr_loop_t *loop, int src, int dst, const unsigned char *
 static void test_stream_relay_of_read_views_is_exact(void **state) {
   (void)state;
   int base = count_open_fds();
-  evr_loop_options_t o = {0};
-  o.backend = requested_backend();
-  o.flags = EVR_LOOP_IGNORE_ENV;
-  o.io_buffers = 8;
-  o.io_buffer_size = 4096;
-  evr_loop_t *loop;
-  assert_evr_ok(evr_loop_new(&loop, &o));
+  evr_loop_t *loop = ring_loop(8, 4096);
   static unsigned char data[RELAY_BYTES], got[RELAY_BYTES];
   int a[2], b[2];
   make_socketpair(a); /* a[1] -> relay_in (a[0]) */
@@ -1394,13 +1395,7 @@ static void fan_read(evr_stream_t *s, ssize_t nread, const char *buf) {
 static void test_stream_fan_out_of_read_views_is_exact(void **state) {
   (void)state;
   int base = count_open_fds();
-  evr_loop_options_t o = {0};
-  o.backend = requested_backend();
-  o.flags = EVR_LOOP_IGNORE_ENV;
-  o.io_buffers = 2;
-  o.io_buffer_size = 1024;
-  evr_loop_t *loop;
-  assert_evr_ok(evr_loop_new(&loop, &o));
+  evr_loop_t *loop = ring_loop(2, 1024);
   enum { LEN = 128 * 1024 };
   static unsigned char data[LEN], got[FAN][LEN];
   int a[2], b[FAN][2];
