@@ -56,18 +56,22 @@
  *
  * Registered files: a stream's socket goes into the ring's file table
  * (slot = its descriptor, for descriptors below the table's size) when it
- * joins the completion path (attach()), and its operations name the slot (IOSQE_FIXED_FILE), so
- * the kernel does not look the descriptor up and take a reference on its
- * file for each send. The slot is emptied before the stream closes the
+ * joins the completion path (attach()), and its operations name the slot
+ * (IOSQE_FIXED_FILE), so the kernel does not look the descriptor up and
+ * take a reference on its file for each send. The slot is emptied before the stream closes the
  * descriptor (release()): the table's reference would keep the socket open.
  * Without the table (a kernel that refuses a sparse one, a descriptor
  * beyond it, a failed update) operations name the descriptor.
  *
  * Fork: the rings are memory shared with the kernel, so a child that
  * queued an SQE would change the parent's ring. reactor/io.c makes no
- * update in an inherited loop, and evr_loop_fork() calls reinit, which
- * makes a new ring holding every registered node and unmaps the old one
- * without touching it.
+ * update in an inherited loop, and the streams' operations (recv, send,
+ * cancel, attach, release) do nothing in one either (evr__loop_inherited): a
+ * child that closes or starts a stream before evr_loop_fork() must not
+ * cancel the parent's receive or empty its file table. evr_loop_fork()
+ * calls reinit, which makes a new ring holding every registered node and
+ * unmaps the old one without touching it; the streams then make their
+ * operations again on it (evr__net_reinit).
  */
 #define _GNU_SOURCE
 #include <liburing.h>
@@ -415,6 +419,7 @@ static int bufs_get(evr_loop_t *loop);
  * slot held (a file left there by a failed release). */
 static int ur_attach(evr_loop_t *loop, int fd) {
   struct ur_state *st = loop->backend_state;
+  if (evr__loop_inherited(loop)) return -EAGAIN; /* attached again after the fork */
   int rc = bufs_get(loop); /* the table is made with the buffer ring */
   if (rc) return rc;
   if (fd < 0 || (unsigned)fd >= st->nfixed) return -ENOSPC;
@@ -428,7 +433,7 @@ static int ur_attach(evr_loop_t *loop, int fd) {
 /* The stream is done with fd: empty its slot before the descriptor closes. */
 static void ur_release(evr_loop_t *loop, int fd) {
   struct ur_state *st = loop->backend_state;
-  if (fixed_slot(st, fd) < 0) return;
+  if (evr__loop_inherited(loop) || fixed_slot(st, fd) < 0) return;
   int none = -1;
   /* A failure (none is expected) leaves the socket open until the slot is
    * used again; the operations of this number name the descriptor
@@ -471,12 +476,13 @@ static int bufs_get(evr_loop_t *loop) {
 
 static int ur_recv(evr_loop_t *loop, int fd, void *owner) {
   struct ur_state *st = loop->backend_state;
+  if (evr__loop_inherited(loop)) return 0; /* made on the child's ring by the fork */
   int rc = bufs_get(loop);
   if (rc) return rc;
   int slot = fixed_slot(st, fd);
   struct io_uring_sqe *sqe = sqe_get(st, &rc);
   if (!sqe) return rc;
-  io_uring_prep_recv_multishot(sqe, slot >= 0 ? slot : fd, NULL, 0, 0);
+  io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0); /* the slot is fd's number */
   io_uring_sqe_set_flags(sqe, IOSQE_BUFFER_SELECT | (slot >= 0 ? IOSQE_FIXED_FILE : 0));
   sqe->buf_group = 0;
   io_uring_sqe_set_data64(sqe, op_ud(owner, EVR__OP_RECV));
@@ -487,6 +493,7 @@ static int ur_send(evr_loop_t *loop, int fd, const struct iovec *iov, int n,
                    void *owner) {
   struct ur_state *st = loop->backend_state;
   if (n < 1 || n > EVR__SEND_IOV) return -EINVAL;
+  if (evr__loop_inherited(loop)) return 0; /* made on the child's ring by the fork */
   int rc = 0;
   if (n > 1 && st->nmsgs == UR_MSGS) {
     rc = submit_now(st); /* frees the slots */
@@ -513,6 +520,7 @@ static int ur_send(evr_loop_t *loop, int fd, const struct iovec *iov, int n,
 
 static int ur_cancel(evr_loop_t *loop, void *owner, unsigned kind, int now) {
   struct ur_state *st = loop->backend_state;
+  if (evr__loop_inherited(loop)) return 0; /* the parent's operation: not ours to end */
   int rc = queue_remove(st, op_ud(owner, kind));
   if (rc || !now) return rc;
   /* GETEVENTS: the completions (which drop the file) run as task work of

@@ -478,6 +478,62 @@ static void test_fork_reading_stream_serves_parent_and_child(void **state) {
   close(sv[1]);
 }
 
+/* A child that does not call evr_loop_fork() closes a reading stream it
+ * inherited and starts reading on another (on io_uring: the parent's
+ * receive in flight, the socket's slot in the parent's file table, and a
+ * new receive would all be the parent's ring's), then exits: the parent's
+ * streams go on reading and writing as if nothing happened. */
+static void test_fork_child_closing_inherited_streams_leaves_parent_alone(void **state) {
+  (void)state;
+  reset();
+  int sv[2], sw[2];
+  make_socketpair(sv);
+  make_socketpair(sw);
+  static struct fstream f, g;
+  memset(&f, 0, sizeof f);
+  memset(&g, 0, sizeof g);
+  assert_evr_ok(evr_stream_init(test_loop, &f.s));
+  assert_evr_ok(evr_stream_open(&f.s, sv[0]));
+  assert_evr_ok(evr_stream_init(test_loop, &g.s));
+  assert_evr_ok(evr_stream_open(&g.s, sw[0]));
+  assert_evr_ok(evr_stream_read_start(&f.s, fstream_read));
+  assert_evr_ok(evr_stream_write_copy(&f.s, "hi", 2)); /* a send made */
+  assert_int_equal(write(sv[1], "one", 3), 3);
+  RUN_UNTIL(test_loop, f.len == 3 && evr_stream_write_queue_size(&f.s) == 0);
+  assert_int_equal(f.len, 3);
+  char got[8];
+  assert_int_equal(read(sv[1], got, sizeof got), 2);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    CHILD_CHECK(evr_close(&f.s.base, NULL) == 0);
+    CHILD_CHECK(evr_stream_read_start(&g.s, fstream_read) == 0);
+    _exit(0);
+  }
+  assert_child_ok(pid);
+  /* The parent's reader still hears its peer, and its writes go out. */
+  assert_int_equal(write(sv[1], "two", 3), 3);
+  RUN_UNTIL(test_loop, f.len == 6);
+  assert_int_equal(f.len, 6);
+  assert_memory_equal(f.buf, "onetwo", 6);
+  assert_evr_ok(evr_stream_write_copy(&f.s, "mom", 3));
+  RUN_UNTIL(test_loop, evr_stream_write_queue_size(&f.s) == 0);
+  assert_int_equal(evr_stream_write_queue_size(&f.s), 0);
+  assert_int_equal(read(sv[1], got, sizeof got), 3);
+  assert_memory_equal(got, "mom", 3);
+  /* And the other stream starts reading in the parent as usual. */
+  assert_evr_ok(evr_stream_read_start(&g.s, fstream_read));
+  assert_int_equal(write(sw[1], "abc", 3), 3);
+  RUN_UNTIL(test_loop, g.len == 3);
+  assert_int_equal(g.len, 3);
+  assert_memory_equal(g.buf, "abc", 3);
+  assert_evr_ok(evr_close(&f.s.base, NULL));
+  assert_evr_ok(evr_close(&g.s.base, NULL));
+  assert_int_equal(evr_loop_run(test_loop, EVR_RUN_DEFAULT), 0);
+  close(sv[1]);
+  close(sw[1]);
+}
+
 /* A child that closed the descriptor of a watcher it inherited active,
  * without stopping the watcher (a child that leaves a socket to the
  * parent may do that), still gets a working loop from evr_loop_fork():
@@ -535,6 +591,7 @@ int main(void) {
       EVR_TEST(test_fork_child_closing_inherited_handles_leaves_parent_alone),
       EVR_TEST(test_fork_child_that_closed_a_watched_fd_keeps_its_loop),
       EVR_TEST(test_fork_reading_stream_serves_parent_and_child),
+      EVR_TEST(test_fork_child_closing_inherited_streams_leaves_parent_alone),
   };
   return cmocka_run_group_tests_name("fork", tests, NULL, NULL);
 }
