@@ -92,6 +92,8 @@ struct server {
   struct conn *conns; /* open connections */
   uint64_t accepted;  /* connections this loop adopted */
   unsigned next;      /* BALANCE_ACCEPT: the loop for the next connection */
+  evr_post_t handed_node; /* BALANCE_ACCEPT: the first loop's notice ... */
+  int handed_all;     /* ... that it hands this loop no more connections */
   int status;
   atomic_int finished;
   pthread_t thread;
@@ -285,15 +287,29 @@ static void on_drain_timeout(evr_timer_t *t) {
   close_all_conns(srv);
 }
 
+/* With --loop-balance accept, a loop that does not accept ends its drain
+ * only once the first loop has closed its listeners: a connection that
+ * loop accepted just before is handed over ahead of this notice (posts run
+ * in order), so it is served, not closed with the loop. */
+static void on_handed_all(void *arg) {
+  struct server *srv = arg;
+  srv->handed_all = 1;
+  if (srv->draining == 1) evr_unref(&srv->wake.base);
+}
+
 static void on_command(evr_async_t *a) {
   struct server *srv = a->base.data;
   int cmd = atomic_load(&srv->command);
   if (!srv->draining) {
     srv->draining = 1;
     close_listeners(srv);
+    if (spreading() && srv == &loops[0])
+      for (int i = 1; i < nloops; i++)
+        (void)evr_post_node(loops[i].loop, &loops[i].handed_node, on_handed_all, &loops[i]);
     /* Neither the wake-up handle nor the drain timer keeps the loop alive:
-     * it ends as soon as the last connection closes. */
-    evr_unref(&srv->wake.base);
+     * it ends as soon as the last connection closes (and, on a loop that
+     * is handed connections, once the notice above has come). */
+    if (!spreading() || srv == &loops[0] || srv->handed_all) evr_unref(&srv->wake.base);
     evr_timer_start(&srv->drain_timer, on_drain_timeout, cfg.drain_timeout_s * 1000, 0);
     evr_timer_unref(&srv->drain_timer);
   }

@@ -392,6 +392,8 @@ struct server {
   int index;
   evr_loop_t *loop;
   unsigned next; /* BALANCE_ACCEPT, first loop: the loop for the next client */
+  evr_post_t handed_node; /* BALANCE_ACCEPT: the first loop's notice ... */
+  int handed_all;         /* ... that it hands this loop no more clients */
   /* read by /metrics on the first loop: atomics */
   atomic_ullong conns_total, conns_active; /* clients this loop adopted */
   evr_listener_t listeners[MAX_LISTEN];
@@ -1999,12 +2001,25 @@ static void on_drain_timeout(evr_timer_t *t) {
   close_all_sessions(srv);
 }
 
+/* With --loop-balance accept, a loop that does not accept ends its drain
+ * only once the first loop has closed its listeners: a client that loop
+ * accepted just before is handed over ahead of this notice (posts run in
+ * order), so it is served, not closed with the loop. */
+static void on_handed_all(void *arg) {
+  struct server *srv = arg;
+  srv->handed_all = 1;
+  if (srv->draining == 1) evr_unref(&srv->wake.base);
+}
+
 static void on_command(evr_async_t *a) {
   struct server *srv = a->base.data;
   if (!srv->draining) {
     srv->draining = 1;
     close_listeners(srv);
-    evr_unref(&srv->wake.base);
+    if (spreading() && srv == &loops[0])
+      for (int i = 1; i < nloops; i++)
+        (void)evr_post_node(loops[i].loop, &loops[i].handed_node, on_handed_all, &loops[i]);
+    if (!spreading() || srv == &loops[0] || srv->handed_all) evr_unref(&srv->wake.base);
     evr_timer_start(&srv->drain_timer, on_drain_timeout, cfg.drain_timeout_s * 1000, 0);
     evr_timer_unref(&srv->drain_timer);
   }
